@@ -1,0 +1,89 @@
+package schematest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"time"
+)
+
+// cluster is a private PostgreSQL cluster started for the tests of one
+// process.
+type cluster struct {
+	dir, bin string
+	url      string
+	asUser   []string // a runuser prefix when running as root
+}
+
+// startCluster runs initdb and pg_ctl from the newest installed PostgreSQL
+// into a temporary directory, listening on a free loopback port.
+func startCluster(ctx context.Context) (*cluster, error) {
+	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
+	if p, err := exec.LookPath("initdb"); err == nil {
+		bins = append(bins, p)
+	}
+	if len(bins) == 0 {
+		return nil, fmt.Errorf("no initdb found in PATH or /usr/lib/postgresql/*/bin")
+	}
+	sort.Strings(bins)
+	c := &cluster{bin: filepath.Dir(bins[len(bins)-1])}
+
+	dir, err := os.MkdirTemp("", "attune-pg-")
+	if err != nil {
+		return nil, err
+	}
+	c.dir = dir
+	dbUser := "postgres"
+	if os.Geteuid() == 0 {
+		// initdb refuses to run as root.
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			return nil, fmt.Errorf("running as root needs a postgres user to own the cluster: %w", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		if err := os.Chown(dir, uid, gid); err != nil {
+			return nil, err
+		}
+		c.asUser = []string{"runuser", "-u", "postgres", "--"}
+	} else if u, err := user.Current(); err == nil {
+		dbUser = u.Username
+	}
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+
+	data := filepath.Join(dir, "data")
+	if out, err := c.run(ctx, "initdb", "-D", data, "-U", dbUser, "--auth=trust", "-E", "UTF8"); err != nil {
+		return nil, fmt.Errorf("initdb: %w: %s", err, out)
+	}
+	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off", port, dir)
+	if out, err := c.run(ctx, "pg_ctl", "-D", data, "-l", filepath.Join(dir, "log"), "-o", opts, "-w", "-t", "60", "start"); err != nil {
+		return nil, fmt.Errorf("pg_ctl start: %w: %s", err, out)
+	}
+	c.url = fmt.Sprintf("postgres://%s@127.0.0.1:%d/postgres?sslmode=disable", dbUser, port)
+	return c, nil
+}
+
+func (c *cluster) run(ctx context.Context, name string, args ...string) ([]byte, error) {
+	argv := append(append(append([]string{}, c.asUser...), filepath.Join(c.bin, name)), args...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	return cmd.CombinedOutput()
+}
+
+func (c *cluster) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, _ = c.run(ctx, "pg_ctl", "-D", filepath.Join(c.dir, "data"), "-m", "immediate", "stop")
+	_ = os.RemoveAll(c.dir)
+}
