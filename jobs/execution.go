@@ -1,0 +1,169 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Execution statuses (Attune's).
+const (
+	StatusRequested = "requested"
+	StatusScheduled = "scheduled"
+	StatusRunning   = "running"
+	StatusCompleted = "completed"
+	StatusFailed    = "failed"
+	StatusTimeout   = "timeout"
+	StatusCanceling = "canceling"
+	StatusCancelled = "cancelled"
+	StatusAbandoned = "abandoned"
+)
+
+// Finished reports whether status is final.
+func Finished(status string) bool {
+	switch status {
+	case StatusCompleted, StatusFailed, StatusTimeout, StatusCancelled, StatusAbandoned:
+		return true
+	}
+	return false
+}
+
+// Execution is one row of attune.execution.
+type Execution struct {
+	ID              int64           `json:"id"`
+	ActionRef       string          `json:"action_ref"`
+	Status          string          `json:"status"`
+	Parameters      json.RawMessage `json:"parameters"`
+	Result          json.RawMessage `json:"result"`
+	ExitCode        *int            `json:"exit_code"`
+	Stdout          *string         `json:"stdout"`
+	Stderr          *string         `json:"stderr"`
+	StdoutTruncated bool            `json:"stdout_truncated"`
+	StderrTruncated bool            `json:"stderr_truncated"`
+	Error           *string         `json:"error"`
+	Worker          *string         `json:"worker"`
+	Attempt         int             `json:"attempt"`
+	MaxAttempts     int             `json:"max_attempts"`
+	TimeoutSeconds  *int            `json:"timeout_seconds"`
+	RuleRef         *string         `json:"rule_ref"`
+	EventID         *int64          `json:"event_id"`
+	CreatedAt       time.Time       `json:"created_at"`
+	StartedAt       *time.Time      `json:"started_at"`
+	FinishedAt      *time.Time      `json:"finished_at"`
+}
+
+const executionColumns = `id, action_ref, status, parameters, result, exit_code, stdout, stderr,
+	stdout_truncated, stderr_truncated, error, worker, attempt, max_attempts, timeout_seconds,
+	rule_ref, event_id, created_at, started_at, finished_at`
+
+func scanExecution(row pgx.Row) (*Execution, error) {
+	var e Execution
+	err := row.Scan(&e.ID, &e.ActionRef, &e.Status, &e.Parameters, &e.Result, &e.ExitCode, &e.Stdout,
+		&e.Stderr, &e.StdoutTruncated, &e.StderrTruncated, &e.Error, &e.Worker, &e.Attempt,
+		&e.MaxAttempts, &e.TimeoutSeconds, &e.RuleRef, &e.EventID, &e.CreatedAt, &e.StartedAt, &e.FinishedAt)
+	return &e, err
+}
+
+// ErrNotFound is returned for an execution id that does not exist.
+var ErrNotFound = errors.New("execution not found")
+
+// Querier is what reads need: a pool, a connection or a transaction.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// Get reads one execution.
+func Get(ctx context.Context, db Querier, id int64) (*Execution, error) {
+	e, err := scanExecution(db.QueryRow(ctx, "SELECT "+executionColumns+" FROM attune.execution WHERE id = $1", id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("%w: %d (attune execution list shows recent ones)", ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("error reading execution %d: %w", id, err)
+	}
+	return e, nil
+}
+
+// ListFilter narrows List. Zero fields do not filter.
+type ListFilter struct {
+	ActionRef string
+	Status    string
+	Limit     int
+}
+
+// List returns executions, newest first.
+func List(ctx context.Context, db Querier, f ListFilter) ([]*Execution, error) {
+	if f.Limit <= 0 {
+		f.Limit = 50
+	}
+	rows, err := db.Query(ctx, "SELECT "+executionColumns+` FROM attune.execution
+		WHERE ($1 = '' OR action_ref = $1) AND ($2 = '' OR status = $2)
+		ORDER BY id DESC LIMIT $3`, f.ActionRef, f.Status, f.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("error listing executions: %w", err)
+	}
+	defer rows.Close()
+	var out []*Execution
+	for rows.Next() {
+		e, err := scanExecution(rows)
+		if err != nil {
+			return nil, fmt.Errorf("error listing executions: %w", err)
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// Cancel cancels an execution: a queued one becomes cancelled at once; a
+// running one becomes canceling, and the replica running it gets River's
+// remote cancel, kills the process group and records cancelled. It returns
+// the status after the call; cancelling a finished execution changes nothing.
+func Cancel(ctx context.Context, pool *pgxpool.Pool, id int64) (string, error) {
+	client, err := inserter()
+	if err != nil {
+		return "", err
+	}
+	var status string
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		var jobID *int64
+		err := tx.QueryRow(ctx, "SELECT status, job_id FROM attune.execution WHERE id = $1 FOR UPDATE", id).Scan(&status, &jobID)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("%w: %d (attune execution list shows recent ones)", ErrNotFound, id)
+		}
+		if err != nil {
+			return fmt.Errorf("error reading execution %d: %w", id, err)
+		}
+		if Finished(status) || status == StatusCanceling {
+			return nil
+		}
+		next := StatusCancelled
+		if status == StatusRunning {
+			next = StatusCanceling
+		}
+		if _, err := tx.Exec(ctx, `UPDATE attune.execution SET status = $2,
+				finished_at = CASE WHEN $2 = 'cancelled' THEN now() END,
+				error = CASE WHEN $2 = 'cancelled' THEN 'Cancelled before it started' END
+			WHERE id = $1`, id, next); err != nil {
+			return fmt.Errorf("error cancelling execution %d: %w", id, err)
+		}
+		if next == StatusCancelled {
+			if _, err := tx.Exec(ctx, "DELETE FROM attune.execution_secret WHERE execution_id = $1", id); err != nil {
+				return fmt.Errorf("error cancelling execution %d: %w", id, err)
+			}
+		}
+		if jobID != nil {
+			if _, err := client.JobCancelTx(ctx, tx, *jobID); err != nil {
+				return fmt.Errorf("error cancelling River job %d: %w", *jobID, err)
+			}
+		}
+		status = next
+		return nil
+	})
+	return status, err
+}

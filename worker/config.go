@@ -1,0 +1,221 @@
+package worker
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+)
+
+// Config is attune's configuration, read from the environment (SPEC §2).
+type Config struct {
+	// DatabaseURL is the PostgreSQL database; it is created when missing and
+	// the role may. Defaults to postgres://localhost:5432/attune?sslmode=disable.
+	DatabaseURL string `env:"ATTUNE_DATABASE_URL" envDefault:"postgres://localhost:5432/attune?sslmode=disable"`
+
+	// PacksDir is the packs base directory: {dir}/{pack}/actions/{entry_point}.
+	// Defaults to ./packs.
+	PacksDir string `env:"ATTUNE_PACKS_DIR" envDefault:"./packs"`
+
+	// MaxConcurrentExecutions is how many executions one replica runs at
+	// once. Defaults to 10.
+	MaxConcurrentExecutions int `env:"ATTUNE_MAX_CONCURRENT_EXECUTIONS" envDefault:"10"`
+
+	// MaxStdoutBytes is the stored size of an execution's stdout, truncation
+	// notice included. Defaults to 10485760.
+	MaxStdoutBytes int `env:"ATTUNE_MAX_STDOUT_BYTES" envDefault:"10485760"`
+
+	// MaxStderrBytes is the stored size of an execution's stderr, truncation
+	// notice included. Defaults to 10485760.
+	MaxStderrBytes int `env:"ATTUNE_MAX_STDERR_BYTES" envDefault:"10485760"`
+
+	// DefaultTimeout applies when neither the enqueue nor the action sets a
+	// timeout. Defaults to 600s.
+	DefaultTimeout time.Duration `env:"ATTUNE_DEFAULT_TIMEOUT" envDefault:"600s"`
+
+	// KillGrace is the time between SIGTERM and SIGKILL on timeout, cancel and
+	// shutdown; 0 kills at once. Defaults to 5s.
+	KillGrace time.Duration `env:"ATTUNE_KILL_GRACE" envDefault:"5s"`
+
+	// WorkerName is this replica's name in attune.worker. Defaults to
+	// {hostname}-{pid}.
+	WorkerName string `env:"ATTUNE_WORKER_NAME"`
+
+	// HeartbeatInterval is how often a worker reports it is alive. Defaults
+	// to 10s.
+	HeartbeatInterval time.Duration `env:"ATTUNE_HEARTBEAT_INTERVAL" envDefault:"10s"`
+
+	// WorkerStaleAfter is how long a worker may stay silent before the others
+	// declare it dead. Defaults to 30s.
+	WorkerStaleAfter time.Duration `env:"ATTUNE_WORKER_STALE_AFTER" envDefault:"30s"`
+
+	// PassthroughEnv names variables copied from the worker's environment
+	// into children. Defaults to none.
+	PassthroughEnv []string `env:"ATTUNE_PASSTHROUGH_ENV" envSeparator:","`
+
+	// SecretsKey is the base64 of 32 bytes that encrypts secrets at rest.
+	// Defaults to none (secrets unavailable).
+	SecretsKey string `env:"ATTUNE_SECRETS_KEY"`
+
+	// ShutdownTimeout is how long running executions may finish after
+	// SIGTERM before they are killed. Defaults to 30s.
+	ShutdownTimeout time.Duration `env:"ATTUNE_SHUTDOWN_TIMEOUT" envDefault:"30s"`
+
+	// LogLevel is debug, info, warn or error. Defaults to info.
+	LogLevel string `env:"ATTUNE_LOG_LEVEL" envDefault:"info"`
+
+	// LogFormat is text or json. Defaults to text on a terminal, else json.
+	LogFormat string `env:"ATTUNE_LOG_FORMAT"`
+
+	// Environ is the worker's own environment, where passthrough variables
+	// and the child baseline (PATH, HOME, ...) are read from. Defaults to
+	// os.Environ().
+	Environ []string `env:"-"`
+}
+
+// LoadConfig reads the configuration from environ (os.Environ() when nil).
+// A bad value gives one line naming the variable, the value and what is
+// allowed.
+func LoadConfig(environ []string) (Config, error) {
+	if environ == nil {
+		environ = os.Environ()
+	}
+	vars := map[string]string{}
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			vars[k] = v
+		}
+	}
+	cfg, err := env.ParseAsWithOptions[Config](env.Options{Environment: vars})
+	if err != nil {
+		return Config{}, describeEnvError(err, vars)
+	}
+	cfg.Environ = environ
+	if cfg.WorkerName == "" {
+		host, _ := os.Hostname()
+		cfg.WorkerName = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	cfg.PassthroughEnv = trimAll(cfg.PassthroughEnv)
+	return cfg, cfg.validate()
+}
+
+func (c *Config) validate() error {
+	bad := func(name string, value any, allowed string) error {
+		return fmt.Errorf("%s=%v is invalid: %s", name, value, allowed)
+	}
+	switch {
+	case c.DatabaseURL == "":
+		return bad("ATTUNE_DATABASE_URL", `""`, "set a PostgreSQL URL such as postgres://localhost:5432/attune?sslmode=disable")
+	case c.MaxConcurrentExecutions < 1 || c.MaxConcurrentExecutions > 10000:
+		return bad("ATTUNE_MAX_CONCURRENT_EXECUTIONS", c.MaxConcurrentExecutions, "must be from 1 to 10000")
+	case c.MaxStdoutBytes < 1024:
+		return bad("ATTUNE_MAX_STDOUT_BYTES", c.MaxStdoutBytes, "must be at least 1024")
+	case c.MaxStderrBytes < 1024:
+		return bad("ATTUNE_MAX_STDERR_BYTES", c.MaxStderrBytes, "must be at least 1024")
+	case c.DefaultTimeout <= 0:
+		return bad("ATTUNE_DEFAULT_TIMEOUT", c.DefaultTimeout, "must be a positive duration such as 600s")
+	case c.KillGrace < 0:
+		return bad("ATTUNE_KILL_GRACE", c.KillGrace, "must be 0 or a positive duration such as 5s")
+	case c.HeartbeatInterval <= 0:
+		return bad("ATTUNE_HEARTBEAT_INTERVAL", c.HeartbeatInterval, "must be a positive duration such as 10s")
+	case c.WorkerStaleAfter <= c.HeartbeatInterval:
+		return bad("ATTUNE_WORKER_STALE_AFTER", c.WorkerStaleAfter, fmt.Sprintf("must be longer than ATTUNE_HEARTBEAT_INTERVAL (%s), e.g. three times it", c.HeartbeatInterval))
+	case c.ShutdownTimeout < 0:
+		return bad("ATTUNE_SHUTDOWN_TIMEOUT", c.ShutdownTimeout, "must be 0 or a positive duration such as 30s")
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "debug", "info", "warn", "error":
+	default:
+		return bad("ATTUNE_LOG_LEVEL", c.LogLevel, "must be debug, info, warn or error")
+	}
+	switch c.LogFormat {
+	case "", "text", "json":
+	default:
+		return bad("ATTUNE_LOG_FORMAT", c.LogFormat, "must be text or json")
+	}
+	for _, name := range c.PassthroughEnv {
+		if !validEnvName(name) {
+			return bad("ATTUNE_PASSTHROUGH_ENV", strings.Join(c.PassthroughEnv, ","), fmt.Sprintf("%q is not a variable name; list names like HTTP_PROXY,AWS_REGION", name))
+		}
+	}
+	if c.SecretsKey != "" {
+		if _, err := DecodeSecretsKey(c.SecretsKey); err != nil {
+			return bad("ATTUNE_SECRETS_KEY", "(hidden)", err.Error())
+		}
+	}
+	return nil
+}
+
+// DecodeSecretsKey decodes ATTUNE_SECRETS_KEY: base64 of exactly 32 bytes.
+func DecodeSecretsKey(s string) ([]byte, error) {
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
+	if err != nil {
+		return nil, errors.New("must be base64 of 32 random bytes (head -c32 /dev/urandom | base64)")
+	}
+	if len(key) != 32 {
+		return nil, fmt.Errorf("decodes to %d bytes, must be 32 (head -c32 /dev/urandom | base64)", len(key))
+	}
+	return key, nil
+}
+
+// KeyID is a short, non-secret fingerprint of a secrets key, for messages.
+func KeyID(key []byte) string {
+	sum := sha256.Sum256(key)
+	return base64.RawURLEncoding.EncodeToString(sum[:6])
+}
+
+// describeEnvError rewrites caarlos0/env's errors, which name Go fields, into
+// lines naming the variable and its value.
+func describeEnvError(err error, vars map[string]string) error {
+	var agg env.AggregateError
+	if !errors.As(err, &agg) || len(agg.Errors) == 0 {
+		return err
+	}
+	var lines []string
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if !errors.As(e, &pe) {
+			lines = append(lines, e.Error())
+			continue
+		}
+		f, _ := reflect.TypeFor[Config]().FieldByName(pe.Name)
+		name := f.Tag.Get("env")
+		allowed := "a valid value"
+		switch pe.Type {
+		case reflect.TypeFor[time.Duration]():
+			allowed = "a duration such as 90s or 5m"
+		case reflect.TypeFor[int]():
+			allowed = "a whole number"
+		}
+		lines = append(lines, fmt.Sprintf("%s=%q is invalid: must be %s", name, vars[name], allowed))
+	}
+	return errors.New(strings.Join(lines, "; "))
+}
+
+func trimAll(ss []string) []string {
+	var out []string
+	for _, s := range ss {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func validEnvName(s string) bool {
+	if s == "" || (s[0] >= '0' && s[0] <= '9') {
+		return false
+	}
+	for _, r := range s {
+		if !(r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
+}

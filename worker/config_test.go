@@ -1,0 +1,62 @@
+package worker
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestLoadConfigDefaults(t *testing.T) {
+	t.Parallel()
+	cfg, err := LoadConfig([]string{"PATH=/bin"})
+	require.NoError(t, err)
+	require.Equal(t, "postgres://localhost:5432/attune?sslmode=disable", cfg.DatabaseURL)
+	require.Equal(t, "./packs", cfg.PacksDir)
+	require.Equal(t, 10, cfg.MaxConcurrentExecutions)
+	require.Equal(t, 10485760, cfg.MaxStdoutBytes)
+	require.Equal(t, 10485760, cfg.MaxStderrBytes)
+	require.Equal(t, 600*time.Second, cfg.DefaultTimeout)
+	require.Equal(t, 5*time.Second, cfg.KillGrace)
+	require.Equal(t, 10*time.Second, cfg.HeartbeatInterval)
+	require.Equal(t, 30*time.Second, cfg.WorkerStaleAfter)
+	require.Equal(t, 30*time.Second, cfg.ShutdownTimeout)
+	require.Empty(t, cfg.PassthroughEnv)
+	require.NotEmpty(t, cfg.WorkerName)
+}
+
+func TestLoadConfigValues(t *testing.T) {
+	t.Parallel()
+	cfg, err := LoadConfig([]string{
+		"ATTUNE_KILL_GRACE=0", "ATTUNE_DEFAULT_TIMEOUT=5m", "ATTUNE_PASSTHROUGH_ENV=HTTP_PROXY, AWS_REGION",
+		"ATTUNE_WORKER_NAME=w1", "ATTUNE_SECRETS_KEY=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+	})
+	require.NoError(t, err)
+	require.Zero(t, cfg.KillGrace)
+	require.Equal(t, 5*time.Minute, cfg.DefaultTimeout)
+	require.Equal(t, []string{"HTTP_PROXY", "AWS_REGION"}, cfg.PassthroughEnv)
+	require.Equal(t, "w1", cfg.WorkerName)
+}
+
+func TestLoadConfigBadValues(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ env, want string }{
+		{"ATTUNE_KILL_GRACE=soon", `ATTUNE_KILL_GRACE="soon" is invalid: must be a duration such as 90s or 5m`},
+		{"ATTUNE_MAX_CONCURRENT_EXECUTIONS=ten", `ATTUNE_MAX_CONCURRENT_EXECUTIONS="ten" is invalid: must be a whole number`},
+		{"ATTUNE_MAX_CONCURRENT_EXECUTIONS=0", "ATTUNE_MAX_CONCURRENT_EXECUTIONS=0 is invalid: must be from 1 to 10000"},
+		{"ATTUNE_MAX_STDOUT_BYTES=10", "ATTUNE_MAX_STDOUT_BYTES=10 is invalid: must be at least 1024"},
+		{"ATTUNE_DEFAULT_TIMEOUT=-1s", "ATTUNE_DEFAULT_TIMEOUT=-1s is invalid: must be a positive duration such as 600s"},
+		{"ATTUNE_KILL_GRACE=-5s", "ATTUNE_KILL_GRACE=-5s is invalid"},
+		{"ATTUNE_WORKER_STALE_AFTER=5s", "ATTUNE_WORKER_STALE_AFTER=5s is invalid: must be longer than ATTUNE_HEARTBEAT_INTERVAL (10s)"},
+		{"ATTUNE_LOG_LEVEL=loud", "ATTUNE_LOG_LEVEL=loud is invalid: must be debug, info, warn or error"},
+		{"ATTUNE_LOG_FORMAT=xml", "ATTUNE_LOG_FORMAT=xml is invalid: must be text or json"},
+		{"ATTUNE_PASSTHROUGH_ENV=A,B-C", `"B-C" is not a variable name`},
+		{"ATTUNE_SECRETS_KEY=c2hvcnQ=", "ATTUNE_SECRETS_KEY=(hidden) is invalid: decodes to 5 bytes, must be 32"},
+		{"ATTUNE_SECRETS_KEY=%%%", "ATTUNE_SECRETS_KEY=(hidden) is invalid: must be base64 of 32 random bytes"},
+	} {
+		_, err := LoadConfig([]string{tc.env})
+		require.Error(t, err, tc.env)
+		require.Contains(t, err.Error(), tc.want, tc.env)
+		require.NotContains(t, err.Error(), "\n", "one line")
+	}
+}
