@@ -111,15 +111,13 @@ func EnqueueMany(ctx context.Context, tx pgx.Tx, reqs []Request) ([]int64, error
 			return nil, err
 		}
 		preps[i] = p
-		params[i] = river.InsertManyParams{
-			Args: ExecutionArgs{ExecutionID: p.ExecutionID},
-			InsertOpts: &river.InsertOpts{
-				Queue:       p.Queue,
-				Priority:    p.Priority,
-				MaxAttempts: p.MaxAttempts,
-				ScheduledAt: p.ScheduledAt,
-			},
+		opts := &river.InsertOpts{Queue: p.Queue, Priority: p.Priority, MaxAttempts: p.MaxAttempts}
+		// River makes any job with ScheduledAt "scheduled", to be promoted
+		// by its scheduler seconds later; only a requested delay sets it.
+		if !req.Options.ScheduledAt.IsZero() {
+			opts.ScheduledAt = p.ScheduledAt
 		}
+		params[i] = river.InsertManyParams{Args: ExecutionArgs{ExecutionID: p.ExecutionID}, InsertOpts: opts}
 	}
 	results, err := client.InsertManyTx(ctx, sp, params)
 	if err != nil {

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime/debug"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/mattn/go-isatty"
+	"github.com/spf13/cobra"
+
+	"github.com/attune-system/attune/schema"
+	"github.com/attune-system/attune/worker"
+)
+
+// Build information, set with -ldflags "-X main.version=...".
+var (
+	version = "dev"
+	commit  = ""
+)
+
+// app carries what every command shares: streams, the -j flag and the
+// configuration, read once.
+type app struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	json           bool
+	cfg            worker.Config
+	log            *slog.Logger
+	environ        []string
+}
+
+// run is the whole program: main only turns its error into an exit code.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, environ: os.Environ()}
+	root := a.rootCommand()
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	return root.ExecuteContext(ctx)
+}
+
+func (a *app) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "attune",
+		Short:         "Run pack actions as executions on River and PostgreSQL",
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := worker.LoadConfig(a.environ)
+			if err != nil {
+				return err
+			}
+			a.cfg = cfg
+			a.log = newLogger(cfg, a.stderr)
+			return nil
+		},
+	}
+	root.PersistentFlags().BoolVarP(&a.json, "json", "j", false, "print JSON for machines")
+	root.AddCommand(
+		a.serveCommand(), a.migrateCommand(), a.demoCommand(), a.versionCommand(),
+		a.packCommand(), a.actionCommand(), a.executionCommand(), a.workerCommand(),
+		a.sensorCommand(), a.triggerCommand(), a.eventCommand(), a.ruleCommand(), a.secretCommand(),
+	)
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return usageError{fmt.Errorf("%w (see attune %s --help)", err, cmd.Name())}
+	})
+	return root
+}
+
+func newLogger(cfg worker.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	format := cfg.LogFormat
+	if format == "" {
+		format = "json"
+		if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+			format = "text"
+		}
+	}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// db opens the configured database, creating and migrating it as needed, so
+// every command works on a fresh install.
+func (a *app) db(ctx context.Context) (*pgxpool.Pool, error) {
+	pool, err := schema.Open(ctx, a.cfg.DatabaseURL, int32(a.cfg.MaxConcurrentExecutions+10))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := schema.Migrate(ctx, pool); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
+}
+
+// withDB runs fn with an open database.
+func (a *app) withDB(fn func(ctx context.Context, pool *pgxpool.Pool, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		pool, err := a.db(cmd.Context())
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		return fn(cmd.Context(), pool, args)
+	}
+}
+
+// print writes v as JSON with -j, else calls table.
+func (a *app) print(v any, table func(w *tabwriter.Writer)) error {
+	if a.json {
+		enc := json.NewEncoder(a.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	table(tw)
+	return tw.Flush()
+}
+
+func (a *app) versionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print version, commit and Go version of the build",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			v, c, goVersion := version, commit, "unknown"
+			if info, ok := debug.ReadBuildInfo(); ok {
+				goVersion = info.GoVersion
+				for _, s := range info.Settings {
+					if s.Key == "vcs.revision" && c == "" {
+						c = s.Value
+					}
+				}
+			}
+			if c == "" {
+				c = "unknown"
+			}
+			return a.print(map[string]string{"version": v, "commit": c, "go": goVersion}, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "attune %s (commit %s, %s)\n", v, c, goVersion)
+			})
+		},
+	}
+}
+
+func (a *app) migrateCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "migrate",
+		Short: "Apply migrations (idempotent)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			pool, err := schema.Open(ctx, a.cfg.DatabaseURL, 4)
+			if err != nil {
+				return err
+			}
+			defer pool.Close()
+			res, err := schema.Migrate(ctx, pool)
+			if err != nil {
+				return err
+			}
+			var names []string
+			for _, m := range res.Applied {
+				names = append(names, fmt.Sprintf("%03d_%s", m.Version, m.Name))
+			}
+			return a.print(map[string]any{"river_versions": res.RiverVersions, "applied": names}, func(w *tabwriter.Writer) {
+				if len(names) == 0 && len(res.RiverVersions) == 0 {
+					fmt.Fprintln(w, "schema attune is up to date")
+					return
+				}
+				fmt.Fprintf(w, "applied River migrations %v and attune migrations %s\n", res.RiverVersions, strings.Join(names, ", "))
+			})
+		},
+	}
+}
+
+// usageError is a mistake in the command line: exit code 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// exitError carries a chosen exit code and message.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e exitError) Error() string { return e.msg }
+
+func exitCode(err error) int {
+	var ee exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	var ue usageError
+	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") || strings.Contains(err.Error(), "arg(s)") {
+		return 2
+	}
+	return 1
+}
+
+// oneLine keeps an error to one line on stderr.
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
+}

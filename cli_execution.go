@@ -1,0 +1,340 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/mattn/go-isatty"
+	"github.com/spf13/cobra"
+
+	"github.com/attune-system/attune/jobs"
+)
+
+func (a *app) executeCommand() *cobra.Command {
+	var (
+		params     []string
+		paramsJSON string
+		watch      bool
+		timeout    time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "execute REF",
+		Short: "Enqueue an execution of an action",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := parseParams(params, paramsJSON)
+			if err != nil {
+				return usageError{err}
+			}
+			var opts jobs.Options
+			if cmd.Flags().Changed("timeout") {
+				if timeout < time.Second || timeout%time.Second != 0 {
+					return usageError{fmt.Errorf("--timeout %s is invalid: use whole seconds of at least 1s, such as 30s or 5m", timeout)}
+				}
+				opts.TimeoutSeconds = int(timeout / time.Second)
+			}
+			ctx := cmd.Context()
+			pool, err := a.db(ctx)
+			if err != nil {
+				return err
+			}
+			defer pool.Close()
+			var id int64
+			err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+				id, err = jobs.Enqueue(ctx, tx, args[0], p, &opts)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if !watch {
+				return a.print(map[string]any{"id": id, "action_ref": args[0], "status": jobs.StatusRequested}, func(w *tabwriter.Writer) {
+					fmt.Fprintf(w, "execution %d of %s requested (attune execution show %d)\n", id, args[0], id)
+				})
+			}
+			return a.watch(ctx, pool, id)
+		},
+	}
+	cmd.Flags().StringArrayVar(&params, "param", nil, "parameter k=v; v parses as JSON when it can (n=3 is a number, s=hi a string)")
+	cmd.Flags().StringVar(&paramsJSON, "params-json", "", "all parameters as one JSON object")
+	cmd.Flags().BoolVar(&watch, "watch", false, "wait for the outcome; exit 0 only when completed")
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "execution timeout (overrides the action's), e.g. 30s")
+	return cmd
+}
+
+// parseParams merges --params-json and --param k=v flags.
+func parseParams(kvs []string, raw string) (map[string]any, error) {
+	p := map[string]any{}
+	if raw != "" {
+		dec := json.NewDecoder(strings.NewReader(raw))
+		dec.UseNumber()
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			return nil, fmt.Errorf("--params-json is not valid JSON: %w", err)
+		}
+		obj, ok := v.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("--params-json must be a JSON object such as '{\"name\": \"x\"}'")
+		}
+		p = obj
+	}
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--param %q is not key=value; write --param name=value", kv)
+		}
+		var parsed any
+		dec := json.NewDecoder(strings.NewReader(v))
+		dec.UseNumber()
+		if err := dec.Decode(&parsed); err != nil || dec.More() {
+			parsed = v
+		}
+		p[k] = parsed
+	}
+	return p, nil
+}
+
+// watch polls an execution until it finishes, printing the outcome. On a
+// terminal it shows the elapsed time while it waits.
+func (a *app) watch(ctx context.Context, pool *pgxpool.Pool, id int64) error {
+	tty := false
+	if f, ok := a.stderr.(*os.File); ok && !a.json {
+		tty = isatty.IsTerminal(f.Fd())
+	}
+	start := time.Now()
+	for {
+		e, err := jobs.Get(ctx, pool, id)
+		if err != nil {
+			return err
+		}
+		if jobs.Finished(e.Status) {
+			if tty {
+				fmt.Fprint(a.stderr, "\r\033[K")
+			}
+			if err := a.showExecution(e); err != nil {
+				return err
+			}
+			if e.Status != jobs.StatusCompleted {
+				return exitError{1, fmt.Sprintf("execution %d %s", id, e.Status)}
+			}
+			return nil
+		}
+		if tty {
+			fmt.Fprintf(a.stderr, "\rexecution %d %s… %s", id, e.Status, time.Since(start).Round(100*time.Millisecond))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("stopped watching execution %d (still %s): %w", id, e.Status, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (a *app) showExecution(e *jobs.Execution) error {
+	return a.print(e, func(w *tabwriter.Writer) {
+		fmt.Fprintf(w, "id\t%d\n", e.ID)
+		fmt.Fprintf(w, "action\t%s\n", e.ActionRef)
+		fmt.Fprintf(w, "status\t%s\n", e.Status)
+		fmt.Fprintf(w, "parameters\t%s\n", e.Parameters)
+		if e.RuleRef != nil {
+			fmt.Fprintf(w, "rule\t%s (event %d)\n", *e.RuleRef, deref(e.EventID))
+		}
+		fmt.Fprintf(w, "attempt\t%d of %d\n", e.Attempt, e.MaxAttempts)
+		if e.Worker != nil {
+			fmt.Fprintf(w, "worker\t%s\n", *e.Worker)
+		}
+		fmt.Fprintf(w, "created\t%s\n", e.CreatedAt.Format(time.RFC3339Nano))
+		if e.StartedAt != nil {
+			fmt.Fprintf(w, "started\t%s\n", e.StartedAt.Format(time.RFC3339Nano))
+		}
+		if e.FinishedAt != nil {
+			fmt.Fprintf(w, "finished\t%s", e.FinishedAt.Format(time.RFC3339Nano))
+			if e.StartedAt != nil {
+				fmt.Fprintf(w, " (took %s)", e.FinishedAt.Sub(*e.StartedAt).Round(time.Millisecond))
+			}
+			fmt.Fprintln(w)
+		}
+		if e.ExitCode != nil {
+			fmt.Fprintf(w, "exit code\t%d\n", *e.ExitCode)
+		}
+		if e.Error != nil {
+			fmt.Fprintf(w, "error\t%s\n", *e.Error)
+		}
+		if len(e.Result) > 0 {
+			fmt.Fprintf(w, "result\t%s\n", e.Result)
+		}
+		w.Flush()
+		for _, s := range []struct {
+			name      string
+			text      *string
+			truncated bool
+		}{{"stdout", e.Stdout, e.StdoutTruncated}, {"stderr", e.Stderr, e.StderrTruncated}} {
+			if s.text == nil || *s.text == "" {
+				continue
+			}
+			note := ""
+			if s.truncated {
+				note = " (truncated at ATTUNE_MAX_" + strings.ToUpper(s.name) + "_BYTES)"
+			}
+			fmt.Fprintf(w, "--- %s%s ---\n%s", s.name, note, *s.text)
+			if !strings.HasSuffix(*s.text, "\n") {
+				fmt.Fprintln(w)
+			}
+		}
+	})
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
+func parseID(s string) (int64, error) {
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || id <= 0 {
+		return 0, usageError{fmt.Errorf("%q is not an execution id; ids are positive whole numbers (attune execution list)", s)}
+	}
+	return id, nil
+}
+
+func (a *app) executionCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "execution", Short: "Inspect, follow and cancel executions"}
+	var f jobs.ListFilter
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List executions, newest first",
+		Args:  cobra.NoArgs,
+		RunE: a.withDB(func(ctx context.Context, pool *pgxpool.Pool, _ []string) error {
+			if f.Limit < 0 || f.Limit > 10000 {
+				return usageError{fmt.Errorf("--limit %d is invalid: use 1 to 10000", f.Limit)}
+			}
+			list, err := jobs.List(ctx, pool, f)
+			if err != nil {
+				return err
+			}
+			if list == nil {
+				list = []*jobs.Execution{}
+			}
+			return a.print(list, func(w *tabwriter.Writer) {
+				fmt.Fprintln(w, "ID\tACTION\tSTATUS\tEXIT\tCREATED\tDURATION\tERROR")
+				for _, e := range list {
+					exit, dur := "", ""
+					if e.ExitCode != nil {
+						exit = strconv.Itoa(*e.ExitCode)
+					}
+					if e.StartedAt != nil && e.FinishedAt != nil {
+						dur = e.FinishedAt.Sub(*e.StartedAt).Round(time.Millisecond).String()
+					}
+					fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.ID, e.ActionRef, e.Status, exit,
+						e.CreatedAt.Local().Format("2006-01-02 15:04:05"), dur, truncate(deref(e.Error), 60))
+				}
+			})
+		}),
+	}
+	list.Flags().StringVar(&f.ActionRef, "action", "", "only executions of this action")
+	list.Flags().StringVar(&f.Status, "status", "", "only executions with this status")
+	list.Flags().IntVar(&f.Limit, "limit", 50, "at most this many")
+
+	byID := func(use, short string, fn func(ctx context.Context, pool *pgxpool.Pool, e *jobs.Execution) error) *cobra.Command {
+		return &cobra.Command{
+			Use: use + " ID", Short: short, Args: cobra.ExactArgs(1),
+			RunE: a.withDB(func(ctx context.Context, pool *pgxpool.Pool, args []string) error {
+				id, err := parseID(args[0])
+				if err != nil {
+					return err
+				}
+				e, err := jobs.Get(ctx, pool, id)
+				if err != nil {
+					return err
+				}
+				return fn(ctx, pool, e)
+			}),
+		}
+	}
+	show := byID("show", "Show an execution: status, times, exit code, result, error, output", func(_ context.Context, _ *pgxpool.Pool, e *jobs.Execution) error {
+		return a.showExecution(e)
+	})
+	result := byID("result", "Print an execution's JSON result", func(_ context.Context, _ *pgxpool.Pool, e *jobs.Execution) error {
+		if len(e.Result) == 0 {
+			if !jobs.Finished(e.Status) {
+				return exitError{1, fmt.Sprintf("execution %d is %s; it has no result yet", e.ID, e.Status)}
+			}
+			return exitError{1, fmt.Sprintf("execution %d (%s) has no JSON result; attune execution logs %d shows its output", e.ID, e.Status, e.ID)}
+		}
+		_, err := fmt.Fprintf(a.stdout, "%s\n", e.Result)
+		return err
+	})
+	var follow bool
+	logs := byID("logs", "Print an execution's stdout and stderr", func(ctx context.Context, pool *pgxpool.Pool, e *jobs.Execution) error {
+		for follow && !jobs.Finished(e.Status) {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(200 * time.Millisecond):
+			}
+			var err error
+			if e, err = jobs.Get(ctx, pool, e.ID); err != nil {
+				return err
+			}
+		}
+		if a.json {
+			return a.print(map[string]any{"id": e.ID, "status": e.Status, "stdout": e.Stdout, "stderr": e.Stderr,
+				"stdout_truncated": e.StdoutTruncated, "stderr_truncated": e.StderrTruncated}, nil)
+		}
+		if !jobs.Finished(e.Status) {
+			fmt.Fprintf(a.stderr, "execution %d is %s; output is stored when it finishes (use --follow to wait)\n", e.ID, e.Status)
+		}
+		fmt.Fprint(a.stdout, deref(e.Stdout))
+		fmt.Fprint(a.stderr, deref(e.Stderr))
+		return nil
+	})
+	logs.Flags().BoolVarP(&follow, "follow", "f", false, "wait until the execution finishes")
+	cancel := &cobra.Command{
+		Use: "cancel ID", Short: "Cancel a queued or running execution", Args: cobra.ExactArgs(1),
+		RunE: a.withDB(func(ctx context.Context, pool *pgxpool.Pool, args []string) error {
+			id, err := parseID(args[0])
+			if err != nil {
+				return err
+			}
+			before, err := jobs.Get(ctx, pool, id)
+			if err != nil {
+				return err
+			}
+			status, err := jobs.Cancel(ctx, pool, id)
+			if err != nil {
+				return err
+			}
+			msg := fmt.Sprintf("execution %d %s", id, status)
+			switch {
+			case jobs.Finished(before.Status):
+				msg = fmt.Sprintf("execution %d already finished (%s); nothing to cancel", id, before.Status)
+			case status == jobs.StatusCanceling:
+				msg = fmt.Sprintf("execution %d canceling: its process gets SIGTERM, then SIGKILL after the kill grace", id)
+			}
+			return a.print(map[string]any{"id": id, "status": status, "previous_status": before.Status}, func(w *tabwriter.Writer) {
+				fmt.Fprintln(w, msg)
+			})
+		}),
+	}
+	cmd.AddCommand(list, show, result, logs, cancel)
+	return cmd
+}
+
+func truncate(s string, n int) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len([]rune(s)) <= n {
+		return s
+	}
+	return string([]rune(s)[:n-1]) + "…"
+}

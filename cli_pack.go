@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/spf13/cobra"
+
+	"github.com/attune-system/attune/packs"
+)
+
+func (a *app) packCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "pack", Short: "Check, register and list packs"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "check PATH",
+		Short: "Validate a pack (or a directory of packs) without a database",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ps, problems := loadPath(args[0])
+			a.reportProblems(problems)
+			if packs.HasErrors(problems) {
+				return exitError{1, fmt.Sprintf("%s has %d error(s); fix them and run attune pack check again", args[0], countErrors(problems))}
+			}
+			for _, p := range ps {
+				fmt.Fprintf(a.stdout, "pack %s: %d actions, %d sensors, %d triggers, %d rules: OK\n", p.Ref, len(p.Actions), len(p.Sensors), len(p.Triggers), len(p.Rules))
+			}
+			return nil
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "register [PATH]",
+		Short: "Load one pack, or every pack in ATTUNE_PACKS_DIR, into the database",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: a.withDB(func(ctx context.Context, pool *pgxpool.Pool, args []string) error {
+			path := a.cfg.PacksDir
+			if len(args) == 1 {
+				path = args[0]
+			}
+			return a.register(ctx, pool, path)
+		}),
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "list",
+		Short: "List registered packs",
+		Args:  cobra.NoArgs,
+		RunE: a.withDB(func(ctx context.Context, pool *pgxpool.Pool, _ []string) error {
+			type row struct {
+				Ref         string `json:"ref"`
+				Label       string `json:"label"`
+				Version     string `json:"version"`
+				Actions     int    `json:"actions"`
+				Description string `json:"description"`
+			}
+			rows, err := pool.Query(ctx, `SELECT p.ref, p.label, p.version,
+				(SELECT count(*) FROM attune.action a WHERE a.pack_ref = p.ref AND a.enabled)::int, p.description
+				FROM attune.pack p ORDER BY p.ref`)
+			if err != nil {
+				return err
+			}
+			list, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
+			if err != nil {
+				return err
+			}
+			return a.print(list, func(w *tabwriter.Writer) {
+				fmt.Fprintln(w, "REF\tVERSION\tACTIONS\tLABEL")
+				for _, r := range list {
+					fmt.Fprintf(w, "%s\t%s\t%d\t%s\n", r.Ref, r.Version, r.Actions, r.Label)
+				}
+			})
+		}),
+	})
+	return cmd
+}
+
+// loadPath loads PATH as one pack when it holds a pack.yaml, else as a
+// directory of packs.
+func loadPath(path string) ([]*packs.Pack, []packs.Problem) {
+	if _, err := os.Stat(filepath.Join(path, "pack.yaml")); err == nil {
+		p, problems := packs.Load(path)
+		if p == nil {
+			return nil, problems
+		}
+		return []*packs.Pack{p}, problems
+	}
+	if st, err := os.Stat(path); err != nil || !st.IsDir() {
+		return nil, []packs.Problem{{File: path, Msg: "not a pack directory (no pack.yaml) nor a directory of packs"}}
+	}
+	return packs.LoadAll(path)
+}
+
+func (a *app) reportProblems(problems []packs.Problem) {
+	for _, p := range problems {
+		fmt.Fprintln(a.stderr, p.Error())
+	}
+}
+
+func countErrors(ps []packs.Problem) int {
+	n := 0
+	for _, p := range ps {
+		if !p.Warning {
+			n++
+		}
+	}
+	return n
+}
+
+// register loads and registers packs; a pack with load errors is skipped
+// (others still register) and the command fails at the end.
+func (a *app) register(ctx context.Context, pool *pgxpool.Pool, path string) error {
+	ps, problems := loadPath(path)
+	a.reportProblems(problems)
+	bad := map[string]bool{}
+	for _, pr := range problems {
+		if !pr.Warning {
+			bad[packDirOf(pr.File)] = true
+		}
+	}
+	var results []*packs.RegisterResult
+	failed := 0
+	for _, p := range ps {
+		if bad[p.Dir] {
+			fmt.Fprintf(a.stderr, "pack %s not registered: fix the errors above\n", p.Ref)
+			failed++
+			continue
+		}
+		res, err := packs.Register(ctx, pool, p)
+		if err != nil {
+			fmt.Fprintf(a.stderr, "pack %s not registered: %s\n", p.Ref, oneLine(err))
+			failed++
+			continue
+		}
+		results = append(results, res)
+	}
+	if err := a.print(results, func(w *tabwriter.Writer) {
+		for _, r := range results {
+			fmt.Fprintf(w, "registered pack %s: %d actions, %d sensors, %d triggers, %d rules\n", r.Pack, r.Actions, r.Sensors, r.Triggers, r.Rules)
+			for _, d := range r.DisabledActions {
+				fmt.Fprintf(w, "  disabled action %s (gone from disk)\n", d)
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	if failed > 0 || (len(ps) == 0 && len(problems) > 0) {
+		return exitError{1, fmt.Sprintf("%d pack(s) not registered", max(failed, 1))}
+	}
+	return nil
+}
+
+// packDirOf finds the pack directory (the one holding pack.yaml) of a file
+// named in a problem.
+func packDirOf(file string) string {
+	abs, err := filepath.Abs(file)
+	if err != nil {
+		return file
+	}
+	for dir := abs; ; dir = filepath.Dir(dir) {
+		if st, err := os.Stat(filepath.Join(dir, "pack.yaml")); err == nil && !st.IsDir() {
+			return dir
+		}
+		if dir == filepath.Dir(dir) {
+			return abs
+		}
+	}
+}
+
+func (a *app) actionCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "action", Short: "List and execute actions"}
+	var pack string
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List registered actions",
+		Args:  cobra.NoArgs,
+		RunE: a.withDB(func(ctx context.Context, pool *pgxpool.Pool, _ []string) error {
+			type row struct {
+				Ref         string          `json:"ref"`
+				Pack        string          `json:"pack"`
+				Runner      string          `json:"runner_type"`
+				Enabled     bool            `json:"enabled"`
+				Parameters  json.RawMessage `json:"parameters"`
+				Description string          `json:"description"`
+			}
+			rows, err := pool.Query(ctx, `SELECT ref, pack_ref, runner_type, enabled, parameters, description
+				FROM attune.action WHERE $1 = '' OR pack_ref = $1 ORDER BY ref`, pack)
+			if err != nil {
+				return err
+			}
+			list, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
+			if err != nil {
+				return err
+			}
+			return a.print(list, func(w *tabwriter.Writer) {
+				fmt.Fprintln(w, "REF\tRUNNER\tENABLED\tDESCRIPTION")
+				for _, r := range list {
+					fmt.Fprintf(w, "%s\t%s\t%t\t%s\n", r.Ref, r.Runner, r.Enabled, r.Description)
+				}
+			})
+		}),
+	}
+	list.Flags().StringVar(&pack, "pack", "", "only this pack's actions")
+	cmd.AddCommand(list, a.executeCommand())
+	return cmd
+}

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/spf13/cobra"
+
+	"github.com/attune-system/attune/jobs"
+	"github.com/attune-system/attune/worker"
+)
+
+// builtBinaries are the pack binaries built from Go source in this
+// repository: output path and package, relative to the module root.
+var builtBinaries = [][2]string{
+	{"packs/examples/actions/hello", "./packs/examples/actions/hello_src"},
+	{"packs/core/sensors/attune-core-timer-sensor", "./packs/core/sensors/timer"},
+}
+
+// demoStep is one showcase execution and the status it should end with.
+type demoStep struct {
+	what   string
+	action string
+	params map[string]any
+	want   string
+}
+
+var demoSteps = []demoStep{
+	{"native Go binary, JSON result", "examples.hello", map[string]any{"name": "attune", "count": 2}, jobs.StatusCompleted},
+	{"shell script, text output", "examples.echo", map[string]any{"message": "hello from a shell action"}, jobs.StatusCompleted},
+	{"failing action (exit 2)", "examples.fail", nil, jobs.StatusFailed},
+	{"timed-out action (2 s limit)", "examples.sleep", nil, jobs.StatusTimeout},
+}
+
+func (a *app) demoCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "demo",
+		Short: "Showcase on a fresh machine: database, packs, a worker and a few executions",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			start := time.Now()
+			say := func(format string, args ...any) { fmt.Fprintf(a.stdout, "==> "+format+"\n", args...) }
+
+			say("database %s", redactURL(a.cfg.DatabaseURL))
+			pool, err := a.db(ctx)
+			if err != nil {
+				return err
+			}
+			defer pool.Close()
+
+			if err := buildMissing(ctx, a.cfg.PacksDir, say); err != nil {
+				return err
+			}
+			say("registering packs from %s", a.cfg.PacksDir)
+			if err := a.register(ctx, pool, a.cfg.PacksDir); err != nil {
+				return err
+			}
+
+			cfg := a.cfg
+			cfg.KillGrace = min(cfg.KillGrace, time.Second)
+			srv, err := worker.NewServer(cfg, pool, a.log)
+			if err != nil {
+				return err
+			}
+			if err := srv.Start(ctx); err != nil {
+				return err
+			}
+			defer srv.Stop(context.WithoutCancel(ctx)) //nolint:errcheck
+			say("worker %s started (runtimes %s)", cfg.WorkerName, strings.Join(srv.Runtimes().Names(), ", "))
+
+			ids := make([]int64, len(demoSteps))
+			err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+				for i, s := range demoSteps {
+					id, err := jobs.Enqueue(ctx, tx, s.action, s.params, nil)
+					if err != nil {
+						return fmt.Errorf("enqueue %s: %w", s.action, err)
+					}
+					ids[i] = id
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			say("enqueued %d executions; waiting for them", len(ids))
+
+			results, err := waitAll(ctx, pool, ids, 60*time.Second)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "\nID\tACTION\tSHOWS\tSTATUS\tEXIT\tTOOK\tRESULT / ERROR")
+			var wrong []string
+			for i, e := range results {
+				s := demoSteps[i]
+				detail := strings.TrimSpace(deref(e.Error))
+				if len(e.Result) > 0 {
+					detail = string(e.Result)
+				} else if detail == "" {
+					detail = strings.TrimSpace(deref(e.Stdout))
+				}
+				exit, took := "", ""
+				if e.ExitCode != nil {
+					exit = fmt.Sprint(*e.ExitCode)
+				}
+				if e.StartedAt != nil && e.FinishedAt != nil {
+					took = e.FinishedAt.Sub(*e.StartedAt).Round(time.Millisecond).String()
+				}
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.ID, e.ActionRef, s.what, e.Status, exit, took, truncate(detail, 70))
+				if e.Status != s.want {
+					wrong = append(wrong, fmt.Sprintf("%s ended %s, expected %s", s.action, e.Status, s.want))
+				}
+			}
+			tw.Flush()
+			fmt.Fprintf(a.stdout, "\ndemo finished in %s. Try: attune execution show %d\n", time.Since(start).Round(10*time.Millisecond), ids[0])
+			if len(wrong) > 0 {
+				return errors.New("demo went wrong: " + strings.Join(wrong, "; "))
+			}
+			return nil
+		},
+	}
+}
+
+// buildMissing builds the pack binaries that come as Go source, when they
+// are not built yet. It needs the go command, as `go run . demo` has.
+func buildMissing(ctx context.Context, packsDir string, say func(string, ...any)) error {
+	root := filepath.Dir(filepath.Clean(packsDir))
+	for _, b := range builtBinaries {
+		out := filepath.Join(root, b[0])
+		if _, err := os.Stat(out); err == nil {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(root, strings.TrimPrefix(b[1], "./"))); err != nil {
+			continue // not this repository's packs
+		}
+		say("building %s", b[0])
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", out, b[1])
+		cmd.Dir = root
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("building %s failed (%w): %s; build it by hand with go build -o %s %s", b[0], err, strings.TrimSpace(string(msg)), b[0], b[1])
+		}
+	}
+	return nil
+}
+
+// waitAll polls until every execution has finished.
+func waitAll(ctx context.Context, pool *pgxpool.Pool, ids []int64, limit time.Duration) ([]*jobs.Execution, error) {
+	deadline := time.Now().Add(limit)
+	for {
+		out := make([]*jobs.Execution, len(ids))
+		done := true
+		for i, id := range ids {
+			e, err := jobs.Get(ctx, pool, id)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = e
+			done = done && jobs.Finished(e.Status)
+		}
+		if done {
+			return out, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("executions still unfinished after %s; is a worker running? (attune worker list)", limit)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func redactURL(u string) string {
+	if i := strings.Index(u, "://"); i >= 0 {
+		if j := strings.Index(u[i+3:], "@"); j >= 0 {
+			if k := strings.Index(u[i+3:i+3+j], ":"); k >= 0 {
+				return u[:i+3+k+1] + "***" + u[i+3+j:]
+			}
+		}
+	}
+	return u
+}

@@ -1,0 +1,2 @@
+#!/bin/sh
+printf '%s\n' "$ATTUNE_ACTION_MESSAGE"

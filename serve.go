@@ -1,0 +1,54 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/attune-system/attune/worker"
+)
+
+func (a *app) serveCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "serve",
+		Short: "Run this replica's worker and sensors until SIGTERM",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			pool, err := a.db(ctx)
+			if err != nil {
+				return err
+			}
+			defer pool.Close()
+			srv, err := worker.NewServer(a.cfg, pool, a.log)
+			if err != nil {
+				return err
+			}
+			if err := srv.Start(ctx); err != nil {
+				return err
+			}
+			<-ctx.Done()
+			a.log.Info("stopping: running executions may finish", "timeout", a.cfg.ShutdownTimeout)
+
+			// A second signal stops at once: executions are killed and
+			// settled without waiting for the shutdown timeout.
+			stopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+			defer cancel()
+			sig := make(chan os.Signal, 1)
+			signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+			defer signal.Stop(sig)
+			go func() {
+				select {
+				case <-sig:
+					a.log.Warn("second signal: stopping now")
+					cancel()
+				case <-stopCtx.Done():
+				}
+			}()
+			return srv.Stop(stopCtx)
+		},
+	}
+}

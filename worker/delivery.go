@@ -1,0 +1,166 @@
+package worker
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/attune-system/attune/packs"
+)
+
+// paramEnv renders non-secret parameters as ATTUNE_ACTION_{NAME} variables:
+// strings as is, numbers and booleans as JSON text, null as empty, objects
+// and arrays as compact JSON.
+func paramEnv(params map[string]any, decls packs.Params) ([]string, error) {
+	names := make([]string, 0, len(params))
+	for k := range params {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var env []string
+	for _, k := range names {
+		if decls[k].Secret {
+			continue
+		}
+		var s string
+		switch v := params[k].(type) {
+		case nil:
+		case string:
+			s = v
+		default:
+			b, err := json.Marshal(v)
+			if err != nil {
+				return nil, fmt.Errorf("parameter %q cannot be encoded: %w", k, err)
+			}
+			s = string(b)
+		}
+		env = append(env, "ATTUNE_ACTION_"+packs.EnvName(k)+"="+s)
+	}
+	return env, nil
+}
+
+// encodeDocument renders parameters (with secrets) for stdin or file
+// delivery in the action's parameter_format.
+func encodeDocument(doc map[string]any, format string) ([]byte, error) {
+	switch format {
+	case "", packs.FormatJSON:
+		b, err := json.Marshal(doc)
+		return append(b, '\n'), err
+	case packs.FormatYAML:
+		return yaml.Marshal(doc)
+	case packs.FormatDotenv:
+		flat := map[string]string{}
+		if err := flatten("", doc, flat); err != nil {
+			return nil, err
+		}
+		keys := make([]string, 0, len(flat))
+		for k := range flat {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		var buf bytes.Buffer
+		for _, k := range keys {
+			fmt.Fprintf(&buf, "%s=%s\n", k, singleQuote(flat[k]))
+		}
+		return buf.Bytes(), nil
+	}
+	return nil, fmt.Errorf("unknown parameter_format %q", format)
+}
+
+// flatten turns nested objects into dotted keys for dotenv; arrays are
+// indexed (a.0, a.1).
+func flatten(prefix string, v any, out map[string]string) error {
+	join := func(k string) string {
+		if prefix == "" {
+			return k
+		}
+		return prefix + "." + k
+	}
+	switch t := v.(type) {
+	case map[string]any:
+		for k, vv := range t {
+			if err := flatten(join(k), vv, out); err != nil {
+				return err
+			}
+		}
+	case []any:
+		for i, vv := range t {
+			if err := flatten(join(strconv.Itoa(i)), vv, out); err != nil {
+				return err
+			}
+		}
+	case nil:
+		out[prefix] = ""
+	case string:
+		out[prefix] = t
+	default:
+		b, err := json.Marshal(t)
+		if err != nil {
+			return err
+		}
+		out[prefix] = string(b)
+	}
+	return nil
+}
+
+// singleQuote quotes for dotenv the POSIX-shell way: 'it'\”s'.
+func singleQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// parseResult reads an exited-0 child's stdout as the action's output_format.
+// It reports ok=false when stdout holds no result in that format.
+func parseResult(stdout, format string) (any, bool) {
+	trimmed := strings.TrimSpace(stdout)
+	if trimmed == "" {
+		return nil, false
+	}
+	switch format {
+	case "", packs.FormatJSON:
+		var v any
+		if json.Unmarshal([]byte(trimmed), &v) == nil {
+			return v, true
+		}
+		last := trimmed[strings.LastIndexByte(trimmed, '\n')+1:]
+		if json.Unmarshal([]byte(last), &v) == nil {
+			return v, true
+		}
+	case packs.FormatYAML:
+		var v any
+		if yaml.Unmarshal([]byte(trimmed), &v) == nil {
+			if j, err := toJSONCompatible(v); err == nil {
+				return j, true
+			}
+		}
+	case packs.FormatJSONL:
+		var items []any
+		for _, line := range strings.Split(trimmed, "\n") {
+			if line = strings.TrimSpace(line); line == "" {
+				continue
+			}
+			var v any
+			if json.Unmarshal([]byte(line), &v) != nil {
+				return nil, false
+			}
+			items = append(items, v)
+		}
+		return items, true
+	}
+	return nil, false
+}
+
+// toJSONCompatible round-trips a YAML value through JSON so it can be stored
+// as jsonb (YAML allows non-string map keys).
+func toJSONCompatible(v any) (any, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	var out any
+	return out, json.Unmarshal(b, &out)
+}

@@ -1,0 +1,461 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/attune-system/attune/jobs"
+	"github.com/attune-system/attune/packs"
+)
+
+// errShutdown is the cancel cause when this replica stops while an
+// execution runs.
+var errShutdown = errors.New("worker shut down")
+
+// executor is the River worker of executions.
+type executor struct {
+	river.WorkerDefaults[jobs.ExecutionArgs]
+
+	cfg      Config
+	pool     *pgxpool.Pool
+	runtimes Runtimes
+	key      []byte // secrets key; nil when unset
+	log      *slog.Logger
+
+	// slots bounds processes across all runtime queues to
+	// ATTUNE_MAX_CONCURRENT_EXECUTIONS.
+	slots chan struct{}
+
+	validators sync.Map // action ref + updated → *packs.Validator
+
+	// onStart, when set, observes each process start (benchmarks).
+	onStart func(id int64, at time.Time)
+}
+
+// Timeout disables River's own deadline: the execution's timeout is
+// enforced on the process, with the kill grace, which River's context
+// deadline would pre-empt.
+func (w *executor) Timeout(*river.Job[jobs.ExecutionArgs]) time.Duration { return -1 }
+
+// NextRetry retries a failed attempt soon: an action's max_retries is about
+// flaky work, not back-pressure.
+func (w *executor) NextRetry(job *river.Job[jobs.ExecutionArgs]) time.Time {
+	return time.Now().Add(time.Duration(job.Attempt) * time.Second)
+}
+
+// claimed is what one query returns when an execution starts.
+type claimed struct {
+	ID                int64
+	Attempt           int
+	MaxAttempts       int
+	ActionRef         string
+	PackRef           string
+	RunnerType        string
+	Path              string
+	Parameters        map[string]any
+	SecretParams      map[string]any
+	Decls             packs.Params
+	ResultSchema      map[string]any
+	TimeoutSeconds    *int
+	ActionTimeout     *int
+	ParameterDelivery string
+	ParameterFormat   string
+	OutputFormat      string
+	RuleRef           *string
+	TriggerRef        *string
+	Updated           time.Time
+	Sealed            []jobs.SealedSecret
+}
+
+// claimSQL marks the execution running and reads, in the same round trip,
+// everything needed to start it: the action, secret parameters, the rule's
+// trigger and the sealed secrets that apply.
+const claimSQL = `
+UPDATE attune.execution e
+SET status = 'running', started_at = now(), finished_at = NULL, worker = $2, attempt = $3
+FROM attune.action a
+WHERE e.id = $1 AND a.ref = e.action_ref AND e.status IN ('requested', 'scheduled', 'running')
+RETURNING e.max_attempts, a.ref, a.pack_ref, a.runner_type, a.path, e.parameters,
+	(SELECT s.parameters FROM attune.execution_secret s WHERE s.execution_id = e.id),
+	a.parameters, a.result_schema, e.timeout_seconds, a.timeout_seconds,
+	a.parameter_delivery, a.parameter_format, a.output_format, e.rule_ref,
+	(SELECT r.trigger_ref FROM attune.rule r WHERE r.ref = e.rule_ref),
+	a.updated,
+	(SELECT coalesce(jsonb_agg(jsonb_build_object('name', x.name, 'scope', x.scope, 'scope_ref', x.scope_ref,
+		'nonce', encode(x.nonce, 'base64'), 'ciphertext', encode(x.ciphertext, 'base64'))), '[]')
+	 FROM attune.secret x
+	 WHERE x.scope = 'global' OR (x.scope = 'pack' AND x.scope_ref = a.pack_ref)
+	    OR (x.scope = 'action' AND x.scope_ref = a.ref))`
+
+// Work runs one execution. Its failure is a result written to the row, not
+// a River error; River retries only when the action's max_retries allows.
+func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs]) error {
+	select {
+	case w.slots <- struct{}{}:
+	case <-ctx.Done():
+		return w.abort(ctx, job, context.Cause(ctx))
+	}
+	defer func() { <-w.slots }()
+
+	c, err := w.claim(ctx, job)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return w.notRunnable(ctx, job)
+	}
+	if err != nil {
+		return fmt.Errorf("error claiming execution %d: %w", job.Args.ExecutionID, err)
+	}
+	out := w.run(ctx, c)
+	return w.settle(ctx, job, c, out)
+}
+
+func (w *executor) claim(ctx context.Context, job *river.Job[jobs.ExecutionArgs]) (*claimed, error) {
+	c := &claimed{ID: job.Args.ExecutionID, Attempt: job.Attempt}
+	var params, secretParams, decls, resultSchema, sealed []byte
+	err := w.pool.QueryRow(ctx, claimSQL, c.ID, w.cfg.WorkerName, job.Attempt).Scan(
+		&c.MaxAttempts, &c.ActionRef, &c.PackRef, &c.RunnerType, &c.Path, &params, &secretParams, &decls,
+		&resultSchema, &c.TimeoutSeconds, &c.ActionTimeout, &c.ParameterDelivery, &c.ParameterFormat,
+		&c.OutputFormat, &c.RuleRef, &c.TriggerRef, &c.Updated, &sealed)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range []struct {
+		b []byte
+		v any
+	}{{params, &c.Parameters}, {secretParams, &c.SecretParams}, {decls, &c.Decls}, {resultSchema, &c.ResultSchema}, {sealed, &c.Sealed}} {
+		if len(f.b) == 0 {
+			continue
+		}
+		if err := json.Unmarshal(f.b, f.v); err != nil {
+			return nil, fmt.Errorf("error decoding execution %d: %w", c.ID, err)
+		}
+	}
+	return c, nil
+}
+
+// notRunnable completes the River job of an execution that must not run:
+// cancelled while queued, already finished, or whose action is gone.
+func (w *executor) notRunnable(ctx context.Context, job *river.Job[jobs.ExecutionArgs]) error {
+	ctx = context.WithoutCancel(ctx)
+	return pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `UPDATE attune.execution SET status = 'failed', finished_at = now(), worker = $2,
+				error = 'Action ' || action_ref || ' no longer exists; register its pack again'
+			WHERE id = $1 AND status IN ('requested', 'scheduled', 'running')`, job.Args.ExecutionID, w.cfg.WorkerName)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "DELETE FROM attune.execution_secret WHERE execution_id = $1", job.Args.ExecutionID); err != nil {
+			return err
+		}
+		_, err = river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job)
+		return err
+	})
+}
+
+// outcome is what an attempt produced, ready to be written.
+type outcome struct {
+	Status          string
+	Result          any
+	ExitCode        *int
+	Stdout, Stderr  *string
+	StdoutTruncated bool
+	StderrTruncated bool
+	Error           string
+	// Retryable is true for outcomes that max_retries may retry.
+	Retryable bool
+}
+
+func failed(msg string) outcome {
+	return outcome{Status: jobs.StatusFailed, Error: msg, Retryable: true}
+}
+
+// run prepares and runs the process, and turns its Result into an outcome.
+func (w *executor) run(ctx context.Context, c *claimed) outcome {
+	spec, err := w.spec(c)
+	if err != nil {
+		return failed(err.Error())
+	}
+	if w.onStart != nil {
+		spec.OnStart = func(pid int, at time.Time) { w.onStart(c.ID, at) }
+	}
+	res := Run(ctx, spec)
+
+	out := outcome{
+		Stdout: &res.Stdout, Stderr: &res.Stderr,
+		StdoutTruncated: res.StdoutTruncated, StderrTruncated: res.StderrTruncated,
+	}
+	if res.Outcome != OutcomeStartFailed {
+		code := res.ExitCode
+		out.ExitCode = &code
+	}
+	switch res.Outcome {
+	case OutcomeStartFailed:
+		out.Status, out.Error, out.Retryable = jobs.StatusFailed, res.StartErr.Error(), true
+	case OutcomeTimedOut:
+		out.Status, out.Retryable = jobs.StatusTimeout, true
+		out.Error = fmt.Sprintf("Execution timed out after %s seconds", strconv.FormatFloat(spec.Timeout.Seconds(), 'f', -1, 64))
+	case OutcomeCanceled:
+		if errors.Is(res.Cause, rivertype.ErrJobCancelledRemotely) {
+			out.Status, out.Error = jobs.StatusCancelled, "Cancelled while running"
+		} else {
+			out.Status, out.Error, out.Retryable = jobs.StatusAbandoned, fmt.Sprintf("Worker %s stopped while the execution ran (%v)", w.cfg.WorkerName, res.Cause), true
+		}
+	case OutcomeSignaled:
+		out.Status, out.Retryable = jobs.StatusFailed, true
+		out.Error = fmt.Sprintf("killed by signal %s (exit code %d)", res.Signal, res.ExitCode)
+	case OutcomeExited:
+		if res.ExitCode != 0 {
+			out.Status, out.Retryable = jobs.StatusFailed, true
+			out.Error = fmt.Sprintf("exited with code %d", res.ExitCode)
+			if last := lastLine(res.Stderr); last != "" {
+				out.Error += ": " + last
+			}
+			break
+		}
+		out.Status = jobs.StatusCompleted
+		if v, ok := parseResult(res.Stdout, c.OutputFormat); ok {
+			if len(c.ResultSchema) > 0 {
+				if err := packs.ValidateAgainst(c.ResultSchema, v); err != nil {
+					out.Status, out.Retryable = jobs.StatusFailed, true
+					out.Error = fmt.Sprintf("result does not match result_schema: %v", err)
+				}
+			}
+			out.Result = v
+		}
+	}
+	return out
+}
+
+// spec builds the child process of SPEC §6: argv without a shell, an
+// environment built from nothing, parameters delivered as the action says.
+func (w *executor) spec(c *claimed) (Spec, error) {
+	prog, args, err := w.runtimes.command(c.RunnerType, c.Path)
+	if err != nil {
+		return Spec{}, err
+	}
+
+	all := map[string]any{}
+	for k, v := range c.Parameters {
+		all[k] = v
+	}
+	for k, v := range c.SecretParams {
+		all[k] = v
+	}
+	params, err := w.validate(c, all)
+	if err != nil {
+		return Spec{}, err
+	}
+
+	secrets := map[string]any{}
+	if len(c.Sealed) > 0 {
+		if w.key == nil {
+			return Spec{}, fmt.Errorf("action %s needs secrets but %w", c.ActionRef, jobs.ErrNoSecretsKey)
+		}
+		opened, err := jobs.OpenSecrets(w.key, c.Sealed)
+		if err != nil {
+			return Spec{}, err
+		}
+		for k, v := range opened {
+			secrets[k] = v
+		}
+	}
+	for k, d := range c.Decls {
+		if v, ok := params[k]; ok && d.Secret {
+			secrets[k] = v
+		}
+	}
+
+	env := baseEnv(w.cfg.Environ, w.cfg.PassthroughEnv)
+	env = append(env,
+		"ATTUNE_EXEC_ID="+strconv.FormatInt(c.ID, 10),
+		"ATTUNE_ACTION="+c.ActionRef,
+		"ATTUNE_PACK_REF="+c.PackRef)
+	if c.RuleRef != nil {
+		env = append(env, "ATTUNE_RULE="+*c.RuleRef)
+	}
+	if c.TriggerRef != nil {
+		env = append(env, "ATTUNE_TRIGGER="+*c.TriggerRef)
+	}
+
+	spec := Spec{
+		Path: prog, Args: args,
+		MaxStdout: w.cfg.MaxStdoutBytes, MaxStderr: w.cfg.MaxStderrBytes,
+		KillGrace: w.cfg.KillGrace,
+		Timeout:   w.cfg.DefaultTimeout,
+	}
+	switch {
+	case c.TimeoutSeconds != nil:
+		spec.Timeout = time.Duration(*c.TimeoutSeconds) * time.Second
+	case c.ActionTimeout != nil:
+		spec.Timeout = time.Duration(*c.ActionTimeout) * time.Second
+	}
+
+	switch c.ParameterDelivery {
+	case packs.DeliveryStdin, packs.DeliveryFile:
+		doc := map[string]any{}
+		for k, v := range params {
+			doc[k] = v
+		}
+		for k, v := range secrets {
+			doc[k] = v
+		}
+		b, err := encodeDocument(doc, c.ParameterFormat)
+		if err != nil {
+			return Spec{}, err
+		}
+		if c.ParameterDelivery == packs.DeliveryStdin {
+			spec.Stdin = b
+		} else {
+			spec.ParameterFile = b
+		}
+	default:
+		pe, err := paramEnv(params, c.Decls)
+		if err != nil {
+			return Spec{}, err
+		}
+		env = append(env, pe...)
+		b, err := json.Marshal(secrets)
+		if err != nil {
+			return Spec{}, err
+		}
+		spec.Stdin = append(b, '\n')
+	}
+	spec.Env = env
+	return spec, nil
+}
+
+// validate checks parameters against the action's declarations, defaults
+// applied. Compiled validators are cached per action version.
+func (w *executor) validate(c *claimed, params map[string]any) (map[string]any, error) {
+	key := c.ActionRef + "@" + c.Updated.String()
+	v, ok := w.validators.Load(key)
+	if !ok {
+		compiled, err := c.Decls.Compile()
+		if err != nil {
+			return nil, fmt.Errorf("action %s declares parameters that do not compile: %w", c.ActionRef, err)
+		}
+		v, _ = w.validators.LoadOrStore(key, compiled)
+	}
+	out, err := v.(*packs.Validator).Validate(params)
+	if err != nil {
+		return nil, fmt.Errorf("invalid parameters: %w", err)
+	}
+	return out, nil
+}
+
+// settle writes the outcome. A final outcome and River's job completion
+// share one transaction; an outcome that max_retries allows to retry goes
+// back to requested and River runs the job again.
+func (w *executor) settle(ctx context.Context, job *river.Job[jobs.ExecutionArgs], c *claimed, out outcome) error {
+	// The row must be written even when the work context is cancelled;
+	// WithoutCancel keeps River's client in the context for JobCompleteTx.
+	wctx := context.WithoutCancel(ctx)
+	retry := out.Retryable && job.Attempt < job.MaxAttempts
+	var result []byte
+	if out.Result != nil {
+		var err error
+		if result, err = json.Marshal(out.Result); err != nil {
+			return fmt.Errorf("error encoding result: %w", err)
+		}
+	}
+	status := out.Status
+	if retry {
+		status = jobs.StatusRequested
+		out.Error = fmt.Sprintf("attempt %d of %d: %s: %s", job.Attempt, job.MaxAttempts, out.Status, out.Error)
+	}
+	errText := &out.Error
+	if out.Error == "" {
+		errText = nil
+	}
+	err := withRetry(wctx, w.log, func() error {
+		return pgx.BeginFunc(wctx, w.pool, func(tx pgx.Tx) error {
+			_, err := tx.Exec(wctx, `UPDATE attune.execution SET status = $2, result = $3, exit_code = $4,
+					stdout = $5, stderr = $6, stdout_truncated = $7, stderr_truncated = $8, error = $9,
+					finished_at = CASE WHEN $10 THEN NULL ELSE now() END
+				WHERE id = $1`, c.ID, status, result, out.ExitCode, out.Stdout, out.Stderr,
+				out.StdoutTruncated, out.StderrTruncated, errText, retry)
+			if err != nil {
+				return err
+			}
+			if retry {
+				return nil
+			}
+			if _, err := tx.Exec(wctx, "DELETE FROM attune.execution_secret WHERE execution_id = $1", c.ID); err != nil {
+				return err
+			}
+			_, err = river.JobCompleteTx[*riverpgxv5.Driver](wctx, tx, job)
+			return err
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("error recording execution %d: %w", c.ID, err)
+	}
+	w.log.Debug("execution finished", "id", c.ID, "action", c.ActionRef, "status", status)
+	if retry {
+		return fmt.Errorf("execution %d attempt %d: %s", c.ID, job.Attempt, out.Error)
+	}
+	return nil
+}
+
+// abort handles a job River handed over while this replica was stopping:
+// it goes back for another replica, untouched.
+func (w *executor) abort(ctx context.Context, job *river.Job[jobs.ExecutionArgs], cause error) error {
+	if errors.Is(cause, rivertype.ErrJobCancelledRemotely) {
+		return w.notRunnable(ctx, job)
+	}
+	return river.JobSnooze(time.Second)
+}
+
+// withRetry retries fn while the database is unreachable, so a result is
+// not lost to a restart of PostgreSQL.
+func withRetry(ctx context.Context, log *slog.Logger, fn func() error) error {
+	delay := 100 * time.Millisecond
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		err := fn()
+		if err == nil || !isConnError(err) || time.Now().After(deadline) {
+			return err
+		}
+		log.Warn("database unavailable; retrying result write", "err", err, "in", delay)
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return err
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+// isConnError reports errors that a later attempt may not meet: the
+// connection, not the statement, failed.
+func isConnError(err error) bool {
+	var pgErr interface{ SQLState() string }
+	if errors.As(err, &pgErr) {
+		s := pgErr.SQLState()
+		return strings.HasPrefix(s, "08") || s == "57P01" || s == "57P02" || s == "57P03"
+	}
+	return !errors.Is(err, pgx.ErrNoRows) && !errors.Is(err, context.Canceled)
+}
+
+func lastLine(s string) string {
+	s = strings.TrimRight(s, "\n\r \t")
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
+	}
+	if len(s) > 500 {
+		s = s[:500]
+	}
+	return strings.TrimSpace(s)
+}

@@ -1,0 +1,61 @@
+//go:build unix
+
+package worker
+
+import (
+	"errors"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// sysProcAttr puts the child in a process group of its own, so one signal
+// reaches it and every descendant that stays in the group, and has the
+// kernel SIGKILL it if the worker dies (SPEC §6, "worker death").
+//
+// Pdeathsig fires when the thread that forked the child exits, not the
+// process; the Go runtime does not retire threads unless a goroutine exits
+// while locked to one, which Run never does.
+func sysProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+}
+
+// signalGroup sends sig to the process group led by pid. A group already
+// gone is not an error.
+func signalGroup(pid int, sig syscall.Signal) error {
+	if err := syscall.Kill(-pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return err
+	}
+	return nil
+}
+
+// waitExited blocks until the child pid has exited but leaves it a zombie
+// (WNOWAIT). While the zombie exists its pid, hence its process group id,
+// cannot be reused, so the group kill that follows cannot hit a stranger.
+func waitExited(pid int) error {
+	for {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if !errors.Is(err, syscall.EINTR) {
+			return err
+		}
+	}
+}
+
+// exitStatus returns the exit code, 128+signal for a signalled child as
+// shells and Nomad report it, and the signal's name.
+func exitStatus(state *os.ProcessState) (code int, signal string) {
+	ws, ok := state.Sys().(syscall.WaitStatus)
+	if !ok {
+		return state.ExitCode(), ""
+	}
+	if ws.Signaled() {
+		return 128 + int(ws.Signal()), unix.SignalName(ws.Signal())
+	}
+	return ws.ExitStatus(), ""
+}
+
+// maxArgStrlen is Linux's MAX_ARG_STRLEN (32 pages): execve refuses any
+// single argument or environment string longer than this, NUL included.
+var maxArgStrlen = 32 * os.Getpagesize()

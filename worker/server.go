@@ -1,0 +1,264 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"github.com/attune-system/attune/jobs"
+	"github.com/attune-system/attune/schema"
+)
+
+// maxExecutionTimeout is the longest timeout an enqueue may ask for
+// (attune.enqueue_prepare caps timeout_seconds at 7 days). River's rescuer
+// waits longer than that, so it never re-runs an execution still running;
+// dead workers are found by heartbeat instead.
+const maxExecutionTimeout = 7 * 24 * time.Hour
+
+// Server is one replica's worker: a River client on one queue per runtime,
+// the heartbeat in attune.worker, and the reaper of dead workers.
+type Server struct {
+	cfg    Config
+	pool   *pgxpool.Pool
+	log    *slog.Logger
+	client *river.Client[pgx.Tx]
+	exec   *executor
+
+	stopHeartbeat context.CancelFunc
+	heartbeatDone chan struct{}
+}
+
+// NewServer prepares a replica; Start runs it.
+func NewServer(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Server, error) {
+	var key []byte
+	if cfg.SecretsKey != "" {
+		var err error
+		if key, err = DecodeSecretsKey(cfg.SecretsKey); err != nil {
+			return nil, fmt.Errorf("ATTUNE_SECRETS_KEY %w", err)
+		}
+	}
+	runtimes := DetectRuntimes(envValue(cfg.Environ, "PATH"))
+	exec := &executor{
+		cfg: cfg, pool: pool, runtimes: runtimes, key: key, log: log,
+		slots: make(chan struct{}, cfg.MaxConcurrentExecutions),
+	}
+	workers := river.NewWorkers()
+	if err := river.AddWorkerSafely[jobs.ExecutionArgs](workers, exec); err != nil {
+		return nil, fmt.Errorf("error registering the execution worker: %w", err)
+	}
+	queues := map[string]river.QueueConfig{}
+	for _, name := range runtimes.Names() {
+		queues[name] = river.QueueConfig{MaxWorkers: cfg.MaxConcurrentExecutions}
+	}
+	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
+		ID:     riverID(cfg.WorkerName),
+		Schema: schema.Name,
+		Queues: queues,
+		// Insert notifications wake the producer; the cooldown only
+		// batches bursts, so keep it short for pickup latency.
+		FetchCooldown:        2 * time.Millisecond,
+		FetchPollInterval:    time.Second,
+		JobTimeout:           -1,
+		RescueStuckJobsAfter: maxExecutionTimeout + time.Hour,
+		Workers:              workers,
+		Logger:               riverLogger(log),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("error creating River client: %w", err)
+	}
+	return &Server{cfg: cfg, pool: pool, log: log, client: client, exec: exec}, nil
+}
+
+// Client is the replica's River client.
+func (s *Server) Client() *river.Client[pgx.Tx] { return s.client }
+
+// Runtimes are the runner types this replica advertises.
+func (s *Server) Runtimes() Runtimes { return s.exec.runtimes }
+
+// OnStart sets a hook observing each process start; call before Start.
+func (s *Server) OnStart(fn func(id int64, at time.Time)) { s.exec.onStart = fn }
+
+// Start registers the worker, starts the heartbeat and River.
+func (s *Server) Start(ctx context.Context) error {
+	caps, _ := json.Marshal(map[string]any{
+		"runtimes":                  s.exec.runtimes.Names(),
+		"max_concurrent_executions": s.cfg.MaxConcurrentExecutions,
+	})
+	host, _ := os.Hostname()
+	_, err := s.pool.Exec(ctx, `INSERT INTO attune.worker (name, hostname, pid, capabilities, status, started_at, heartbeat_at)
+		VALUES ($1, $2, $3, $4, 'active', now(), now())
+		ON CONFLICT (name) DO UPDATE SET hostname = EXCLUDED.hostname, pid = EXCLUDED.pid,
+			capabilities = EXCLUDED.capabilities, status = 'active', started_at = now(), heartbeat_at = now()`,
+		s.cfg.WorkerName, host, os.Getpid(), caps)
+	if err != nil {
+		return fmt.Errorf("error registering worker %s: %w", s.cfg.WorkerName, err)
+	}
+	// Executions this name left running in an earlier life are not running.
+	if err := s.reap(ctx, s.cfg.WorkerName); err != nil {
+		return err
+	}
+	if err := s.client.Start(ctx); err != nil {
+		return fmt.Errorf("error starting River: %w", err)
+	}
+	hbCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopHeartbeat = cancel
+	s.heartbeatDone = make(chan struct{})
+	go s.heartbeat(hbCtx)
+	s.log.Info("worker started", "name", s.cfg.WorkerName, "runtimes", s.exec.runtimes.Names(),
+		"max_concurrent_executions", s.cfg.MaxConcurrentExecutions)
+	return nil
+}
+
+// Stop stops taking work, lets running executions finish for up to
+// ATTUNE_SHUTDOWN_TIMEOUT (or until ctx is done), then kills the rest and
+// settles them, and marks the worker inactive.
+func (s *Server) Stop(ctx context.Context) error {
+	softCtx, cancel := context.WithTimeout(ctx, s.cfg.ShutdownTimeout)
+	defer cancel()
+	err := s.client.Stop(softCtx)
+	if err != nil {
+		s.log.Warn("executions still running at shutdown timeout; killing them", "timeout", s.cfg.ShutdownTimeout)
+		hardCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.KillGrace+30*time.Second)
+		defer cancel()
+		err = s.client.StopAndCancel(hardCtx)
+	}
+	if s.stopHeartbeat != nil {
+		s.stopHeartbeat()
+		<-s.heartbeatDone
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if _, uerr := s.pool.Exec(wctx, "UPDATE attune.worker SET status = 'inactive', heartbeat_at = now() WHERE name = $1", s.cfg.WorkerName); uerr != nil {
+		err = errors.Join(err, fmt.Errorf("error marking worker inactive: %w", uerr))
+	}
+	return err
+}
+
+// heartbeat reports this worker alive and reaps workers that stopped
+// reporting.
+func (s *Server) heartbeat(ctx context.Context) {
+	defer close(s.heartbeatDone)
+	t := time.NewTicker(s.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		_, err := s.pool.Exec(ctx, "UPDATE attune.worker SET heartbeat_at = now(), status = 'active' WHERE name = $1", s.cfg.WorkerName)
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("heartbeat failed", "err", err)
+			continue
+		}
+		if err := s.reapStale(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("reaping dead workers failed", "err", err)
+		}
+	}
+}
+
+// reapStale marks workers silent for ATTUNE_WORKER_STALE_AFTER inactive and
+// settles their running executions. Replicas may race here; row locks make
+// each worker reaped once.
+func (s *Server) reapStale(ctx context.Context) error {
+	rows, err := s.pool.Query(ctx, `UPDATE attune.worker SET status = 'inactive'
+		WHERE status = 'active' AND heartbeat_at < now() - $1::interval AND name <> $2
+		RETURNING name`, s.cfg.WorkerStaleAfter.String(), s.cfg.WorkerName)
+	if err != nil {
+		return err
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		s.log.Warn("worker stopped heartbeating; settling its executions", "worker", n)
+		if err := s.reap(ctx, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// reap settles the running executions of a dead worker: abandoned, or back
+// to requested when max_retries allows (its River job made available again).
+func (s *Server) reap(ctx context.Context, worker string) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `
+WITH dead AS (
+	SELECT e.id, e.job_id, e.attempt < e.max_attempts AS retry
+	FROM attune.execution e
+	WHERE e.worker = $1 AND e.status IN ('running', 'canceling')
+	FOR UPDATE
+), settled AS (
+	UPDATE attune.execution e SET
+		status = CASE WHEN d.retry AND e.status = 'running' THEN 'requested'
+		              WHEN e.status = 'canceling' THEN 'cancelled' ELSE 'abandoned' END,
+		finished_at = CASE WHEN d.retry AND e.status = 'running' THEN NULL ELSE now() END,
+		error = 'Worker ' || $1 || ' died while the execution ran'
+	FROM dead d WHERE e.id = d.id
+	RETURNING e.job_id, e.status
+)
+UPDATE attune.river_job j SET
+	state = CASE WHEN s.status = 'requested' THEN 'available' ELSE 'completed' END::attune.river_job_state,
+	scheduled_at = now(),
+	finalized_at = CASE WHEN s.status = 'requested' THEN NULL ELSE now() END
+FROM settled s WHERE j.id = s.job_id AND j.state = 'running'`, worker)
+		return err
+	})
+}
+
+// riverID turns a worker name into an ID River accepts.
+func riverID(name string) string {
+	id := regexp.MustCompile(`[^A-Za-z0-9_.-]`).ReplaceAllString(name, "_")
+	if len(id) > 100 {
+		id = id[:100]
+	}
+	return id
+}
+
+func envValue(environ []string, name string) string {
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok && k == name {
+			return v
+		}
+	}
+	return ""
+}
+
+// riverLogger quiets River's routine info logs (maintenance runs, starts and
+// stops) unless attune logs at debug.
+func riverLogger(log *slog.Logger) *slog.Logger {
+	if log.Enabled(context.Background(), slog.LevelDebug) {
+		return log.With("component", "river")
+	}
+	return slog.New(levelFilter{log.Handler(), slog.LevelWarn}).With("component", "river")
+}
+
+type levelFilter struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (f levelFilter) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= f.min && f.Handler.Enabled(ctx, l)
+}
+
+func (f levelFilter) WithAttrs(as []slog.Attr) slog.Handler {
+	return levelFilter{f.Handler.WithAttrs(as), f.min}
+}
+
+func (f levelFilter) WithGroup(name string) slog.Handler {
+	return levelFilter{f.Handler.WithGroup(name), f.min}
+}
