@@ -140,7 +140,6 @@ func (l *loader) load() *Pack {
 		return nil
 	}
 	l.ref = ref
-	p.Ref = ref
 	l.pack = p
 	l.defined = map[string]map[string]string{"action": {}, "sensor": {}, "trigger": {}, "rule": {}}
 
@@ -189,7 +188,7 @@ func (l *loader) identity(fc *fileCtx, f *fields, kind string) (name, ref string
 	prefix := l.ref + "."
 	switch {
 	case name == "" && ref == "":
-		fc.errorf(nil, "missing name; a %s needs a name, its ref being %s{name}", kind, prefix)
+		fc.errorf(nil, "missing name; give the %s a name (its ref is %s{name})", kind, prefix)
 		return "", "", nil
 	case name == "" && strings.HasPrefix(ref, prefix):
 		name, nameNode = strings.TrimPrefix(ref, prefix), refNode
@@ -466,7 +465,9 @@ func (l *loader) runnable(fc *fileCtx, f *fields, sub string) (runner, entryPoin
 		fc.errorf(runnerNode, "unknown runner_type %q; use native, shell, python or node", runner)
 	}
 	if entryPoint == "" {
-		fc.errorf(epNode, "missing entry_point; name the file in %s/ to run", sub)
+		if epNode == nil || isNull(epNode) {
+			fc.errorf(epNode, "missing entry_point; name the file in %s/ to run", sub)
+		}
 		return runner, "", ""
 	}
 	path, warning, err := resolveEntryPoint(l.absDir, l.realDir, sub, entryPoint, runner)
@@ -648,7 +649,8 @@ func (f *fields) integer(key string) (int, *yaml.Node) {
 		return 0, nil
 	}
 	var i int
-	if v.Kind != yaml.ScalarNode || v.Decode(&i) != nil {
+	// Check the tag: yaml v3 would truncate 1.5 into an int.
+	if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!int" || v.Decode(&i) != nil {
 		f.fc.errorf(v, "%s must be a whole number, got %s", key, nodeText(v))
 		return 0, v
 	}

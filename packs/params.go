@@ -539,7 +539,11 @@ func (fc *fileCtx) param(name string, keyNode, n *yaml.Node) (Param, bool) {
 	prm.Minimum = f.number("minimum", what)
 	prm.Maximum = f.number("maximum", what)
 	if (prm.Minimum != nil || prm.Maximum != nil) && typeOK && typ != "integer" && typ != "number" {
-		fc.warnf(n, "%s: minimum and maximum apply only to integer and number parameters; ignored for %s", what, typ)
+		at := f.keys["minimum"]
+		if at == nil {
+			at = f.keys["maximum"]
+		}
+		fc.warnf(at, "%s: minimum and maximum apply only to integer and number parameters; ignored for %s", what, typ)
 	}
 	if prm.Minimum != nil && prm.Maximum != nil && *prm.Minimum > *prm.Maximum {
 		fc.errorf(f.vals["maximum"], "%s: minimum %s is greater than maximum %s", what, ratString(*prm.Minimum, true), ratString(*prm.Maximum, true))

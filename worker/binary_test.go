@@ -11,9 +11,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// fakeELF returns the 64-byte header of a little-endian 64-bit ELF file; it
+// elfHeader returns the 64-byte header of a little-endian 64-bit ELF file; it
 // is all CheckBinary (and the kernel, to refuse it) reads.
-func fakeELF(machine elf.Machine, osabi elf.OSABI, typ elf.Type) []byte {
+func elfHeader(machine elf.Machine, osabi elf.OSABI, typ elf.Type) []byte {
 	b := make([]byte, 64)
 	copy(b, elf.ELFMAG)
 	b[elf.EI_CLASS] = byte(elf.ELFCLASS64)
@@ -72,10 +72,10 @@ func TestCheckBinary(t *testing.T) {
 	missing := filepath.Join(b.dir, "missing")
 	script := write("script.sh", []byte("#!/bin/sh\necho hi\n"), 0o755)
 	notExec := write("not-exec.sh", []byte("#!/bin/sh\necho hi\n"), 0o644)
-	foreign := write("foreign", fakeELF(machine, elf.ELFOSABI_NONE, elf.ET_EXEC), 0o755)
-	freebsd := write("freebsd", fakeELF(ourMachine(t), elf.ELFOSABI_FREEBSD, elf.ET_EXEC), 0o755)
-	native := write("native", fakeELF(ourMachine(t), elf.ELFOSABI_LINUX, elf.ET_DYN), 0o755)
-	object := write("object.o", fakeELF(ourMachine(t), elf.ELFOSABI_NONE, elf.ET_REL), 0o755)
+	foreign := write("foreign", elfHeader(machine, elf.ELFOSABI_NONE, elf.ET_EXEC), 0o755)
+	freebsd := write("freebsd", elfHeader(ourMachine(t), elf.ELFOSABI_FREEBSD, elf.ET_EXEC), 0o755)
+	native := write("native", elfHeader(ourMachine(t), elf.ELFOSABI_LINUX, elf.ET_DYN), 0o755)
+	object := write("object.o", elfHeader(ourMachine(t), elf.ELFOSABI_NONE, elf.ET_REL), 0o755)
 	truncated := write("truncated", []byte("\x7fELF\x02\x01"), 0o755)
 	pe := write("tool.exe", append([]byte("MZ\x90\x00"), make([]byte, 60)...), 0o755)
 	macho := write("macho", append([]byte{0xcf, 0xfa, 0xed, 0xfe, 0x0c, 0x00, 0x00, 0x01}, make([]byte, 56)...), 0o755)
@@ -129,7 +129,7 @@ func TestCheckBinary386OnAmd64(t *testing.T) {
 	t.Parallel()
 
 	path := filepath.Join(t.TempDir(), "i386")
-	hdr := fakeELF(elf.EM_386, elf.ELFOSABI_NONE, elf.ET_EXEC)
+	hdr := elfHeader(elf.EM_386, elf.ELFOSABI_NONE, elf.ET_EXEC)
 	hdr[elf.EI_CLASS] = byte(elf.ELFCLASS32)
 	require.NoError(t, os.WriteFile(path, hdr, 0o755))
 	err := CheckBinary(path)

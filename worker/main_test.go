@@ -21,6 +21,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
+
+	"github.com/attune-system/attune/schema/schematest"
 )
 
 // The test binary poses as a pack binary, like the helper commands of Go's
@@ -59,6 +61,8 @@ import (
 //	json            print {"ok": true, "n": 3}, exit 0
 //	paramfile       print {"path","content","mode","dir"} of ATTUNE_PARAMETER_FILE as JSON
 //	pwd             print {"wd","tmpdir","mode"} (mode of the working dir) as JSON
+//	readonly        leave read-only directories (0500) with files in the
+//	                work dir, exit 0 (the work dir must still be removed)
 //	worker          act as a worker: Run a "hang" child, passing
 //	                ATTUNE_ACTION_PIDFILE on, and wait (tests that children
 //	                die with their worker)
@@ -77,7 +81,16 @@ func TestMain(m *testing.M) {
 		// (GORACE atexit_sleep_ms) and every helper would take that long.
 		syscall.Exit(runHelper(mode))
 	}
-	goleak.VerifyTestMain(m)
+	// Database tests need schematest.Main, which stops a private cluster
+	// it may have started; goleak checks what the tests left behind after.
+	code := schematest.Main(m)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 // helperSpec returns a Spec that runs the test binary in helper mode, with
@@ -131,10 +144,10 @@ func parsePids(t testing.TB, b []byte) []int {
 	return pids
 }
 
-// requireGone waits until none of pids is alive and returns how long that
+// waitGone waits until none of pids is alive and returns how long that
 // took. A zombie counts as gone: it runs no code, and whoever inherited it
 // (init) reaps it in its own time.
-func requireGone(t testing.TB, within time.Duration, pids ...int) time.Duration {
+func waitGone(t testing.TB, within time.Duration, pids ...int) time.Duration {
 	t.Helper()
 	start := time.Now()
 	for _, pid := range pids {
@@ -236,6 +249,19 @@ func runHelper(mode string) int {
 			return 1
 		}
 		return printJSON(map[string]string{"wd": wd, "tmpdir": os.Getenv("TMPDIR"), "mode": fmt.Sprintf("%04o", fi.Mode().Perm())})
+	case "readonly":
+		if err := os.MkdirAll("ro/sub", 0o700); err != nil {
+			return 1
+		}
+		for _, f := range []string{"ro/file", "ro/sub/file"} {
+			if err := os.WriteFile(f, []byte("x"), 0o400); err != nil {
+				return 1
+			}
+		}
+		if os.Chmod("ro/sub", 0o500) != nil || os.Chmod("ro", 0o500) != nil {
+			return 1
+		}
+		return 0
 	case "worker":
 		self, _ := os.Executable()
 		res := Run(context.Background(), Spec{

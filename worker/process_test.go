@@ -193,6 +193,22 @@ func TestRun(t *testing.T) {
 		require.NoDirExists(t, workDir)
 	})
 
+	t.Run("WorkDirRemovedDespiteReadOnlyDirs", func(t *testing.T) {
+		t.Parallel()
+
+		spec := helperSpec(t, "readonly")
+		var workDir string
+		spec.OnStart = func(pid int, _ time.Time) {
+			workDir, _ = os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
+		}
+		res := Run(ctx, spec)
+		require.Equal(t, OutcomeExited, res.Outcome)
+		require.Equal(t, 0, res.ExitCode, res.Stderr)
+		require.NoError(t, res.CleanupErr)
+		require.Contains(t, workDir, "attune-exec-")
+		require.NoDirExists(t, workDir)
+	})
+
 	t.Run("Script", func(t *testing.T) {
 		t.Parallel()
 
@@ -238,7 +254,7 @@ func TestRunTimeout(t *testing.T) {
 		res := Run(ctx, spec)
 		pids := readPidfile(t, b.pidfile)
 		require.Len(t, pids, 2)
-		gone := requireGone(t, 5*time.Second, pids...)
+		gone := waitGone(t, 5*time.Second, pids...)
 
 		require.Equal(t, OutcomeTimedOut, res.Outcome)
 		require.Equal(t, "SIGTERM", res.Signal, "hang dies of SIGTERM, no need to wait for the grace")
@@ -260,7 +276,7 @@ func TestRunTimeout(t *testing.T) {
 		res := Run(ctx, spec)
 		pids := readPidfile(t, b.pidfile)
 		require.Len(t, pids, 2)
-		requireGone(t, 5*time.Second, pids...)
+		waitGone(t, 5*time.Second, pids...)
 
 		require.Equal(t, OutcomeTimedOut, res.Outcome)
 		require.Equal(t, "SIGKILL", res.Signal)
@@ -279,7 +295,7 @@ func TestRunTimeout(t *testing.T) {
 		spec.Timeout = time.Second
 		spec.KillGrace = 0
 		res := Run(ctx, spec)
-		requireGone(t, 5*time.Second, readPidfile(t, b.pidfile)...)
+		waitGone(t, 5*time.Second, readPidfile(t, b.pidfile)...)
 
 		require.Equal(t, OutcomeTimedOut, res.Outcome)
 		require.Equal(t, "SIGKILL", res.Signal)
@@ -314,7 +330,7 @@ func TestRunCancel(t *testing.T) {
 
 		cancel(cause)
 		res := <-done
-		requireGone(t, 5*time.Second, pids...)
+		waitGone(t, 5*time.Second, pids...)
 		require.Equal(t, OutcomeCanceled, res.Outcome)
 		require.ErrorIs(t, res.Cause, cause)
 		require.Equal(t, "SIGTERM", res.Signal)
@@ -334,7 +350,7 @@ func TestRunCancel(t *testing.T) {
 		canceledAt := time.Now()
 		cancel()
 		res := <-done
-		requireGone(t, 5*time.Second, pids...)
+		waitGone(t, 5*time.Second, pids...)
 		require.Equal(t, OutcomeCanceled, res.Outcome)
 		require.ErrorIs(t, res.Cause, context.Canceled)
 		require.Equal(t, "SIGKILL", res.Signal)
@@ -359,7 +375,7 @@ func TestRunGrandchildren(t *testing.T) {
 		returned := time.Now()
 		pids := readPidfile(t, b.pidfile)
 		require.Len(t, pids, 2)
-		requireGone(t, 5*time.Second, pids...)
+		waitGone(t, 5*time.Second, pids...)
 
 		require.Equal(t, OutcomeExited, res.Outcome)
 		require.Equal(t, 0, res.ExitCode)
@@ -380,7 +396,7 @@ func TestRunGrandchildren(t *testing.T) {
 		require.Len(t, pids, 2)
 		t.Cleanup(func() {
 			_ = syscall.Kill(pids[1], syscall.SIGKILL)
-			requireGone(t, 5*time.Second, pids[1])
+			waitGone(t, 5*time.Second, pids[1])
 		})
 
 		require.Equal(t, OutcomeExited, res.Outcome)
@@ -408,7 +424,7 @@ func TestRunChildDiesWithWorker(t *testing.T) {
 
 	require.NoError(t, cmd.Process.Kill())
 	_ = cmd.Wait()
-	requireGone(t, 5*time.Second, pids[0])
+	waitGone(t, 5*time.Second, pids[0])
 }
 
 func TestRunStartFailures(t *testing.T) {
@@ -424,7 +440,7 @@ func TestRunStartFailures(t *testing.T) {
 	notExec := write("not-exec", []byte("#!/bin/sh\n"), 0o644)
 	garbage := write("garbage", []byte("just some text\n"), 0o755)
 	arch, machine := otherArch()
-	foreign := write("foreign", fakeELF(machine, 0, 2), 0o755)
+	foreign := write("foreign", elfHeader(machine, 0, 2), 0o755)
 	noInterp := write("no-interp", []byte("#!/nonexistent/interpreter -x\n"), 0o755)
 	bigValue := "ATTUNE_ACTION_BLOB=" + strings.Repeat("x", 200<<10)
 	var manyValues []string

@@ -1,0 +1,592 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"debug/elf"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/attune-system/attune/jobs"
+	"github.com/attune-system/attune/packs"
+	"github.com/attune-system/attune/schema/schematest"
+)
+
+// testPack is a pack whose actions are this test binary posing as pack
+// binaries (see main_test.go); the helper mode arrives as the parameter
+// "helper", which env delivery turns into ATTUNE_ACTION_HELPER.
+const testPack = `ref: t
+label: test
+version: 1.0.0
+`
+
+// helperParams are the parameters every helper action declares.
+const helperParams = `parameters:
+  helper: {type: string, required: true}
+  pidfile: {type: string}
+  bytes: {type: integer}
+  signal: {type: string}
+  grandchild: {type: string}
+  password: {type: string, secret: true}
+  big: {type: string}
+`
+
+var testActions = map[string]string{
+	"run.yaml": `name: run
+entry_point: helper
+runner_type: native
+` + helperParams,
+	"retry.yaml": `name: retry
+entry_point: helper
+max_retries: 2
+` + helperParams,
+	"stdin_json.yaml": `name: stdin_json
+entry_point: helper
+parameter_delivery: stdin
+` + helperParams,
+	"stdin_dotenv.yaml": `name: stdin_dotenv
+entry_point: helper
+parameter_delivery: stdin
+parameter_format: dotenv
+output_format: text
+` + helperParams + `  nested: {type: object}
+`,
+	"stdin_yaml.yaml": `name: stdin_yaml
+entry_point: helper
+parameter_delivery: stdin
+parameter_format: yaml
+output_format: text
+` + helperParams,
+	"file.yaml": `name: file
+entry_point: helper
+parameter_delivery: file
+` + helperParams,
+	"schema.yaml": `name: schema
+entry_point: helper
+result_schema:
+  type: object
+  properties:
+    ok: {type: string}
+  required: [ok]
+` + helperParams,
+	"missing.yaml": `name: missing
+entry_point: not-deployed-yet
+` + helperParams,
+	"noexec.yaml": `name: noexec
+entry_point: noexec
+` + helperParams,
+	"arm.yaml": `name: arm
+entry_point: arm-binary
+` + helperParams,
+	"script.yaml": `name: script
+entry_point: script.sh
+output_format: text
+parameters:
+  word: {type: string, default: hi}
+`,
+}
+
+type testBundle struct {
+	pool   *pgxpool.Pool
+	cfg    Config
+	srv    *Server
+	logs   *syncBuffer
+	packs  string
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+type setupOpts struct {
+	env []string // extra configuration variables
+}
+
+func setup(t *testing.T, opts setupOpts) *testBundle {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	url := schematest.URL(t)
+	pool, err := pgxpool.New(ctx, url)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+
+	base := t.TempDir()
+	dir := filepath.Join(base, "t")
+	actions := filepath.Join(dir, "actions")
+	require.NoError(t, os.MkdirAll(actions, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "pack.yaml"), []byte(testPack), 0o644))
+	for name, body := range testActions {
+		require.NoError(t, os.WriteFile(filepath.Join(actions, name), []byte(body), 0o644))
+	}
+	self, err := os.Executable()
+	require.NoError(t, err)
+	linkOrCopy(t, self, filepath.Join(actions, "helper"))
+	require.NoError(t, os.WriteFile(filepath.Join(actions, "noexec"), []byte("\x7fELF"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(actions, "arm-binary"), elfHeader(elf.EM_AARCH64, elf.ELFOSABI_NONE, elf.ET_EXEC), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(actions, "script.sh"), []byte("echo \"word=$ATTUNE_ACTION_WORD\"\n"), 0o644))
+
+	p, problems := packs.Load(dir)
+	require.False(t, packs.HasErrors(problems), "%v", problems)
+	_, err = packs.Register(ctx, pool, p)
+	require.NoError(t, err)
+
+	environ := append([]string{
+		"PATH=" + os.Getenv("PATH"),
+		"HOME=/home/attune-test",
+		"LANG=C.UTF-8",
+		"LC_ALL=C.UTF-8",
+		"ATTUNE_DATABASE_URL=" + url,
+		"ATTUNE_PACKS_DIR=" + base,
+		"ATTUNE_KILL_GRACE=500ms",
+		"ATTUNE_WORKER_NAME=test-" + strings.ReplaceAll(t.Name(), "/", "_"),
+		"CANARY_SECRET=do-not-leak",
+	}, opts.env...)
+	cfg, err := LoadConfig(environ)
+	require.NoError(t, err)
+
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	srv, err := NewServer(cfg, pool, log)
+	require.NoError(t, err)
+	require.NoError(t, srv.Start(ctx))
+	t.Cleanup(func() { require.NoError(t, srv.Stop(context.Background())) })
+	return &testBundle{pool: pool, cfg: cfg, srv: srv, logs: logs, packs: base, ctx: ctx, cancel: cancel}
+}
+
+// enqueue creates one execution and waits until it finishes.
+func (b *testBundle) execute(t *testing.T, action string, params map[string]any, opts *jobs.Options) *jobs.Execution {
+	t.Helper()
+	id := b.enqueue(t, action, params, opts)
+	return b.wait(t, id)
+}
+
+func (b *testBundle) enqueue(t *testing.T, action string, params map[string]any, opts *jobs.Options) int64 {
+	t.Helper()
+	var id int64
+	err := pgx.BeginFunc(b.ctx, b.pool, func(tx pgx.Tx) error {
+		var err error
+		id, err = jobs.Enqueue(b.ctx, tx, action, params, opts)
+		return err
+	})
+	require.NoError(t, err)
+	return id
+}
+
+func (b *testBundle) wait(t *testing.T, id int64) *jobs.Execution {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		e, err := jobs.Get(b.ctx, b.pool, id)
+		require.NoError(t, err)
+		if jobs.Finished(e.Status) {
+			return e
+		}
+		require.True(t, time.Now().Before(deadline), "execution %d still %s", id, e.Status)
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (b *testBundle) waitStatus(t *testing.T, id int64, status string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		e, err := jobs.Get(b.ctx, b.pool, id)
+		require.NoError(t, err)
+		if e.Status == status {
+			return
+		}
+		require.True(t, time.Now().Before(deadline), "execution %d still %s, want %s", id, e.Status, status)
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestExecuteCompletedWithJSONResult(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	e := b.execute(t, "t.run", map[string]any{"helper": "json"}, nil)
+	require.Equal(t, jobs.StatusCompleted, e.Status)
+	require.Equal(t, 0, *e.ExitCode)
+	require.JSONEq(t, `{"ok": true, "n": 3}`, string(e.Result))
+	require.Nil(t, e.Error)
+	require.Equal(t, 1, e.Attempt)
+	require.Equal(t, b.cfg.WorkerName, *e.Worker)
+	require.NotNil(t, e.StartedAt)
+	require.NotNil(t, e.FinishedAt)
+}
+
+func TestExecuteNonZeroExit(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	e := b.execute(t, "t.run", map[string]any{"helper": "exit3"}, nil)
+	require.Equal(t, jobs.StatusFailed, e.Status)
+	require.Equal(t, 3, *e.ExitCode)
+	require.Equal(t, "exited with code 3: boom: last line", *e.Error)
+	require.Contains(t, *e.Stderr, "boom: last line")
+	require.Nil(t, e.Result)
+}
+
+func TestExecuteKilledBySignal(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	e := b.execute(t, "t.run", map[string]any{"helper": "selfkill"}, nil)
+	require.Equal(t, jobs.StatusFailed, e.Status)
+	require.Equal(t, 128+int(syscall.SIGSEGV), *e.ExitCode)
+	require.Contains(t, *e.Error, "SIGSEGV")
+}
+
+func TestExecuteTimeoutKillsProcessGroup(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	pidfile := filepath.Join(t.TempDir(), "pids")
+	start := time.Now()
+	e := b.execute(t, "t.run", map[string]any{"helper": "ignore-term", "grandchild": "hang", "pidfile": pidfile},
+		&jobs.Options{TimeoutSeconds: 1})
+	require.Equal(t, jobs.StatusTimeout, e.Status)
+	require.Equal(t, "Execution timed out after 1 seconds", *e.Error)
+	require.Less(t, time.Since(start), 20*time.Second)
+	pids := readPids(t, pidfile)
+	require.Len(t, pids, 2, "helper and grandchild")
+	for _, pid := range pids {
+		requireGone(t, pid)
+	}
+}
+
+func TestExecuteEnvironmentBuiltFromNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{env: []string{"ATTUNE_PASSTHROUGH_ENV=PASSME", "PASSME=yes"}})
+	e := b.execute(t, "t.run", map[string]any{"helper": "env", "bytes": 5, "signal": "x y"}, nil)
+	require.Equal(t, jobs.StatusCompleted, e.Status, deref(e.Error))
+	var env map[string]string
+	require.NoError(t, json.Unmarshal(e.Result, &env))
+
+	require.Equal(t, "yes", env["PASSME"])
+	require.Equal(t, "/home/attune-test", env["HOME"])
+	require.Equal(t, "C.UTF-8", env["LC_ALL"])
+	require.Equal(t, fmt.Sprint(e.ID), env["ATTUNE_EXEC_ID"])
+	require.Equal(t, "t.run", env["ATTUNE_ACTION"])
+	require.Equal(t, "t", env["ATTUNE_PACK_REF"])
+	require.Equal(t, "5", env["ATTUNE_ACTION_BYTES"])
+	require.Equal(t, "x y", env["ATTUNE_ACTION_SIGNAL"])
+	require.NotEmpty(t, env["TMPDIR"])
+	for k := range env {
+		require.NotContains(t, []string{"ATTUNE_DATABASE_URL", "CANARY_SECRET", "ATTUNE_PACKS_DIR", "ATTUNE_PASSTHROUGH_ENV"}, k,
+			"worker variable %s leaked into the child", k)
+	}
+	allowed := map[string]bool{"PATH": true, "HOME": true, "LANG": true, "TZ": true, "TMPDIR": true, "PASSME": true,
+		"ATTUNE_EXEC_ID": true, "ATTUNE_ACTION": true, "ATTUNE_PACK_REF": true}
+	for k := range env {
+		if !allowed[k] && !strings.HasPrefix(k, "LC_") && !strings.HasPrefix(k, "ATTUNE_ACTION_") {
+			t.Errorf("unexpected variable %s in the child's environment", k)
+		}
+	}
+}
+
+func TestExecuteSecretsOnStdinOnly(t *testing.T) {
+	t.Parallel()
+	key := "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+	b := setup(t, setupOpts{env: []string{"ATTUNE_SECRETS_KEY=" + key}})
+	k, err := DecodeSecretsKey(key)
+	require.NoError(t, err)
+	for _, s := range []struct {
+		ref   jobs.SecretRef
+		value string
+	}{
+		{jobs.SecretRef{Name: "token", Scope: jobs.ScopeGlobal}, "global-token"},
+		{jobs.SecretRef{Name: "token", Scope: jobs.ScopeAction, ScopeRef: "t.run"}, "action-token"},
+		{jobs.SecretRef{Name: "region", Scope: jobs.ScopePack, ScopeRef: "t"}, "pack-region"},
+		{jobs.SecretRef{Name: "other", Scope: jobs.ScopeAction, ScopeRef: "t.file"}, "not-for-run"},
+	} {
+		require.NoError(t, jobs.SetSecret(b.ctx, b.pool, k, s.ref, []byte(s.value)))
+	}
+
+	e := b.execute(t, "t.run", map[string]any{"helper": "stdin", "password": "hunter2"}, nil)
+	require.Equal(t, jobs.StatusCompleted, e.Status, deref(e.Error))
+	require.JSONEq(t, `{"token": "action-token", "region": "pack-region", "password": "hunter2"}`, string(e.Result))
+	require.JSONEq(t, `{"helper": "stdin", "password": "********"}`, string(e.Parameters))
+
+	var leftover int
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM attune.execution_secret").Scan(&leftover))
+	require.Zero(t, leftover, "secret parameters are deleted once the execution finishes")
+	var args string
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT args::text FROM attune.river_job").Scan(&args))
+	require.NotContains(t, args, "hunter2")
+
+	env := b.execute(t, "t.run", map[string]any{"helper": "env", "password": "hunter2"}, nil)
+	require.NotContains(t, string(env.Result), "hunter2", "secret parameters never reach the environment")
+	require.NotContains(t, string(env.Result), "action-token")
+	require.NotContains(t, b.logs.String(), "hunter2")
+	require.NotContains(t, b.logs.String(), "action-token")
+}
+
+func TestExecuteSecretsWithoutKeyFail(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	k, err := DecodeSecretsKey("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+	require.NoError(t, err)
+	require.NoError(t, jobs.SetSecret(b.ctx, b.pool, k, jobs.SecretRef{Name: "token", Scope: jobs.ScopeGlobal}, []byte("x")))
+	e := b.execute(t, "t.run", map[string]any{"helper": "json"}, nil)
+	require.Equal(t, jobs.StatusFailed, e.Status)
+	require.Contains(t, *e.Error, "ATTUNE_SECRETS_KEY is not set")
+	require.Nil(t, e.ExitCode, "nothing started")
+}
+
+// With stdin and file delivery no parameter reaches the environment, so the
+// helper mode comes from the worker's environment through passthrough.
+func helperMode(mode string) setupOpts {
+	return setupOpts{env: []string{"ATTUNE_PASSTHROUGH_ENV=ATTUNE_ACTION_HELPER", "ATTUNE_ACTION_HELPER=" + mode}}
+}
+
+func TestExecuteParameterDeliveryStdin(t *testing.T) {
+	t.Parallel()
+	b := setup(t, helperMode("stdin"))
+
+	e := b.execute(t, "t.stdin_json", map[string]any{"helper": "stdin", "bytes": 7}, nil)
+	require.Equal(t, jobs.StatusCompleted, e.Status, deref(e.Error))
+	require.JSONEq(t, `{"helper": "stdin", "bytes": 7}`, string(e.Result))
+
+	e = b.execute(t, "t.stdin_dotenv", map[string]any{"helper": "stdin", "nested": map[string]any{"a": "it's", "b": []any{1, true}}}, nil)
+	require.Equal(t, jobs.StatusCompleted, e.Status, deref(e.Error))
+	require.Equal(t, "helper='stdin'\nnested.a='it'\\''s'\nnested.b.0='1'\nnested.b.1='true'\n", *e.Stdout)
+
+	e = b.execute(t, "t.stdin_yaml", map[string]any{"helper": "stdin", "bytes": 7}, nil)
+	require.Equal(t, jobs.StatusCompleted, e.Status, deref(e.Error))
+	require.Equal(t, "bytes: 7\nhelper: stdin\n", *e.Stdout)
+}
+
+func TestExecuteParameterDeliveryFile(t *testing.T) {
+	t.Parallel()
+	b := setup(t, helperMode("paramfile"))
+	e := b.execute(t, "t.file", map[string]any{"helper": "paramfile", "password": "s3cret"}, nil)
+	require.Equal(t, jobs.StatusCompleted, e.Status, deref(e.Error))
+	var pf struct {
+		Path, Content, Mode string
+	}
+	require.NoError(t, json.Unmarshal(e.Result, &pf))
+	require.Contains(t, pf.Mode, "400")
+	require.JSONEq(t, `{"helper": "paramfile", "password": "s3cret"}`, pf.Content)
+	_, err := os.Stat(pf.Path)
+	require.ErrorIs(t, err, os.ErrNotExist, "parameter file and work dir removed afterwards")
+}
+
+func TestExecuteEnvValueTooLong(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	e := b.execute(t, "t.run", map[string]any{"helper": "json", "big": strings.Repeat("x", 200_000)}, nil)
+	require.Equal(t, jobs.StatusFailed, e.Status)
+	require.Contains(t, *e.Error, "parameter_delivery: stdin")
+}
+
+func TestExecutePreChecks(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	dir := filepath.Join(b.packs, "t", "actions")
+	for action, want := range map[string]string{
+		"t.missing": "Binary not found: " + filepath.Join(dir, "not-deployed-yet"),
+		"t.noexec":  "Binary is not executable: " + filepath.Join(dir, "noexec"),
+		"t.arm":     "arm64",
+	} {
+		e := b.execute(t, action, map[string]any{"helper": "json"}, nil)
+		require.Equal(t, jobs.StatusFailed, e.Status, action)
+		require.Contains(t, *e.Error, want, action)
+		require.NotContains(t, *e.Error, "exec format error", action)
+		require.Nil(t, e.ExitCode, "%s: nothing started", action)
+	}
+}
+
+func TestExecuteResultSchemaMismatchFails(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	e := b.execute(t, "t.schema", map[string]any{"helper": "json"}, nil)
+	require.Equal(t, jobs.StatusFailed, e.Status)
+	require.Contains(t, *e.Error, "result does not match result_schema")
+	require.Contains(t, *e.Error, "ok")
+}
+
+func TestExecuteRetriesCountAttempts(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	start := time.Now()
+	e := b.execute(t, "t.retry", map[string]any{"helper": "exit3"}, nil)
+	require.Equal(t, jobs.StatusFailed, e.Status)
+	require.Equal(t, 3, e.Attempt, "max_retries 2 means three attempts")
+	require.Equal(t, 3, e.MaxAttempts)
+	require.Equal(t, "exited with code 3: boom: last line", *e.Error)
+	require.Less(t, time.Since(start), 30*time.Second)
+
+	ok := b.execute(t, "t.retry", map[string]any{"helper": "json"}, nil)
+	require.Equal(t, 1, ok.Attempt, "a success is not retried")
+}
+
+func TestExecuteOutputCappedAndSanitized(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{env: []string{"ATTUNE_MAX_STDOUT_BYTES=4096"}})
+	e := b.execute(t, "t.run", map[string]any{"helper": "flood", "bytes": 10 << 20}, nil)
+	require.Equal(t, jobs.StatusCompleted, e.Status, deref(e.Error))
+	require.True(t, e.StdoutTruncated)
+	require.LessOrEqual(t, len(*e.Stdout), 4096)
+	require.True(t, strings.HasSuffix(*e.Stdout, "\n\n[OUTPUT TRUNCATED: stdout exceeded size limit]\n"))
+
+	e = b.execute(t, "t.run", map[string]any{"helper": "badbytes"}, nil)
+	require.Equal(t, jobs.StatusCompleted, e.Status, deref(e.Error))
+	require.Contains(t, *e.Stdout, "\uFFFD")
+	require.NotContains(t, *e.Stdout, "\x00")
+}
+
+func TestExecuteShellScriptWithoutShebang(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	e := b.execute(t, "t.script", nil, nil)
+	require.Equal(t, jobs.StatusCompleted, e.Status, deref(e.Error))
+	require.Equal(t, "word=hi\n", *e.Stdout, "defaults applied, script run by /bin/sh")
+}
+
+func TestRolledBackEnqueueRunsNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	pidfile := filepath.Join(t.TempDir(), "pids")
+	tx, err := b.pool.Begin(b.ctx)
+	require.NoError(t, err)
+	_, err = tx.Exec(b.ctx, "SELECT attune.enqueue('t.run', $1)", map[string]any{"helper": "json", "pidfile": pidfile})
+	require.NoError(t, err)
+	require.NoError(t, tx.Rollback(b.ctx))
+
+	// A committed execution after it proves the worker was listening.
+	e := b.execute(t, "t.run", map[string]any{"helper": "json"}, nil)
+	require.Equal(t, jobs.StatusCompleted, e.Status)
+	var n int
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM attune.execution").Scan(&n))
+	require.Equal(t, 1, n)
+	_, err = os.Stat(pidfile)
+	require.ErrorIs(t, err, os.ErrNotExist)
+}
+
+func TestCancelRunningExecution(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	pidfile := filepath.Join(t.TempDir(), "pids")
+	id := b.enqueue(t, "t.run", map[string]any{"helper": "ignore-term", "grandchild": "hang", "pidfile": pidfile}, nil)
+	b.waitStatus(t, id, jobs.StatusRunning)
+	pids := waitPids(t, pidfile, 2)
+
+	status, err := jobs.Cancel(b.ctx, b.pool, id)
+	require.NoError(t, err)
+	require.Equal(t, jobs.StatusCanceling, status)
+	e := b.wait(t, id)
+	require.Equal(t, jobs.StatusCancelled, e.Status)
+	for _, pid := range pids {
+		requireGone(t, pid)
+	}
+}
+
+func TestCancelQueuedExecution(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	pidfile := filepath.Join(t.TempDir(), "pids")
+	id := b.enqueue(t, "t.run", map[string]any{"helper": "json", "pidfile": pidfile},
+		&jobs.Options{ScheduledAt: time.Now().Add(time.Hour)})
+	status, err := jobs.Cancel(b.ctx, b.pool, id)
+	require.NoError(t, err)
+	require.Equal(t, jobs.StatusCancelled, status)
+	e, err := jobs.Get(b.ctx, b.pool, id)
+	require.NoError(t, err)
+	require.Equal(t, jobs.StatusCancelled, e.Status)
+	require.Nil(t, e.StartedAt)
+	var state string
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT state::text FROM attune.river_job WHERE id = (SELECT job_id FROM attune.execution WHERE id = $1)", id).Scan(&state))
+	require.Equal(t, "cancelled", state)
+}
+
+// --- helpers
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
+func linkOrCopy(t *testing.T, from, to string) {
+	t.Helper()
+	if os.Link(from, to) == nil {
+		return
+	}
+	in, err := os.Open(from)
+	require.NoError(t, err)
+	defer in.Close()
+	out, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY, 0o755)
+	require.NoError(t, err)
+	_, err = io.Copy(out, in)
+	require.NoError(t, err)
+	require.NoError(t, out.Close())
+}
+
+func readPids(t *testing.T, path string) []int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		var pid int
+		_, err := fmt.Sscan(f, &pid)
+		require.NoError(t, err)
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+func waitPids(t *testing.T, path string, n int) []int {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if b, err := os.ReadFile(path); err == nil && len(strings.Fields(string(b))) >= n {
+			return readPids(t, path)
+		}
+		require.True(t, time.Now().Before(deadline), "pidfile %s not written", path)
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// requireGone waits for pid to disappear (zombies of other parents count as
+// gone only once reaped, so poll).
+func requireGone(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for syscall.Kill(pid, 0) == nil {
+		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && bytes.Contains(st, []byte(") Z ")) {
+			return // a zombie: dead, waiting for its parent to reap it
+		}
+		require.True(t, time.Now().Before(deadline), "process %d survived", pid)
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}
