@@ -6,7 +6,7 @@ import (
 	"errors"
 	"math"
 	"slices"
-	"strings"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -570,9 +570,4 @@ func benchPool(b *testing.B) *pgxpool.Pool {
 	return pool
 }
 
-func itoa(n int64) string { return strings.TrimSpace(strings.Repeat(" ", 0) + jsonNumber(n)) }
-
-func jsonNumber(n int64) string {
-	b, _ := json.Marshal(n)
-	return string(b)
-}
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }

@@ -143,11 +143,17 @@ func setup(t *testing.T) *testBundle {
 	pool := newPool(t, url)
 	base := t.TempDir()
 	writePack(t, filepath.Join(base, "t"), testPack)
-	p, problems := packs.Load(filepath.Join(base, "t"))
-	require.NoError(t, packs.AsError(problems))
-	_, err := packs.Register(ctx, pool, p)
-	require.NoError(t, err)
+	registerPack(t, pool, filepath.Join(base, "t"))
 	return &testBundle{ctx: ctx, pool: pool, url: url, packDir: base}
+}
+
+// registerPack loads the pack in dir and registers it.
+func registerPack(t testing.TB, pool *pgxpool.Pool, dir string) {
+	t.Helper()
+	p, problems := packs.Load(dir)
+	require.NoError(t, packs.AsError(problems))
+	_, err := packs.Register(context.Background(), pool, p)
+	require.NoError(t, err)
 }
 
 // newPool opens a pool on url, closed when t ends.
