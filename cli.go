@@ -66,7 +66,7 @@ func (a *app) rootCommand() *cobra.Command {
 	}
 	root.PersistentFlags().BoolVarP(&a.json, "json", "j", false, "print JSON for machines")
 	root.AddCommand(
-		a.serveCommand(), a.migrateCommand(), a.demoCommand(), a.versionCommand(),
+		a.serveCommand(), a.migrateCommand(), a.demoCommand(), a.benchCommand(), a.versionCommand(),
 		a.packCommand(), a.actionCommand(), a.executionCommand(), a.workerCommand(),
 		a.sensorCommand(), a.triggerCommand(), a.eventCommand(), a.ruleCommand(), a.secretCommand(),
 	)

@@ -113,8 +113,9 @@ func EnqueueMany(ctx context.Context, tx pgx.Tx, reqs []Request) ([]int64, error
 		preps[i] = p
 		opts := &river.InsertOpts{Queue: p.Queue, Priority: p.Priority, MaxAttempts: p.MaxAttempts}
 		// River makes any job with ScheduledAt "scheduled", to be promoted
-		// by its scheduler seconds later; only a requested delay sets it.
-		if !req.Options.ScheduledAt.IsZero() {
+		// by its scheduler seconds later; only a delay into the future (by
+		// the database's clock, as attune.enqueue decides) sets it.
+		if p.Future {
 			opts.ScheduledAt = p.ScheduledAt
 		}
 		params[i] = river.InsertManyParams{Args: ExecutionArgs{ExecutionID: p.ExecutionID}, InsertOpts: opts}
@@ -124,6 +125,7 @@ func EnqueueMany(ctx context.Context, tx pgx.Tx, reqs []Request) ([]int64, error
 		return nil, fmt.Errorf("error inserting River jobs: %w", err)
 	}
 	ids := make([]int64, len(reqs))
+	var due []string // queues of jobs runnable now, to wake
 	for i, p := range preps {
 		_, err := sp.Exec(ctx, "SELECT attune.enqueue_record($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
 			p.ExecutionID, reqs[i].ActionRef, p.Public, p.Secret, p.Priority, p.MaxAttempts, p.ScheduledAt,
@@ -132,6 +134,19 @@ func EnqueueMany(ctx context.Context, tx pgx.Tx, reqs []Request) ([]int64, error
 			return nil, fmt.Errorf("error recording execution: %w", err)
 		}
 		ids[i] = p.ExecutionID
+		if !p.Future {
+			due = append(due, p.Queue)
+		}
+	}
+	// Wake listening workers as attune.enqueue does. River's own insert
+	// notification is rate limited per process and spent even when the
+	// transaction rolls back, which would leave the next enqueue waiting
+	// for River's poll.
+	if len(due) > 0 {
+		if _, err := sp.Exec(ctx, `SELECT pg_notify($1, json_build_object('queue', q)::text)
+			FROM (SELECT DISTINCT unnest($2::text[]) AS q) AS queues`, schema.Name+".river_insert", due); err != nil {
+			return nil, fmt.Errorf("error notifying workers: %w", err)
+		}
 	}
 	if err := sp.Commit(ctx); err != nil {
 		return nil, fmt.Errorf("error finishing enqueue: %w", err)
@@ -146,6 +161,7 @@ type prepared struct {
 	Priority       int
 	MaxAttempts    int
 	ScheduledAt    time.Time
+	Future         bool // ScheduledAt is after now()
 	TimeoutSeconds *int32
 	RuleRef        *string
 	EventID        *int64
@@ -166,10 +182,10 @@ func prepare(ctx context.Context, tx pgx.Tx, req Request) (prepared, error) {
 	}
 	var p prepared
 	err = tx.QueryRow(ctx, `SELECT execution_id, queue, public_parameters, secret_parameters, priority,
-			max_attempts, scheduled_at, timeout_seconds, rule_ref, event_id
+			max_attempts, scheduled_at, scheduled_at > now(), timeout_seconds, rule_ref, event_id
 		FROM attune.enqueue_prepare($1, $2, $3)`, req.ActionRef, pj, oj).
 		Scan(&p.ExecutionID, &p.Queue, &p.Public, &p.Secret, &p.Priority, &p.MaxAttempts, &p.ScheduledAt,
-			&p.TimeoutSeconds, &p.RuleRef, &p.EventID)
+			&p.Future, &p.TimeoutSeconds, &p.RuleRef, &p.EventID)
 	if err != nil {
 		return prepared{}, AsError(err)
 	}

@@ -39,6 +39,8 @@ type executor struct {
 	// ATTUNE_MAX_CONCURRENT_EXECUTIONS.
 	slots chan struct{}
 
+	completer *completer
+
 	validators sync.Map // action ref + updated → *packs.Validator
 
 	// onStart, when set, observes each process start (benchmarks).
@@ -80,44 +82,31 @@ type claimed struct {
 	Sealed            []jobs.SealedSecret
 }
 
-// claimSQL marks the execution running and reads, in the same round trip,
-// everything needed to start it: the action, secret parameters, the rule's
-// trigger and the sealed secrets that apply.
-const claimSQL = `
-UPDATE attune.execution e
-SET status = 'running', started_at = now(), finished_at = NULL, worker = $2, attempt = $3
-FROM attune.action a
-WHERE e.id = $1 AND a.ref = e.action_ref AND e.status IN ('requested', 'scheduled', 'running')
-RETURNING e.max_attempts, a.ref, a.pack_ref, a.runner_type, a.path, e.parameters,
-	(SELECT s.parameters FROM attune.execution_secret s WHERE s.execution_id = e.id),
-	a.parameters, a.result_schema, e.timeout_seconds, a.timeout_seconds,
-	a.parameter_delivery, a.parameter_format, a.output_format, e.rule_ref,
-	(SELECT r.trigger_ref FROM attune.rule r WHERE r.ref = e.rule_ref),
-	a.updated,
-	(SELECT coalesce(jsonb_agg(jsonb_build_object('name', x.name, 'scope', x.scope, 'scope_ref', x.scope_ref,
-		'nonce', encode(x.nonce, 'base64'), 'ciphertext', encode(x.ciphertext, 'base64'))), '[]')
-	 FROM attune.secret x
-	 WHERE x.scope = 'global' OR (x.scope = 'pack' AND x.scope_ref = a.pack_ref)
-	    OR (x.scope = 'action' AND x.scope_ref = a.ref))`
+// claimSQL marks the execution running and reads everything needed to
+// start it in one round trip (schema/migrations/004_claim.sql).
+const claimSQL = `SELECT * FROM attune.claim($1, $2, $3)`
 
 // Work runs one execution. Its failure is a result written to the row, not
 // a River error; River retries only when the action's max_retries allows.
 func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs]) error {
+	// River fetches more jobs than there are slots (see NewServer), so the
+	// next execution is already in hand when a process exits; the slot
+	// covers only the claim and the process, not the result write.
 	select {
 	case w.slots <- struct{}{}:
 	case <-ctx.Done():
 		return w.abort(ctx, job, context.Cause(ctx))
 	}
-	defer func() { <-w.slots }()
-
 	c, err := w.claim(ctx, job)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return w.notRunnable(ctx, job)
-	}
 	if err != nil {
+		<-w.slots
+		if errors.Is(err, pgx.ErrNoRows) {
+			return w.notRunnable(ctx, job)
+		}
 		return fmt.Errorf("error claiming execution %d: %w", job.Args.ExecutionID, err)
 	}
 	out := w.run(ctx, c)
+	<-w.slots
 	return w.settle(ctx, job, c, out)
 }
 
@@ -175,6 +164,8 @@ type outcome struct {
 	Error           string
 	// Retryable is true for outcomes that max_retries may retry.
 	Retryable bool
+	// retry is set when this attempt will be retried.
+	retry bool
 }
 
 func failed(msg string) outcome {
@@ -356,55 +347,38 @@ func (w *executor) validate(c *claimed, params map[string]any) (map[string]any, 
 }
 
 // settle writes the outcome. A final outcome and River's job completion
-// share one transaction; an outcome that max_retries allows to retry goes
-// back to requested and River runs the job again.
+// share one transaction (batched with others by the completer); an outcome
+// that max_retries allows to retry goes back to requested and River runs the
+// job again.
 func (w *executor) settle(ctx context.Context, job *river.Job[jobs.ExecutionArgs], c *claimed, out outcome) error {
-	// The row must be written even when the work context is cancelled;
-	// WithoutCancel keeps River's client in the context for JobCompleteTx.
-	wctx := context.WithoutCancel(ctx)
-	retry := out.Retryable && job.Attempt < job.MaxAttempts
-	var result []byte
+	out.retry = out.Retryable && job.Attempt < job.MaxAttempts
+	s := &settlement{
+		// The row must be written even when the work context is cancelled;
+		// WithoutCancel keeps River's client in the context for JobCompleteTx.
+		ctx: context.WithoutCancel(ctx),
+		job: job,
+		id:  c.ID,
+		out: out,
+	}
 	if out.Result != nil {
 		var err error
-		if result, err = json.Marshal(out.Result); err != nil {
+		if s.res, err = json.Marshal(out.Result); err != nil {
 			return fmt.Errorf("error encoding result: %w", err)
 		}
 	}
-	status := out.Status
-	if retry {
-		status = jobs.StatusRequested
-		out.Error = fmt.Sprintf("attempt %d of %d: %s: %s", job.Attempt, job.MaxAttempts, out.Status, out.Error)
+	if out.retry {
+		s.out.Status = jobs.StatusRequested
+		s.out.Error = fmt.Sprintf("attempt %d of %d: %s: %s", job.Attempt, job.MaxAttempts, out.Status, out.Error)
 	}
-	errText := &out.Error
-	if out.Error == "" {
-		errText = nil
+	if s.out.Error != "" {
+		s.err = &s.out.Error
 	}
-	err := withRetry(wctx, w.log, func() error {
-		return pgx.BeginFunc(wctx, w.pool, func(tx pgx.Tx) error {
-			_, err := tx.Exec(wctx, `UPDATE attune.execution SET status = $2, result = $3, exit_code = $4,
-					stdout = $5, stderr = $6, stdout_truncated = $7, stderr_truncated = $8, error = $9,
-					finished_at = CASE WHEN $10 THEN NULL ELSE now() END
-				WHERE id = $1`, c.ID, status, result, out.ExitCode, out.Stdout, out.Stderr,
-				out.StdoutTruncated, out.StderrTruncated, errText, retry)
-			if err != nil {
-				return err
-			}
-			if retry {
-				return nil
-			}
-			if _, err := tx.Exec(wctx, "DELETE FROM attune.execution_secret WHERE execution_id = $1", c.ID); err != nil {
-				return err
-			}
-			_, err = river.JobCompleteTx[*riverpgxv5.Driver](wctx, tx, job)
-			return err
-		})
-	})
-	if err != nil {
+	if err := w.completer.submit(s); err != nil {
 		return fmt.Errorf("error recording execution %d: %w", c.ID, err)
 	}
-	w.log.Debug("execution finished", "id", c.ID, "action", c.ActionRef, "status", status)
-	if retry {
-		return fmt.Errorf("execution %d attempt %d: %s", c.ID, job.Attempt, out.Error)
+	w.log.Debug("execution finished", "id", c.ID, "action", c.ActionRef, "status", s.out.Status)
+	if out.retry {
+		return fmt.Errorf("execution %d attempt %d: %s", c.ID, job.Attempt, s.out.Error)
 	}
 	return nil
 }

@@ -71,7 +71,7 @@ func (r Runtimes) command(runner, path string) (prog string, args []string, err 
 	}
 	st, err := os.Stat(path)
 	if err != nil {
-		return "", nil, fmt.Errorf("%w: %s", ErrBinaryNotFound, path)
+		return "", nil, errNotFound(path, err)
 	}
 	if runner == packs.RunnerShell && st.Mode()&0o111 != 0 && hasShebang(path) {
 		return path, nil, CheckBinary(path)

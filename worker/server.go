@@ -29,14 +29,17 @@ const maxExecutionTimeout = 7 * 24 * time.Hour
 // Server is one replica's worker: a River client on one queue per runtime,
 // the heartbeat in attune.worker, and the reaper of dead workers.
 type Server struct {
-	cfg    Config
-	pool   *pgxpool.Pool
-	log    *slog.Logger
-	client *river.Client[pgx.Tx]
-	exec   *executor
+	cfg     Config
+	pool    *pgxpool.Pool
+	log     *slog.Logger
+	client  *river.Client[pgx.Tx]
+	exec    *executor
+	sensors *sensorSupervisor
 
 	stopHeartbeat context.CancelFunc
 	heartbeatDone chan struct{}
+	stopCompleter context.CancelFunc
+	completerDone chan struct{}
 }
 
 // NewServer prepares a replica; Start runs it.
@@ -51,7 +54,8 @@ func NewServer(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Server, error
 	runtimes := DetectRuntimes(envValue(cfg.Environ, "PATH"))
 	exec := &executor{
 		cfg: cfg, pool: pool, runtimes: runtimes, key: key, log: log,
-		slots: make(chan struct{}, cfg.MaxConcurrentExecutions),
+		slots:     make(chan struct{}, cfg.MaxConcurrentExecutions),
+		completer: newCompleter(pool, log),
 	}
 	workers := river.NewWorkers()
 	if err := river.AddWorkerSafely[jobs.ExecutionArgs](workers, exec); err != nil {
@@ -59,7 +63,10 @@ func NewServer(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Server, error
 	}
 	queues := map[string]river.QueueConfig{}
 	for _, name := range runtimes.Names() {
-		queues[name] = river.QueueConfig{MaxWorkers: cfg.MaxConcurrentExecutions}
+		// Twice the slots: while processes run, the next jobs are already
+		// fetched and waiting for a slot, and finished ones write their
+		// results without holding a slot (executor.Work).
+		queues[name] = river.QueueConfig{MaxWorkers: 2 * cfg.MaxConcurrentExecutions}
 	}
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
 		ID:     riverID(cfg.WorkerName),
@@ -77,7 +84,8 @@ func NewServer(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Server, error
 	if err != nil {
 		return nil, fmt.Errorf("error creating River client: %w", err)
 	}
-	return &Server{cfg: cfg, pool: pool, log: log, client: client, exec: exec}, nil
+	return &Server{cfg: cfg, pool: pool, log: log, client: client, exec: exec,
+		sensors: newSensorSupervisor(cfg, pool, log, runtimes)}, nil
 }
 
 // Client is the replica's River client.
@@ -108,13 +116,23 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.reap(ctx, s.cfg.WorkerName); err != nil {
 		return err
 	}
+	cctx, cancelCompleter := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopCompleter = cancelCompleter
+	s.completerDone = make(chan struct{})
+	go func() {
+		defer close(s.completerDone)
+		s.exec.completer.run(cctx)
+	}()
 	if err := s.client.Start(ctx); err != nil {
+		cancelCompleter()
+		<-s.completerDone
 		return fmt.Errorf("error starting River: %w", err)
 	}
 	hbCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.stopHeartbeat = cancel
 	s.heartbeatDone = make(chan struct{})
 	go s.heartbeat(hbCtx)
+	s.sensors.start(ctx)
 	s.log.Info("worker started", "name", s.cfg.WorkerName, "runtimes", s.exec.runtimes.Names(),
 		"max_concurrent_executions", s.cfg.MaxConcurrentExecutions)
 	return nil
@@ -124,6 +142,7 @@ func (s *Server) Start(ctx context.Context) error {
 // ATTUNE_SHUTDOWN_TIMEOUT (or until ctx is done), then kills the rest and
 // settles them, and marks the worker inactive.
 func (s *Server) Stop(ctx context.Context) error {
+	s.sensors.stop() // no new events while executions drain
 	softCtx, cancel := context.WithTimeout(ctx, s.cfg.ShutdownTimeout)
 	defer cancel()
 	err := s.client.Stop(softCtx)
@@ -132,6 +151,11 @@ func (s *Server) Stop(ctx context.Context) error {
 		hardCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.KillGrace+30*time.Second)
 		defer cancel()
 		err = s.client.StopAndCancel(hardCtx)
+	}
+	// Every Work call has returned, so no result is waiting to be written.
+	if s.stopCompleter != nil {
+		s.stopCompleter()
+		<-s.completerDone
 	}
 	if s.stopHeartbeat != nil {
 		s.stopHeartbeat()
@@ -193,6 +217,8 @@ func (s *Server) reapStale(ctx context.Context) error {
 
 // reap settles the running executions of a dead worker: abandoned, or back
 // to requested when max_retries allows (its River job made available again).
+// Jobs it had fetched but not started (their executions still requested)
+// go back to the queue untouched.
 func (s *Server) reap(ctx context.Context, worker string) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `
@@ -215,6 +241,14 @@ UPDATE attune.river_job j SET
 	scheduled_at = now(),
 	finalized_at = CASE WHEN s.status = 'requested' THEN NULL ELSE now() END
 FROM settled s WHERE j.id = s.job_id AND j.state = 'running'`, worker)
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `
+UPDATE attune.river_job j SET state = 'available', scheduled_at = now(), attempt = greatest(j.attempt - 1, 0)
+FROM attune.execution e
+WHERE e.job_id = j.id AND e.status IN ('requested', 'scheduled') AND j.state = 'running'
+	AND j.attempted_by[array_upper(j.attempted_by, 1)] = $1`, riverID(worker))
 		return err
 	})
 }

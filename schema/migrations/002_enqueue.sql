@@ -148,13 +148,29 @@ BEGIN
         BEGIN
             scheduled_at := (options ->> 'scheduled_at')::timestamptz;
         EXCEPTION WHEN others THEN
+            scheduled_at := NULL;
+        END;
+        -- 'infinity' casts, and would park the job for ever.
+        IF scheduled_at IS NULL OR NOT isfinite(scheduled_at) THEN
             RAISE EXCEPTION 'option scheduled_at must be a timestamp such as 2026-01-02T15:04:05Z, got %', left((options -> 'scheduled_at')::text, 80)
                 USING ERRCODE = '22023';
-        END;
+        END IF;
     END IF;
     scheduled_at := coalesce(scheduled_at, now());
     rule_ref := options ->> 'rule_ref';
-    event_id := (options ->> 'event_id')::bigint;
+    IF options ? 'event_id' AND jsonb_typeof(options -> 'event_id') <> 'null' THEN
+        BEGIN
+            IF jsonb_typeof(options -> 'event_id') = 'number' THEN
+                event_id := (options ->> 'event_id')::bigint;
+            END IF;
+        EXCEPTION WHEN others THEN
+            event_id := NULL;
+        END;
+        IF event_id IS NULL OR (options ->> 'event_id')::numeric <> event_id THEN
+            RAISE EXCEPTION 'option event_id must be an integer, got %', left((options -> 'event_id')::text, 80)
+                USING ERRCODE = '22023';
+        END IF;
+    END IF;
     queue := a.runner_type;
     execution_id := nextval(pg_get_serial_sequence('attune.execution', 'id'));
 END $$;

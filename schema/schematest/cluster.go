@@ -2,6 +2,7 @@ package schematest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -10,8 +11,11 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"testing"
 	"time"
 )
+
+var errNoInitdb = errors.New("no initdb found in PATH or /usr/lib/postgresql/*/bin")
 
 // cluster is a private PostgreSQL cluster started for the tests of one
 // process.
@@ -29,7 +33,7 @@ func startCluster(ctx context.Context) (*cluster, error) {
 		bins = append(bins, p)
 	}
 	if len(bins) == 0 {
-		return nil, fmt.Errorf("no initdb found in PATH or /usr/lib/postgresql/*/bin")
+		return nil, errNoInitdb
 	}
 	sort.Strings(bins)
 	c := &cluster{bin: filepath.Dir(bins[len(bins)-1])}
@@ -86,4 +90,45 @@ func (c *cluster) stop() {
 	defer cancel()
 	_, _ = c.run(ctx, "pg_ctl", "-D", filepath.Join(c.dir, "data"), "-m", "immediate", "stop")
 	_ = os.RemoveAll(c.dir)
+}
+
+// Cluster is a private PostgreSQL server owned by one test, for tests that
+// must restart or stop the server under a running attune.
+type Cluster struct {
+	c *cluster
+}
+
+// StartCluster starts a private PostgreSQL cluster for tb, stopped and
+// removed when tb ends. It needs the PostgreSQL server binaries (initdb,
+// pg_ctl); tb is skipped when they are not installed.
+func StartCluster(tb testing.TB) *Cluster {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := startCluster(ctx)
+	if errors.Is(err, errNoInitdb) {
+		tb.Skip(err)
+	}
+	if err != nil {
+		tb.Fatalf("schematest: starting a private cluster: %v", err)
+	}
+	tb.Cleanup(c.stop)
+	return &Cluster{c: c}
+}
+
+// URL returns the URL of database db on the cluster; attune creates it on
+// first use.
+func (c *Cluster) URL(db string) string { return withDatabase(c.c.url, db) }
+
+// Restart restarts the server as an operator would (pg_ctl restart -m fast):
+// sessions are terminated, in-flight transactions rolled back, and the server
+// is accepting connections again when Restart returns.
+func (c *Cluster) Restart(tb testing.TB) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if out, err := c.c.run(ctx, "pg_ctl", "-D", filepath.Join(c.c.dir, "data"), "-l", filepath.Join(c.c.dir, "log"),
+		"-m", "fast", "-w", "-t", "60", "restart"); err != nil {
+		tb.Fatalf("schematest: pg_ctl restart: %v: %s", err, out)
+	}
 }

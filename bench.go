@@ -1,0 +1,333 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/mattn/go-isatty"
+	"github.com/spf13/cobra"
+
+	"github.com/attune-system/attune/packs"
+	"github.com/attune-system/attune/worker"
+)
+
+// benchResult is what attune bench measures, in one run.
+type benchResult struct {
+	Executions      int     `json:"executions"`
+	Concurrency     int     `json:"concurrency"`
+	Binary          string  `json:"binary"`
+	ExecutionsPerS  float64 `json:"executions_per_second"`
+	RawSpawnPerS    float64 `json:"raw_spawn_per_second"`
+	Ratio           float64 `json:"ratio"`
+	PickupP50Ms     float64 `json:"pickup_p50_ms"`
+	PickupP99Ms     float64 `json:"pickup_p99_ms"`
+	PickupSamples   int     `json:"pickup_samples"`
+	WorkerCPUPerExe float64 `json:"worker_cpu_ms_per_execution"`
+}
+
+func (a *app) benchCommand() *cobra.Command {
+	var (
+		n       int
+		pickups int
+		binary  string
+		profile string
+	)
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure executions/s against the raw spawn rate, and pickup latency",
+		Long: `bench registers a pack with one trivial native action (a copy of /bin/true
+by default), then in one run measures:
+  - the raw spawn rate of that binary at ATTUNE_MAX_CONCURRENT_EXECUTIONS;
+  - executions/s through the real path: SQL enqueue -> River -> process ->
+    result committed, at the same concurrency;
+  - pickup latency (SQL enqueue committed -> process started) over
+    sequential enqueues on an idle worker;
+  - the worker's CPU per execution.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if n < 1 || pickups < 1 {
+				return usageError{fmt.Errorf("-n and --pickups must be positive")}
+			}
+			ctx := cmd.Context()
+			pool, err := a.db(ctx)
+			if err != nil {
+				return err
+			}
+			defer pool.Close()
+			if profile != "" {
+				f, err := os.Create(profile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
+			res, err := a.bench(ctx, pool, binary, n, pickups)
+			if err != nil {
+				return err
+			}
+			return a.print(res, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "\nexecutions\t%d at concurrency %d (%s)\n", res.Executions, res.Concurrency, filepath.Base(res.Binary))
+				fmt.Fprintf(w, "raw spawn\t%.0f /s\n", res.RawSpawnPerS)
+				fmt.Fprintf(w, "attune\t%.0f executions/s\n", res.ExecutionsPerS)
+				fmt.Fprintf(w, "ratio\t%.2f of raw spawn\n", res.Ratio)
+				fmt.Fprintf(w, "pickup latency\tp50 %.2f ms, p99 %.2f ms (%d sequential SQL enqueues)\n", res.PickupP50Ms, res.PickupP99Ms, res.PickupSamples)
+				fmt.Fprintf(w, "worker CPU\t%.3f ms per execution\n", res.WorkerCPUPerExe)
+			})
+		},
+	}
+	cmd.Flags().IntVarP(&n, "executions", "n", 2000, "executions to run")
+	cmd.Flags().IntVar(&pickups, "pickups", 100, "sequential enqueues for pickup latency")
+	cmd.Flags().StringVar(&binary, "binary", "/bin/true", "the trivial native binary to run")
+	cmd.Flags().StringVar(&profile, "cpuprofile", "", "write a CPU profile of the whole run (go tool pprof)")
+	return cmd
+}
+
+func (a *app) bench(ctx context.Context, pool *pgxpool.Pool, binary string, n, pickups int) (*benchResult, error) {
+	dir, err := os.MkdirTemp("", "attune-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	packDir := filepath.Join(dir, "bench")
+	if err := os.MkdirAll(filepath.Join(packDir, "actions"), 0o755); err != nil {
+		return nil, err
+	}
+	bin := filepath.Join(packDir, "actions", "noop")
+	if err := copyFile(binary, bin, 0o755); err != nil {
+		return nil, fmt.Errorf("copying %s into the bench pack: %w", binary, err)
+	}
+	files := map[string]string{
+		"pack.yaml":         "ref: bench\nlabel: bench\nversion: 1.0.0\n",
+		"actions/noop.yaml": "name: noop\nrunner_type: native\nentry_point: noop\noutput_format: text\n",
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(packDir, name), []byte(body), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	p, problems := packs.Load(packDir)
+	if packs.HasErrors(problems) {
+		return nil, packs.AsError(problems)
+	}
+	if _, err := packs.Register(ctx, pool, p); err != nil {
+		return nil, err
+	}
+
+	conc := a.cfg.MaxConcurrentExecutions
+	res := &benchResult{Executions: n, Concurrency: conc, Binary: binary}
+	tty := false
+	if f, ok := a.stderr.(*os.File); ok {
+		tty = isatty.IsTerminal(f.Fd())
+	}
+	progress := func(format string, args ...any) {
+		if tty && !a.json {
+			fmt.Fprintf(a.stderr, "\r\033[K"+format, args...)
+		}
+	}
+
+	// Raw spawn: the same binary, same concurrency, no attune.
+	progress("raw spawn: %d runs of %s...", n, filepath.Base(binary))
+	rawStart := time.Now()
+	if err := rawSpawn(ctx, bin, n, conc); err != nil {
+		return nil, err
+	}
+	res.RawSpawnPerS = float64(n) / time.Since(rawStart).Seconds()
+
+	var (
+		mu       sync.Mutex
+		starts   = map[int64]time.Time{}
+		started  atomic.Int64
+		wantPick atomic.Bool
+	)
+	cfg := a.cfg
+	srv, err := worker.NewServer(cfg, pool, a.log)
+	if err != nil {
+		return nil, err
+	}
+	srv.OnStart(func(id int64, at time.Time) {
+		started.Add(1)
+		if wantPick.Load() {
+			mu.Lock()
+			starts[id] = at
+			mu.Unlock()
+		}
+	})
+	if err := srv.Start(ctx); err != nil {
+		return nil, err
+	}
+	defer srv.Stop(context.WithoutCancel(ctx)) //nolint:errcheck
+
+	// Warm up: connections, caches, the first fork.
+	if err := enqueueAndWait(ctx, pool, 2*conc, nil); err != nil {
+		return nil, err
+	}
+
+	// Throughput through the real path.
+	cpu0 := selfCPU()
+	t0 := time.Now()
+	err = enqueueAndWait(ctx, pool, n, func(done int) {
+		progress("attune: %d/%d executions committed (%.0f/s)", done, n, float64(done)/time.Since(t0).Seconds())
+	})
+	if err != nil {
+		return nil, err
+	}
+	elapsed := time.Since(t0)
+	res.ExecutionsPerS = float64(n) / elapsed.Seconds()
+	res.Ratio = res.ExecutionsPerS / res.RawSpawnPerS
+	res.WorkerCPUPerExe = float64((selfCPU() - cpu0).Microseconds()) / 1000 / float64(n)
+
+	// Pickup latency on an idle worker: enqueue commits, then the process
+	// starts; one at a time.
+	wantPick.Store(true)
+	var lat []float64
+	for i := range pickups {
+		progress("pickup latency: %d/%d", i+1, pickups)
+		var id int64
+		var committed time.Time
+		if err := pool.QueryRow(ctx, "SELECT attune.enqueue('bench.noop')").Scan(&id); err != nil {
+			return nil, err
+		}
+		committed = time.Now()
+		if err := waitFinished(ctx, pool, id); err != nil {
+			return nil, err
+		}
+		mu.Lock()
+		at, ok := starts[id]
+		mu.Unlock()
+		if ok {
+			lat = append(lat, float64(at.Sub(committed).Microseconds())/1000)
+		}
+	}
+	progress("")
+	slices.Sort(lat)
+	res.PickupSamples = len(lat)
+	if len(lat) > 0 {
+		res.PickupP50Ms = lat[len(lat)*50/100]
+		res.PickupP99Ms = lat[min(len(lat)-1, len(lat)*99/100)]
+	}
+	return res, nil
+}
+
+// rawSpawn runs bin n times with conc at once, the way a minimal runner
+// would: fork/exec and wait, nothing else.
+func rawSpawn(ctx context.Context, bin string, n, conc int) error {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, conc)
+	for range conc {
+		wg.Go(func() {
+			for next.Add(1) <= int64(n) {
+				cmd := exec.CommandContext(ctx, bin)
+				cmd.Env = []string{}
+				if err := cmd.Run(); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// enqueueAndWait enqueues n executions in one statement and waits until all
+// are committed as finished.
+func enqueueAndWait(ctx context.Context, pool *pgxpool.Pool, n int, report func(done int)) error {
+	var first, last int64
+	err := pool.QueryRow(ctx, `SELECT min(id), max(id) FROM (
+		SELECT attune.enqueue('bench.noop') AS id FROM generate_series(1, $1)) s`, n).Scan(&first, &last)
+	if err != nil {
+		return err
+	}
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	lastReport := time.Now()
+	for {
+		var done int
+		err := pool.QueryRow(ctx, `SELECT count(*) FROM attune.execution
+			WHERE id BETWEEN $1 AND $2 AND status IN ('completed', 'failed', 'timeout', 'cancelled', 'abandoned')`, first, last).Scan(&done)
+		if err != nil {
+			return err
+		}
+		if done == n {
+			var failed int
+			if err := pool.QueryRow(ctx, `SELECT count(*) FROM attune.execution WHERE id BETWEEN $1 AND $2 AND status <> 'completed'`, first, last).Scan(&failed); err != nil {
+				return err
+			}
+			if failed > 0 {
+				return fmt.Errorf("%d of %d bench executions did not complete; attune execution list --action bench.noop shows why", failed, n)
+			}
+			return nil
+		}
+		if report != nil && time.Since(lastReport) > 200*time.Millisecond {
+			report(done)
+			lastReport = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+func waitFinished(ctx context.Context, pool *pgxpool.Pool, id int64) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var status string
+		if err := pool.QueryRow(ctx, "SELECT status FROM attune.execution WHERE id = $1", id).Scan(&status); err != nil {
+			return err
+		}
+		switch status {
+		case "completed":
+			return nil
+		case "failed", "timeout", "cancelled", "abandoned":
+			return fmt.Errorf("bench execution %d %s", id, status)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bench execution %d still %s after 30s; is the worker running?", id, status)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// selfCPU is this process's user+system CPU time (children excluded).
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func copyFile(from, to string, mode os.FileMode) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}

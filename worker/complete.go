@@ -1,0 +1,135 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"github.com/attune-system/attune/jobs"
+)
+
+// settlement is one finished attempt waiting to be written.
+type settlement struct {
+	ctx  context.Context // the job's work context, for River's client
+	job  *river.Job[jobs.ExecutionArgs]
+	id   int64
+	out  outcome
+	res  []byte // result JSON, nil for none
+	err  *string
+	done chan error
+}
+
+// completer writes finished attempts in batches: several executions' rows
+// and their River completions in one transaction, each row still committed
+// together with its own JobCompleteTx. Under load the batch grows by itself
+// (requests queue while a transaction is in flight), so one commit and its
+// WAL flush serve many executions; idle, a batch is one execution and adds
+// no wait.
+type completer struct {
+	pool *pgxpool.Pool
+	log  *slog.Logger
+	reqs chan *settlement
+}
+
+const maxBatch = 128
+
+func newCompleter(pool *pgxpool.Pool, log *slog.Logger) *completer {
+	return &completer{pool: pool, log: log, reqs: make(chan *settlement, maxBatch)}
+}
+
+// run serves requests until ctx is done. Requests already queued when ctx
+// ends are still written: they are results of processes that ran.
+func (c *completer) run(ctx context.Context) {
+	for {
+		var first *settlement
+		select {
+		case first = <-c.reqs:
+		case <-ctx.Done():
+			return
+		}
+		batch := []*settlement{first}
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case s := <-c.reqs:
+				batch = append(batch, s)
+			default:
+				break fill
+			}
+		}
+		err := c.write(batch)
+		if err != nil && len(batch) > 1 {
+			// One bad row must not fail the others: write them one by one.
+			for _, s := range batch {
+				s.done <- c.write([]*settlement{s})
+			}
+			continue
+		}
+		for _, s := range batch {
+			s.done <- err
+		}
+	}
+}
+
+// submit queues s and waits for its transaction.
+func (c *completer) submit(s *settlement) error {
+	s.done = make(chan error, 1)
+	c.reqs <- s
+	return <-s.done
+}
+
+func (c *completer) write(batch []*settlement) error {
+	n := len(batch)
+	var (
+		ids       = make([]int64, n)
+		statuses  = make([]string, n)
+		results   = make([][]byte, n)
+		exitCodes = make([]*int, n)
+		stdouts   = make([]*string, n)
+		stderrs   = make([]*string, n)
+		outTrunc  = make([]bool, n)
+		errTrunc  = make([]bool, n)
+		errs      = make([]*string, n)
+		retries   = make([]bool, n)
+		finalIDs  []int64
+	)
+	for i, s := range batch {
+		ids[i], statuses[i], results[i] = s.id, s.out.Status, s.res
+		exitCodes[i], stdouts[i], stderrs[i] = s.out.ExitCode, s.out.Stdout, s.out.Stderr
+		outTrunc[i], errTrunc[i], errs[i], retries[i] = s.out.StdoutTruncated, s.out.StderrTruncated, s.err, s.out.retry
+		if !s.out.retry {
+			finalIDs = append(finalIDs, s.id)
+		}
+	}
+	ctx := context.WithoutCancel(batch[0].ctx)
+	return withRetry(ctx, c.log, func() error {
+		return pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, `
+WITH gone AS (DELETE FROM attune.execution_secret WHERE execution_id = ANY($11))
+UPDATE attune.execution e SET status = u.status, result = u.result, exit_code = u.exit_code,
+	stdout = u.stdout, stderr = u.stderr, stdout_truncated = u.out_trunc, stderr_truncated = u.err_trunc,
+	error = u.error, finished_at = CASE WHEN u.retry THEN NULL ELSE now() END
+FROM unnest($1::bigint[], $2::text[], $3::jsonb[], $4::int[], $5::text[], $6::text[], $7::bool[], $8::bool[],
+	$9::text[], $10::bool[]) AS u(id, status, result, exit_code, stdout, stderr, out_trunc, err_trunc, error, retry)
+WHERE e.id = u.id`,
+				ids, statuses, results, exitCodes, stdouts, stderrs, outTrunc, errTrunc, errs, retries, finalIDs)
+			if err != nil {
+				return fmt.Errorf("error writing %d execution(s): %w", n, err)
+			}
+			for _, s := range batch {
+				if s.out.retry {
+					continue // River records the attempt's error and runs it again
+				}
+				if _, err := river.JobCompleteTx[*riverpgxv5.Driver](s.ctx, tx, s.job); err != nil {
+					return fmt.Errorf("error completing River job %d: %w", s.job.ID, err)
+				}
+			}
+			return nil
+		})
+	})
+}

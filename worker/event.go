@@ -1,0 +1,241 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/attune-system/attune/jobs"
+	"github.com/attune-system/attune/packs"
+)
+
+// ErrBadEvent is wrapped by the errors of event lines that are skipped for
+// what they say (not JSON, an undeclared trigger, a payload that is not an
+// object), as opposed to a database failure.
+var ErrBadEvent = errors.New("bad event line")
+
+// sensorEvent is one event a sensor wrote on stdout (SPEC §7), decoded.
+type sensorEvent struct {
+	TriggerRef string
+	// Payload is decoded with json.Number, so large integers keep their
+	// digits in conditions and rendered parameters.
+	Payload map[string]any
+	// RuleID is trigger_instance_id: only this rule may fire; 0 for any.
+	RuleID int64
+}
+
+// parseEvent decodes one stdout line of sensor ref, which serves
+// triggerTypes. Its errors wrap ErrBadEvent.
+func parseEvent(line []byte, ref string, triggerTypes []string) (sensorEvent, error) {
+	var raw struct {
+		TriggerRef        *string         `json:"trigger_ref"`
+		Payload           json.RawMessage `json:"payload"`
+		TriggerInstanceID json.RawMessage `json:"trigger_instance_id"`
+	}
+	if err := json.Unmarshal(line, &raw); err != nil {
+		return sensorEvent{}, fmt.Errorf("%w: not a JSON object (%v); write one line of {\"trigger_ref\": ..., \"payload\": {...}} per event", ErrBadEvent, err)
+	}
+	if raw.TriggerRef == nil || *raw.TriggerRef == "" {
+		return sensorEvent{}, fmt.Errorf("%w: trigger_ref is missing", ErrBadEvent)
+	}
+	ev := sensorEvent{TriggerRef: *raw.TriggerRef, Payload: map[string]any{}}
+	if !slices.Contains(triggerTypes, ev.TriggerRef) {
+		return sensorEvent{}, fmt.Errorf("%w: trigger %q is not one of sensor %s's trigger_types %v; declare it in the sensor's YAML",
+			ErrBadEvent, ev.TriggerRef, ref, triggerTypes)
+	}
+	if p := bytes.TrimSpace(raw.Payload); len(p) > 0 && !bytes.Equal(p, []byte("null")) {
+		dec := json.NewDecoder(bytes.NewReader(p))
+		dec.UseNumber()
+		if err := dec.Decode(&ev.Payload); err != nil {
+			return sensorEvent{}, fmt.Errorf("%w: payload must be a JSON object, got %s", ErrBadEvent, truncate(string(p), 80))
+		}
+	}
+	if id := bytes.TrimSpace(raw.TriggerInstanceID); len(id) > 0 && !bytes.Equal(id, []byte("null")) {
+		// A rule id, as a number or a string of digits.
+		n, err := strconv.ParseInt(strings.Trim(string(id), `"`), 10, 64)
+		if err != nil || n < 0 {
+			return sensorEvent{}, fmt.Errorf("%w: trigger_instance_id must be a rule id (the id in ATTUNE_SENSOR_TRIGGERS), got %s",
+				ErrBadEvent, truncate(string(id), 80))
+		}
+		ev.RuleID = n
+	}
+	return ev, nil
+}
+
+// dispatched is what one event led to.
+type dispatched struct {
+	EventID    int64
+	Executions []int64
+	// Skipped lists the rules that matched the trigger but enqueued nothing,
+	// with the reason.
+	Skipped []string
+}
+
+// firingRule is an enabled rule on an event's trigger, as read for firing.
+type firingRule struct {
+	ID           int64
+	Ref          string
+	ActionRef    string
+	Conditions   []byte
+	ActionParams []byte
+}
+
+// dispatchEvent stores ev in attune.event and, in the same transaction,
+// enqueues the action of every enabled rule on its trigger (only rule
+// ev.RuleID when set) whose conditions hold. A rule that cannot fire (its
+// conditions cannot be evaluated, a template names a missing field, its
+// action rejects the parameters) is logged and skipped; the event and the
+// other rules still commit. jobs.EnqueueMany runs in a savepoint, so a
+// rejected enqueue leaves the transaction usable.
+func dispatchEvent(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger, sensorRef string, ev sensorEvent) (dispatched, error) {
+	payload, err := json.Marshal(ev.Payload)
+	if err != nil {
+		return dispatched{}, fmt.Errorf("%w: payload cannot be stored: %v", ErrBadEvent, err)
+	}
+	var out dispatched
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		out = dispatched{}
+		if err := tx.QueryRow(ctx, `INSERT INTO attune.event (trigger_ref, sensor_ref, payload) VALUES ($1, $2, $3) RETURNING id`,
+			ev.TriggerRef, sensorRef, payload).Scan(&out.EventID); err != nil {
+			return fmt.Errorf("error storing event: %w", err)
+		}
+		var only *int64
+		if ev.RuleID != 0 {
+			only = &ev.RuleID
+		}
+		rows, err := tx.Query(ctx, `SELECT id, ref, action_ref, conditions, action_params FROM attune.rule
+			WHERE enabled AND trigger_ref = $1 AND ($2::bigint IS NULL OR id = $2) ORDER BY id`, ev.TriggerRef, only)
+		if err != nil {
+			return fmt.Errorf("error reading rules: %w", err)
+		}
+		rules, err := pgx.CollectRows(rows, pgx.RowToStructByPos[firingRule])
+		if err != nil {
+			return fmt.Errorf("error reading rules: %w", err)
+		}
+		if only != nil && len(rules) == 0 {
+			log.Debug("event names a rule that is not enabled on its trigger; no rule fires",
+				"sensor", sensorRef, "event_id", out.EventID, "trigger", ev.TriggerRef, "trigger_instance_id", ev.RuleID)
+		}
+		for _, r := range rules {
+			id, why, err := fireRule(ctx, tx, r, out.EventID, ev)
+			switch {
+			case err != nil:
+				return err
+			case why != "":
+				out.Skipped = append(out.Skipped, r.Ref+": "+why)
+				log.Warn("rule skipped", "rule", r.Ref, "action", r.ActionRef, "sensor", sensorRef,
+					"event_id", out.EventID, "trigger", ev.TriggerRef, "reason", why)
+			case id != 0:
+				out.Executions = append(out.Executions, id)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return dispatched{}, err
+	}
+	log.Debug("event", "sensor", sensorRef, "event_id", out.EventID, "trigger", ev.TriggerRef,
+		"executions", out.Executions, "skipped", len(out.Skipped))
+	return out, nil
+}
+
+// eventRetryFor bounds how long an event is retried while the database is
+// unreachable; meanwhile the sensor's stdout is not read, which slows it
+// down rather than losing its events.
+const eventRetryFor = time.Minute
+
+// dispatchEventRetrying is dispatchEvent, retried while the failure is the
+// connection's, not the statement's.
+func dispatchEventRetrying(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger, sensorRef string, ev sensorEvent) (dispatched, error) {
+	delay := 100 * time.Millisecond
+	deadline := time.Now().Add(eventRetryFor)
+	for {
+		d, err := dispatchEvent(ctx, pool, log, sensorRef, ev)
+		if err == nil || !transient(err) || ctx.Err() != nil || time.Now().After(deadline) {
+			return d, err
+		}
+		log.Warn("database unavailable; retrying event", "sensor", sensorRef, "trigger", ev.TriggerRef, "err", err, "in", delay)
+		if !sleepCtx(ctx, delay) {
+			return d, err
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+// transient reports failures that a later attempt may not meet: the
+// connection failed, the server is restarting, or the transaction lost a
+// serialization race.
+func transient(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		c := pgErr.Code
+		return strings.HasPrefix(c, "08") || strings.HasPrefix(c, "57P") || c == "40001" || c == "40P01"
+	}
+	var connErr *pgconn.ConnectError
+	var netErr net.Error
+	return errors.As(err, &connErr) || errors.As(err, &netErr) || pgconn.SafeToRetry(err) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
+}
+
+// fireRule enqueues r's action for the event when r's conditions hold. It
+// returns the execution id (0 when the conditions do not hold), or why r
+// was skipped, or an error that must abort the event's transaction.
+func fireRule(ctx context.Context, tx pgx.Tx, r firingRule, eventID int64, ev sensorEvent) (id int64, why string, err error) {
+	rule := packs.Rule{Ref: r.Ref}
+	if err := json.Unmarshal(r.Conditions, &rule.Conditions); err != nil {
+		return 0, fmt.Sprintf("conditions are not a list of {field, operator, value}: %v; register its pack again", err), nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(r.ActionParams))
+	dec.UseNumber()
+	if err := dec.Decode(&rule.ActionParams); err != nil {
+		return 0, fmt.Sprintf("action_params are not a JSON object: %v; register its pack again", err), nil
+	}
+	ok, err := rule.Match(ev.Payload)
+	if err != nil {
+		return 0, fmt.Sprintf("conditions cannot be evaluated: %v", err), nil
+	}
+	if !ok {
+		return 0, "", nil
+	}
+	params, err := packs.RenderParams(rule.ActionParams, packs.TemplateContext(eventID, ev.TriggerRef, ev.Payload, r.Ref))
+	if err != nil {
+		return 0, fmt.Sprintf("action_params cannot be rendered: %v", err), nil
+	}
+	ids, err := jobs.EnqueueMany(ctx, tx, []jobs.Request{{
+		ActionRef: r.ActionRef, Parameters: params,
+		Options: jobs.Options{RuleRef: r.Ref, EventID: eventID},
+	}})
+	if err != nil {
+		var jerr *jobs.Error
+		if errors.As(err, &jerr) {
+			return 0, fmt.Sprintf("action %s rejected the parameters: %v", r.ActionRef, err), nil
+		}
+		return 0, "", fmt.Errorf("error enqueueing rule %s: %w", r.Ref, err)
+	}
+	return ids[0], "", nil
+}
+
+// truncate shortens s to at most n bytes for a log line, on a rune
+// boundary, marking the cut.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && n < len(s) && s[n]&0xC0 == 0x80 {
+		n--
+	}
+	return s[:n] + "…"
+}

@@ -1,0 +1,660 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/attune-system/attune/packs"
+	"github.com/attune-system/attune/schema/schematest"
+)
+
+// sensorBundle is a database with the test pack "s" registered. The pack's
+// files may say @DATA@, replaced by a scratch directory where test sensors
+// write what they see; files ending in .sh are executable.
+type sensorBundle struct {
+	ctx  context.Context
+	pool *pgxpool.Pool
+	base string // packs base directory
+	data string
+	cfg  Config
+	logs *syncBuffer
+	log  *slog.Logger
+}
+
+// fastTiming keeps supervisor tests short.
+var fastTiming = SensorTiming{
+	LockRetry:    250 * time.Millisecond,
+	Resync:       2 * time.Second,
+	MinBackoff:   200 * time.Millisecond,
+	MaxBackoff:   800 * time.Millisecond,
+	HealthyAfter: 10 * time.Second,
+}
+
+// sensorPackFiles are in every test pack: triggers s.tick and s.other and
+// the shell action s.echo, which prints its message and the rule and
+// trigger that enqueued it.
+var sensorPackFiles = map[string]string{
+	"pack.yaml":           "ref: s\nlabel: sensor tests\nversion: 1.0.0\n",
+	"triggers/tick.yaml":  "name: tick\n",
+	"triggers/other.yaml": "name: other\n",
+	"actions/echo.yaml": `name: echo
+runner_type: shell
+entry_point: echo.sh
+output_format: text
+parameters:
+  message: {type: string, required: true}
+  n: {type: integer}
+`,
+	"actions/echo.sh": `#!/bin/sh
+printf '%s rule=%s trigger=%s\n' "$ATTUNE_ACTION_MESSAGE" "$ATTUNE_RULE" "$ATTUNE_TRIGGER"
+`,
+}
+
+// emitterSensor prints @DATA@/events.jsonl as its events, records its
+// environment and stdin, and runs until stopped.
+const emitterSensor = `#!/bin/sh
+env > @DATA@/env
+echo "start $$" >> @DATA@/starts
+cat @DATA@/events.jsonl 2>/dev/null
+exec cat >> @DATA@/stdin.log
+`
+
+func sensorYAML(name, entry string, triggers ...string) string {
+	return fmt.Sprintf("name: %s\nrunner_type: shell\nentry_point: %s\ntrigger_types: [%s]\n", name, entry, strings.Join(triggers, ", "))
+}
+
+func ruleYAML(name, trigger string, enabled bool, extra string) string {
+	return fmt.Sprintf("name: %s\ntrigger_ref: %s\naction_ref: s.echo\nenabled: %t\n%s", name, trigger, enabled, extra)
+}
+
+func sensorSetup(t *testing.T, files map[string]string) *sensorBundle {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	url := schematest.URL(t)
+	pool, err := pgxpool.New(ctx, url)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+
+	b := &sensorBundle{ctx: ctx, pool: pool, base: t.TempDir(), data: t.TempDir(), logs: &syncBuffer{}}
+	b.log = slog.New(slog.NewJSONHandler(b.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	b.cfg, err = LoadConfig([]string{
+		"PATH=" + os.Getenv("PATH"),
+		"HOME=/home/attune-test",
+		"LANG=C.UTF-8",
+		"ATTUNE_DATABASE_URL=" + url,
+		"ATTUNE_PACKS_DIR=" + b.base,
+		"ATTUNE_KILL_GRACE=1s",
+		"ATTUNE_WORKER_NAME=sensor-test",
+		"CANARY_SECRET=do-not-leak",
+	})
+	require.NoError(t, err)
+	all := map[string]string{}
+	for k, v := range sensorPackFiles {
+		all[k] = v
+	}
+	for k, v := range files {
+		all[k] = v
+	}
+	b.register(t, "s", all)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("logs:\n%s", b.logs.String())
+		}
+	})
+	return b
+}
+
+// register writes files into pack dir {base}/{pack} and registers it.
+func (b *sensorBundle) register(t *testing.T, pack string, files map[string]string) {
+	t.Helper()
+	dir := filepath.Join(b.base, pack)
+	for name, body := range files {
+		path := filepath.Join(dir, name)
+		require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
+		mode := os.FileMode(0o644)
+		if strings.HasSuffix(name, ".sh") {
+			mode = 0o755
+		}
+		require.NoError(t, os.WriteFile(path, []byte(strings.ReplaceAll(body, "@DATA@", b.data)), mode))
+	}
+	p, problems := packs.Load(dir)
+	require.False(t, packs.HasErrors(problems), "%v", problems)
+	_, err := packs.Register(b.ctx, b.pool, p)
+	require.NoError(t, err)
+}
+
+// supervisor starts a sensor supervisor named name, stopped when t ends
+// (or earlier through the returned stop, which may be called twice).
+func (b *sensorBundle) supervisor(t *testing.T, name string, timing SensorTiming) (*sensorSupervisor, func()) {
+	t.Helper()
+	cfg := b.cfg
+	cfg.WorkerName = name
+	s := newSensorSupervisor(cfg, b.pool, b.log.With("replica", name), DetectRuntimes(os.Getenv("PATH")))
+	s.timing = timing
+	s.start(b.ctx)
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			s.stop()
+		}
+	}
+	t.Cleanup(stop)
+	return s, stop
+}
+
+// setRule enables or disables a rule the way `attune rule enable` does.
+func (b *sensorBundle) setRule(t *testing.T, ref string, enabled bool) {
+	t.Helper()
+	b.exec(t, "UPDATE attune.rule SET enabled = $2, updated = now() WHERE ref = $1", ref, enabled)
+}
+
+// exec runs sql and notifies the supervisors, in one transaction.
+func (b *sensorBundle) exec(t *testing.T, sql string, args ...any) {
+	t.Helper()
+	err := pgx.BeginFunc(b.ctx, b.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(b.ctx, sql, args...); err != nil {
+			return err
+		}
+		_, err := tx.Exec(b.ctx, "SELECT pg_notify($1, 's')", packs.RuleChannel)
+		return err
+	})
+	require.NoError(t, err)
+}
+
+type sensorStateRow struct {
+	Worker, Status string
+	Pid            *int
+	Restarts       int
+	LastError      *string
+}
+
+func (b *sensorBundle) state(t *testing.T, ref string) sensorStateRow {
+	t.Helper()
+	var st sensorStateRow
+	err := b.pool.QueryRow(b.ctx, "SELECT worker, status, pid, restarts, last_error FROM attune.sensor_state WHERE sensor_ref = $1", ref).
+		Scan(&st.Worker, &st.Status, &st.Pid, &st.Restarts, &st.LastError)
+	if err == pgx.ErrNoRows {
+		return sensorStateRow{}
+	}
+	require.NoError(t, err)
+	return st
+}
+
+// waitState waits until sensor ref is status on worker and returns the row.
+func (b *sensorBundle) waitState(t *testing.T, ref, worker, status string, within time.Duration) sensorStateRow {
+	t.Helper()
+	var st sensorStateRow
+	eventually(t, within, func() bool {
+		st = b.state(t, ref)
+		return st.Worker == worker && st.Status == status
+	}, "sensor %s is not %s on %s: %+v", ref, status, worker, &st)
+	return st
+}
+
+type ruleExecution struct {
+	ID         int64
+	Status     string
+	Parameters map[string]any
+	EventID    *int64
+	Stdout     *string
+	CreatedAt  time.Time
+	StartedAt  *time.Time
+}
+
+func (b *sensorBundle) executions(t *testing.T, rule string) []ruleExecution {
+	t.Helper()
+	rows, err := b.pool.Query(b.ctx, `SELECT id, status, parameters, event_id, stdout, created_at, started_at
+		FROM attune.execution WHERE rule_ref = $1 ORDER BY id`, rule)
+	require.NoError(t, err)
+	list, err := pgx.CollectRows(rows, pgx.RowToStructByPos[ruleExecution])
+	require.NoError(t, err)
+	return list
+}
+
+func (b *sensorBundle) lines(t *testing.T, file string) []string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(b.data, file))
+	if os.IsNotExist(err) {
+		return nil
+	}
+	require.NoError(t, err)
+	return strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+}
+
+// ruleLines decodes the rule-change lines a sensor recorded from stdin as
+// "event_type rule_ref" pairs, keeping the decoded lines too.
+func (b *sensorBundle) ruleLines(t *testing.T) ([]string, []map[string]any) {
+	t.Helper()
+	var short []string
+	var full []map[string]any
+	for _, l := range b.lines(t, "stdin.log") {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal([]byte(l), &m), "stdin line %q", l)
+		short = append(short, fmt.Sprintf("%s %s", m["event_type"], m["rule"].(map[string]any)["ref"]))
+		full = append(full, m)
+	}
+	return short, full
+}
+
+func eventually(t *testing.T, within time.Duration, cond func() bool, msg string, args ...any) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			require.FailNowf(t, "timed out", msg, args...)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+func pidAlive(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	return err == nil && !bytes.Contains(st, []byte(") Z "))
+}
+
+// TestSensorTimerRuleExecutesAction runs the real timer sensor under a
+// worker.Server: an interval rule fires a shell action every second, the
+// execution knows its rule, trigger and event, and disabling the rule stops
+// the sensor.
+func TestSensorTimerRuleExecutesAction(t *testing.T) {
+	t.Parallel()
+	b := sensorSetup(t, nil)
+	copyCorePack(t, b)
+	b.register(t, "s", map[string]string{
+		"rules/every_second.yaml": ruleYAML("every_second", "core.intervaltimer", true, `trigger_params: {unit: seconds, interval: 1}
+action_params:
+  message: "tick {{ event.payload.execution_count }} of {{ event.payload.sensor_ref }}"
+`),
+		// Fires hourly: the timer names the rule in trigger_instance_id, so
+		// every_second's events must not fire it.
+		"rules/hourly.yaml": ruleYAML("hourly", "core.intervaltimer", true, `trigger_params: {unit: hours, interval: 1}
+action_params: {message: hourly}
+`),
+	})
+
+	srv, err := NewServer(b.cfg, b.pool, b.log)
+	require.NoError(t, err)
+	require.NoError(t, srv.Start(b.ctx))
+	t.Cleanup(func() { require.NoError(t, srv.Stop(context.Background())) })
+
+	var done []ruleExecution
+	eventually(t, 20*time.Second, func() bool {
+		done = nil
+		for _, e := range b.executions(t, "s.every_second") {
+			if e.Status == "completed" {
+				done = append(done, e)
+			}
+		}
+		return len(done) >= 2
+	}, "two completed executions of s.every_second")
+
+	for i, e := range done[:2] {
+		require.Equal(t, fmt.Sprintf("tick %d of core.timer_sensor rule=s.every_second trigger=core.intervaltimer\n", i+1), *e.Stdout)
+		require.NotNil(t, e.EventID)
+		var trigger, sensor string
+		var payload map[string]any
+		require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT trigger_ref, sensor_ref, payload FROM attune.event WHERE id = $1", *e.EventID).
+			Scan(&trigger, &sensor, &payload))
+		require.Equal(t, "core.intervaltimer", trigger)
+		require.Equal(t, "core.timer_sensor", sensor)
+		require.Equal(t, "interval", payload["type"])
+		require.EqualValues(t, 1, payload["interval_seconds"])
+		require.EqualValues(t, i+1, payload["execution_count"])
+	}
+	require.Empty(t, b.executions(t, "s.hourly"), "trigger_instance_id restricts an event to its rule")
+	st := b.waitState(t, "core.timer_sensor", "sensor-test", "running", time.Second)
+	require.NotNil(t, st.Pid)
+
+	// Disabling both rules stops the sensor, and nothing fires after.
+	b.setRule(t, "s.hourly", false)
+	b.setRule(t, "s.every_second", false)
+	b.waitState(t, "core.timer_sensor", "sensor-test", "stopped", 10*time.Second)
+	require.False(t, pidAlive(*st.Pid), "timer sensor process %d still alive", *st.Pid)
+	n := len(b.executions(t, "s.every_second"))
+	time.Sleep(1500 * time.Millisecond)
+	require.Len(t, b.executions(t, "s.every_second"), n)
+}
+
+// copyCorePack registers the core pack's timer sensor and triggers from
+// this repository, with the sensor binary built into the test's packs.
+func copyCorePack(t *testing.T, b *sensorBundle) {
+	t.Helper()
+	files := map[string]string{}
+	for _, name := range []string{"pack.yaml", "sensors/timer_sensor.yaml", "triggers/intervaltimer.yaml", "triggers/crontimer.yaml", "triggers/datetimetimer.yaml"} {
+		data, err := os.ReadFile(filepath.Join("..", "packs", "core", name))
+		require.NoError(t, err)
+		files[name] = string(data)
+	}
+	out := filepath.Join(b.base, "core", "sensors", "attune-core-timer-sensor")
+	require.NoError(t, os.MkdirAll(filepath.Dir(out), 0o755))
+	cmd := exec.Command("go", "build", "-o", out, "./packs/core/sensors/timer")
+	cmd.Dir = ".."
+	msg, err := cmd.CombinedOutput()
+	require.NoError(t, err, "building the timer sensor: %s", msg)
+	b.register(t, "core", files)
+}
+
+// TestSensorSingleInstanceAndFailover runs two supervisors on one
+// database: only one runs the sensor at a time, and the other takes over
+// when the holder loses its lock connection, and again when it stops.
+func TestSensorSingleInstanceAndFailover(t *testing.T) {
+	t.Parallel()
+	// The sensor refuses to be one of two: a second concurrent instance
+	// would find the directory taken.
+	b := sensorSetup(t, map[string]string{
+		"sensors/guard.yaml": sensorYAML("guard", "guard.sh", "s.tick"),
+		"sensors/guard.sh": `#!/bin/sh
+mkdir @DATA@/running 2>/dev/null || echo "two instances at once" >> @DATA@/violations
+echo "start $$" >> @DATA@/starts
+trap 'rmdir @DATA@/running; exit 0' TERM
+while :; do sleep 0.1; done
+`,
+		"rules/r.yaml": ruleYAML("r", "s.tick", true, "action_params: {message: hi}\n"),
+	})
+	timing := DefaultSensorTiming // failover measured with the real lock retry
+	_, stopA := b.supervisor(t, "replica-a", timing)
+	b.waitState(t, "s.guard", "replica-a", "running", 10*time.Second)
+	_, stopB := b.supervisor(t, "replica-b", timing)
+	time.Sleep(timing.LockRetry + time.Second)
+	require.Len(t, b.lines(t, "starts"), 1, "only one instance runs")
+	require.Equal(t, "replica-a", b.state(t, "s.guard").Worker)
+
+	// Replica a's lock connection dies: it stops its sensor, b takes over.
+	began := time.Now()
+	var killed bool
+	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT bool_or(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = current_database() AND application_name = 'attune sensors replica-a'`).Scan(&killed))
+	require.True(t, killed)
+	b.waitState(t, "s.guard", "replica-b", "running", 15*time.Second)
+	eventually(t, 5*time.Second, func() bool { return len(b.lines(t, "starts")) == 2 }, "second start")
+	t.Logf("failover after the holder's lock connection died: %v (lock retry %v)", time.Since(began).Round(time.Millisecond), timing.LockRetry)
+	require.Contains(t, b.logs.String(), "sensor lock connection failed")
+
+	// Replica b stops: a, reconnected meanwhile, takes over.
+	time.Sleep(2 * time.Second)
+	began = time.Now()
+	stopB()
+	b.waitState(t, "s.guard", "replica-a", "running", 15*time.Second)
+	eventually(t, 5*time.Second, func() bool { return len(b.lines(t, "starts")) == 3 }, "third start")
+	t.Logf("failover after the holder stopped: %v", time.Since(began).Round(time.Millisecond))
+
+	stopA()
+	require.Equal(t, "stopped", b.state(t, "s.guard").Status)
+	require.Nil(t, b.lines(t, "violations"), "two instances ran at once")
+	require.NoDirExists(t, filepath.Join(b.data, "running"))
+}
+
+// TestSensorRuleChangesOnStdin checks the environment a sensor starts with
+// and the rule changes it is told on stdin; a disabled rule stops firing
+// while the others go on, and a sensor left without rules is stopped.
+func TestSensorRuleChangesOnStdin(t *testing.T) {
+	t.Parallel()
+	b := sensorSetup(t, map[string]string{
+		"sensors/ticker.yaml": sensorYAML("ticker", "ticker.sh", "s.tick"),
+		"sensors/ticker.sh": `#!/bin/sh
+env > @DATA@/env
+( i=0; while :; do i=$((i+1)); printf '{"trigger_ref": "s.tick", "payload": {"n": %d}}\n' $i; sleep 0.1; done ) &
+exec cat >> @DATA@/stdin.log
+`,
+		"rules/r1.yaml": ruleYAML("r1", "s.tick", true, "trigger_params: {every: 1}\naction_params: {message: \"r1 {{ event.payload.n }}\"}\n"),
+		"rules/r2.yaml": ruleYAML("r2", "s.tick", true, "action_params: {message: r2}\n"),
+		"rules/r3.yaml": ruleYAML("r3", "s.tick", false, "action_params: {message: r3}\n"),
+	})
+	b.supervisor(t, "replica", fastTiming)
+	st := b.waitState(t, "s.ticker", "replica", "running", 10*time.Second)
+	eventually(t, 10*time.Second, func() bool {
+		return len(b.executions(t, "s.r1")) > 0 && len(b.executions(t, "s.r2")) > 0
+	}, "both rules fire")
+
+	env := map[string]string{}
+	for _, kv := range b.lines(t, "env") {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	require.Equal(t, "s.ticker", env["ATTUNE_SENSOR_REF"])
+	var triggers []map[string]any
+	require.NoError(t, json.Unmarshal([]byte(env["ATTUNE_SENSOR_TRIGGERS"]), &triggers))
+	require.Len(t, triggers, 2)
+	require.Equal(t, "s.r1", triggers[0]["ref"])
+	require.Equal(t, "s.tick", triggers[0]["trigger_ref"])
+	require.Equal(t, map[string]any{"every": 1.0}, triggers[0]["config"])
+	require.NotZero(t, triggers[0]["id"])
+	require.Equal(t, "s.r2", triggers[1]["ref"])
+	require.NotEmpty(t, env["TMPDIR"])
+	require.Equal(t, "/home/attune-test", env["HOME"])
+	for k := range env {
+		require.NotContains(t, []string{"ATTUNE_DATABASE_URL", "CANARY_SECRET", "ATTUNE_PACKS_DIR"}, k)
+	}
+
+	waitLine := func(want string) {
+		t.Helper()
+		eventually(t, 10*time.Second, func() bool {
+			got, _ := b.ruleLines(t)
+			return slices.Contains(got, want)
+		}, "sensor never got %q", want)
+	}
+
+	// Disabled: r1 stops firing, r2 goes on.
+	b.setRule(t, "s.r1", false)
+	waitLine("rule.disabled s.r1")
+	time.Sleep(300 * time.Millisecond) // an event read before the change may still fire r1
+	n1, n2 := len(b.executions(t, "s.r1")), len(b.executions(t, "s.r2"))
+	time.Sleep(time.Second)
+	require.Len(t, b.executions(t, "s.r1"), n1, "a disabled rule fired")
+	require.Greater(t, len(b.executions(t, "s.r2")), n2, "the other rule stopped firing")
+
+	b.setRule(t, "s.r3", true)
+	waitLine("rule.enabled s.r3")
+	b.exec(t, `INSERT INTO attune.rule (ref, pack_ref, name, trigger_ref, action_ref, action_params)
+		VALUES ('s.r4', 's', 'r4', 's.tick', 's.echo', '{"message": "r4"}')`)
+	waitLine("rule.created s.r4")
+	b.exec(t, "DELETE FROM attune.rule WHERE ref = 's.r2'")
+	waitLine("rule.deleted s.r2")
+	b.exec(t, `UPDATE attune.rule SET trigger_params = '{"every": 2}' WHERE ref = 's.r3'`)
+	eventually(t, 10*time.Second, func() bool { got, _ := b.ruleLines(t); return len(got) == 6 }, "trigger_params change")
+
+	got, full := b.ruleLines(t)
+	require.Equal(t, []string{
+		"rule.disabled s.r1", "rule.enabled s.r3", "rule.created s.r4", "rule.deleted s.r2",
+		"rule.disabled s.r3", "rule.enabled s.r3",
+	}, got)
+	require.Equal(t, map[string]any{"every": 2.0}, full[5]["rule"].(map[string]any)["config"])
+	require.Equal(t, "s.tick", full[0]["rule"].(map[string]any)["trigger_ref"])
+	require.Equal(t, st.Pid, b.state(t, "s.ticker").Pid, "rule changes do not restart the sensor")
+
+	// No enabled rule left: the sensor is stopped.
+	b.setRule(t, "s.r3", false)
+	b.setRule(t, "s.r4", false)
+	b.waitState(t, "s.ticker", "replica", "stopped", 10*time.Second)
+	require.False(t, pidAlive(*st.Pid))
+	require.Contains(t, b.logs.String(), "stopping sensor: no enabled rule on its triggers")
+}
+
+// TestSensorBadOutput feeds the supervisor garbage, an oversized line, an
+// undeclared trigger and a stderr flood: each is logged (the flood at a
+// bounded rate) and skipped, and the good events around them still fire.
+func TestSensorBadOutput(t *testing.T) {
+	t.Parallel()
+	b := sensorSetup(t, map[string]string{
+		"sensors/noisy.yaml": sensorYAML("noisy", "noisy.sh", "s.tick"),
+		"sensors/noisy.sh": `#!/bin/sh
+echo 'this is not json'
+echo '{"trigger_ref": "s.other", "payload": {}}'
+echo '{"payload": {}}'
+echo '{"trigger_ref": "s.tick", "payload": [1, 2]}'
+head -c 3000000 /dev/zero | tr '\0' x; echo
+echo '{"trigger_ref": "s.tick", "payload": {"n": 1}}'
+head -c 100000 /dev/zero | tr '\0' y >&2; echo >&2
+i=0; while [ $i -lt 3000 ]; do echo "noise $i" >&2; i=$((i+1)); done
+sleep 0.5
+echo "after the flood" >&2
+printf '\377\376 not utf-8\n' >&2
+echo '{"trigger_ref": "s.tick", "payload": {"n": 2}}'
+exec cat > /dev/null
+`,
+		"rules/r.yaml": ruleYAML("r", "s.tick", true, "action_params: {message: \"n={{ event.payload.n }}\"}\n"),
+	})
+	b.supervisor(t, "replica", fastTiming)
+	eventually(t, 15*time.Second, func() bool { return len(b.executions(t, "s.r")) == 2 }, "the two good events fire")
+	eventually(t, 5*time.Second, func() bool { return strings.Contains(b.logs.String(), "not utf-8") }, "the last stderr line is logged")
+
+	var msgs []string
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT array_agg(payload->>'n' ORDER BY id) FROM attune.event").Scan(&msgs))
+	require.Equal(t, []string{"1", "2"}, msgs, "only the good events are stored")
+	for i, e := range b.executions(t, "s.r") {
+		require.Equal(t, fmt.Sprintf("n=%d", i+1), e.Parameters["message"])
+	}
+
+	logs := b.logs.String()
+	for _, want := range []string{
+		`"msg":"skipping sensor output line","sensor":"s.noisy"`,
+		`not a JSON object`,
+		`trigger \"s.other\" is not one of sensor s.noisy's trigger_types [s.tick]`,
+		`trigger_ref is missing`,
+		`payload must be a JSON object, got [1, 2]`,
+		`"msg":"skipping sensor output line over the size limit"`,
+		`"cut_at_bytes":4096`,
+		`"line":"after the flood","suppressed":`,
+		"\uFFFD\uFFFD not utf-8",
+	} {
+		require.Contains(t, logs, want)
+	}
+	noise := strings.Count(logs, `"line":"noise `)
+	require.Greater(t, noise, 50)
+	require.Less(t, noise, 500, "stderr is rate limited")
+	require.Equal(t, "running", b.state(t, "s.noisy").Status)
+	require.Zero(t, b.state(t, "s.noisy").Restarts)
+}
+
+// TestSensorCrashLoopBackoff: a sensor that exits at once is restarted
+// with a doubling, capped delay, its state says why, and the supervisor's
+// other sensor is unaffected.
+func TestSensorCrashLoopBackoff(t *testing.T) {
+	t.Parallel()
+	b := sensorSetup(t, map[string]string{
+		"sensors/crasher.yaml": sensorYAML("crasher", "crasher.sh", "s.tick"),
+		"sensors/crasher.sh": `#!/bin/sh
+date +%s.%N >> @DATA@/crashes
+echo "boom: cannot reach the thing" >&2
+exit 3
+`,
+		"sensors/steady.yaml": sensorYAML("steady", "steady.sh", "s.other"),
+		"sensors/steady.sh":   emitterSensor,
+		"rules/r.yaml":        ruleYAML("r", "s.tick", true, "action_params: {message: never}\n"),
+		"rules/o.yaml":        ruleYAML("o", "s.other", true, "action_params: {message: \"other {{ event.payload.k }}\"}\n"),
+	})
+	require.NoError(t, os.WriteFile(filepath.Join(b.data, "events.jsonl"), []byte(`{"trigger_ref": "s.other", "payload": {"k": "v"}}`+"\n"), 0o644))
+	b.supervisor(t, "replica", fastTiming)
+
+	eventually(t, 20*time.Second, func() bool { return len(b.lines(t, "crashes")) >= 6 }, "six starts of the crashing sensor")
+	var starts []float64
+	for _, l := range b.lines(t, "crashes") {
+		f, err := strconv.ParseFloat(l, 64)
+		require.NoError(t, err)
+		starts = append(starts, f)
+	}
+	var gaps []string
+	for i := 1; i < len(starts); i++ {
+		gap := time.Duration((starts[i] - starts[i-1]) * float64(time.Second))
+		gaps = append(gaps, gap.Round(10*time.Millisecond).String())
+		want := min(fastTiming.MinBackoff<<(i-1), fastTiming.MaxBackoff)
+		require.GreaterOrEqual(t, gap, want-20*time.Millisecond, "restart %d came early", i)
+		require.Less(t, gap, want+2*time.Second, "restart %d came late", i)
+	}
+	t.Logf("restart gaps: %v (backoff %v doubling to %v)", gaps, fastTiming.MinBackoff, fastTiming.MaxBackoff)
+
+	st := b.state(t, "s.crasher")
+	require.Equal(t, "replica", st.Worker)
+	require.Contains(t, []string{"backoff", "running"}, st.Status)
+	require.GreaterOrEqual(t, st.Restarts, 4)
+	require.NotNil(t, st.LastError)
+	require.Equal(t, "exited with code 3: boom: cannot reach the thing", *st.LastError)
+	require.Contains(t, b.logs.String(), `"msg":"sensor exited; restarting after backoff","sensor":"s.crasher"`)
+
+	steady := b.state(t, "s.steady")
+	require.Equal(t, "running", steady.Status)
+	require.Zero(t, steady.Restarts)
+	require.Len(t, b.lines(t, "starts"), 1)
+	eventually(t, 5*time.Second, func() bool { return len(b.executions(t, "s.o")) == 1 }, "the steady sensor's event fires")
+	require.Equal(t, "other v", b.executions(t, "s.o")[0].Parameters["message"])
+}
+
+// TestSensorTimerJitter measures, end to end, how regularly a 1 s interval
+// rule starts its executions. It runs only when asked, for the given
+// seconds:
+//
+//	ATTUNE_SENSOR_JITTER_SECONDS=60 go test -run TestSensorTimerJitter -v ./worker/
+func TestSensorTimerJitter(t *testing.T) {
+	t.Parallel()
+	seconds, _ := strconv.Atoi(os.Getenv("ATTUNE_SENSOR_JITTER_SECONDS"))
+	if seconds <= 0 {
+		t.Skip("set ATTUNE_SENSOR_JITTER_SECONDS to measure")
+	}
+	b := sensorSetup(t, nil)
+	copyCorePack(t, b)
+	b.register(t, "s", map[string]string{
+		"rules/tick.yaml": ruleYAML("tick", "core.intervaltimer", true, `trigger_params: {unit: seconds, interval: 1}
+action_params: {message: "{{ event.payload.fired_at }}"}
+`),
+	})
+	srv, err := NewServer(b.cfg, b.pool, b.log)
+	require.NoError(t, err)
+	require.NoError(t, srv.Start(b.ctx))
+	t.Cleanup(func() { require.NoError(t, srv.Stop(context.Background())) })
+
+	var list []ruleExecution
+	eventually(t, time.Duration(seconds+15)*time.Second, func() bool {
+		list = b.executions(t, "s.tick")
+		return len(list) >= seconds && list[seconds-1].StartedAt != nil
+	}, "%d executions", seconds)
+	list = list[:seconds]
+
+	first, err := time.Parse(time.RFC3339Nano, list[0].Parameters["message"].(string))
+	require.NoError(t, err)
+	var worstFire, sumFire, worstStart, sumStart time.Duration
+	for k, e := range list {
+		fired, err := time.Parse(time.RFC3339Nano, e.Parameters["message"].(string))
+		require.NoError(t, err)
+		ideal := first.Add(time.Duration(k) * time.Second)
+		off := time.Duration(math.Abs(float64(fired.Sub(ideal))))
+		lat := e.StartedAt.Sub(fired)
+		worstFire, sumFire = max(worstFire, off), sumFire+off
+		worstStart, sumStart = max(worstStart, lat), sumStart+lat
+	}
+	n := time.Duration(seconds)
+	t.Logf("%d firings of a 1 s interval: |fired_at - ideal| mean %v max %v; fired_at → process start mean %v max %v",
+		seconds, sumFire/n, worstFire, sumStart/n, worstStart)
+}
+
+// TestSensorScanLines checks the bounded line reader both streams use.
+func TestSensorScanLines(t *testing.T) {
+	t.Parallel()
+	in := "short\r\n" + strings.Repeat("x", 40) + "\nlast"
+	var got []string
+	require.NoError(t, scanLines(strings.NewReader(in), 16, func(line []byte, over bool) {
+		got = append(got, fmt.Sprintf("%s/%t", line, over))
+	}))
+	require.Equal(t, []string{"short/false", strings.Repeat("x", 16) + "/true", "last/false"}, got)
+}
