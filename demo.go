@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/attune-system/attune/jobs"
+	"github.com/attune-system/attune/packs"
 	"github.com/attune-system/attune/worker"
 )
 
@@ -98,11 +99,29 @@ func (a *app) demoCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			var wrong []string
+			type demoRow struct {
+				e          *jobs.Execution
+				what, want string
+			}
+			var rows []demoRow
+			for i, e := range results {
+				rows = append(rows, demoRow{e, demoSteps[i].what, demoSteps[i].want})
+			}
+
+			say("enabling rule %s: the timer sensor fires it every second", demoRule)
+			ticks, err := runDemoRule(ctx, pool, demoRule, 2, 20*time.Second)
+			if err != nil {
+				wrong = append(wrong, err.Error())
+			}
+			for _, e := range ticks {
+				rows = append(rows, demoRow{e, "timer rule → shell action", jobs.StatusCompleted})
+			}
+
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "\nID\tACTION\tSHOWS\tSTATUS\tEXIT\tTOOK\tRESULT / ERROR")
-			var wrong []string
-			for i, e := range results {
-				s := demoSteps[i]
+			for _, r := range rows {
+				e := r.e
 				detail := strings.TrimSpace(deref(e.Error))
 				if len(e.Result) > 0 {
 					detail = string(e.Result)
@@ -116,9 +135,9 @@ func (a *app) demoCommand() *cobra.Command {
 				if e.StartedAt != nil && e.FinishedAt != nil {
 					took = e.FinishedAt.Sub(*e.StartedAt).Round(time.Millisecond).String()
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.ID, e.ActionRef, s.what, e.Status, exit, took, truncate(detail, 70))
-				if e.Status != s.want {
-					wrong = append(wrong, fmt.Sprintf("%s ended %s, expected %s", s.action, e.Status, s.want))
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.ID, e.ActionRef, r.what, e.Status, exit, took, truncate(detail, 70))
+				if e.Status != r.want {
+					wrong = append(wrong, fmt.Sprintf("%s (%s) ended %s, expected %s", e.ActionRef, r.what, e.Status, r.want))
 				}
 			}
 			tw.Flush()
@@ -129,6 +148,66 @@ func (a *app) demoCommand() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// demoRule is the example rule the demo enables for a few seconds: the core
+// timer sensor fires it every second and it runs examples.echo.
+const demoRule = "examples.every_second"
+
+// runDemoRule enables rule ref as `attune rule enable` does, waits until n
+// of its executions have finished, and disables it again, whatever happened.
+func runDemoRule(ctx context.Context, pool *pgxpool.Pool, ref string, n int, limit time.Duration) ([]*jobs.Execution, error) {
+	var after int64
+	if err := pool.QueryRow(ctx, "SELECT coalesce(max(id), 0) FROM attune.execution").Scan(&after); err != nil {
+		return nil, err
+	}
+	if err := setRuleEnabled(ctx, pool, ref, true); err != nil {
+		return nil, err
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		_ = setRuleEnabled(ctx, pool, ref, false)
+	}()
+	deadline := time.Now().Add(limit)
+	var ids []int64
+	for len(ids) < n {
+		rows, err := pool.Query(ctx, "SELECT id FROM attune.execution WHERE rule_ref = $1 AND id > $2 ORDER BY id LIMIT $3", ref, after, n)
+		if err != nil {
+			return nil, err
+		}
+		if ids, err = pgx.CollectRows(rows, pgx.RowTo[int64]); err != nil {
+			return nil, err
+		}
+		if len(ids) >= n {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("rule %s fired %d of %d times in %s; is the timer sensor running? (attune sensor list)", ref, len(ids), n, limit)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return waitAll(ctx, pool, ids, max(time.Until(deadline), 0)+5*time.Second)
+}
+
+// setRuleEnabled enables or disables a rule and tells the sensor
+// supervisors, as `attune rule enable|disable` does.
+func setRuleEnabled(ctx context.Context, pool *pgxpool.Pool, ref string, enabled bool) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, "UPDATE attune.rule SET enabled = $2, updated = now() WHERE ref = $1", ref, enabled)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return fmt.Errorf("rule %s is not registered; run the demo from the repository, or set ATTUNE_PACKS_DIR to its packs directory", ref)
+		}
+		_, err = tx.Exec(ctx, "SELECT pg_notify($1, $2)", packs.RuleChannel, ref)
+		return err
+	})
 }
 
 // buildMissing builds the pack binaries that come as Go source, when they

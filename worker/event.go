@@ -22,10 +22,10 @@ import (
 	"github.com/attune-system/attune/packs"
 )
 
-// ErrBadEvent is wrapped by the errors of event lines that are skipped for
+// errBadEvent is wrapped by the errors of event lines that are skipped for
 // what they say (not JSON, an undeclared trigger, a payload that is not an
 // object), as opposed to a database failure.
-var ErrBadEvent = errors.New("bad event line")
+var errBadEvent = errors.New("bad event line")
 
 // sensorEvent is one event a sensor wrote on stdout (SPEC §7), decoded.
 type sensorEvent struct {
@@ -38,7 +38,7 @@ type sensorEvent struct {
 }
 
 // parseEvent decodes one stdout line of sensor ref, which serves
-// triggerTypes. Its errors wrap ErrBadEvent.
+// triggerTypes. Its errors wrap errBadEvent.
 func parseEvent(line []byte, ref string, triggerTypes []string) (sensorEvent, error) {
 	var raw struct {
 		TriggerRef        *string         `json:"trigger_ref"`
@@ -46,21 +46,21 @@ func parseEvent(line []byte, ref string, triggerTypes []string) (sensorEvent, er
 		TriggerInstanceID json.RawMessage `json:"trigger_instance_id"`
 	}
 	if err := json.Unmarshal(line, &raw); err != nil {
-		return sensorEvent{}, fmt.Errorf("%w: not a JSON object (%v); write one line of {\"trigger_ref\": ..., \"payload\": {...}} per event", ErrBadEvent, err)
+		return sensorEvent{}, fmt.Errorf("%w: not a JSON object (%v); write one line of {\"trigger_ref\": ..., \"payload\": {...}} per event", errBadEvent, err)
 	}
 	if raw.TriggerRef == nil || *raw.TriggerRef == "" {
-		return sensorEvent{}, fmt.Errorf("%w: trigger_ref is missing", ErrBadEvent)
+		return sensorEvent{}, fmt.Errorf("%w: trigger_ref is missing", errBadEvent)
 	}
 	ev := sensorEvent{TriggerRef: *raw.TriggerRef, Payload: map[string]any{}}
 	if !slices.Contains(triggerTypes, ev.TriggerRef) {
 		return sensorEvent{}, fmt.Errorf("%w: trigger %q is not one of sensor %s's trigger_types %v; declare it in the sensor's YAML",
-			ErrBadEvent, ev.TriggerRef, ref, triggerTypes)
+			errBadEvent, ev.TriggerRef, ref, triggerTypes)
 	}
 	if p := bytes.TrimSpace(raw.Payload); len(p) > 0 && !bytes.Equal(p, []byte("null")) {
 		dec := json.NewDecoder(bytes.NewReader(p))
 		dec.UseNumber()
 		if err := dec.Decode(&ev.Payload); err != nil {
-			return sensorEvent{}, fmt.Errorf("%w: payload must be a JSON object, got %s", ErrBadEvent, truncate(string(p), 80))
+			return sensorEvent{}, fmt.Errorf("%w: payload must be a JSON object, got %s", errBadEvent, truncate(string(p), 80))
 		}
 	}
 	if id := bytes.TrimSpace(raw.TriggerInstanceID); len(id) > 0 && !bytes.Equal(id, []byte("null")) {
@@ -68,7 +68,7 @@ func parseEvent(line []byte, ref string, triggerTypes []string) (sensorEvent, er
 		n, err := strconv.ParseInt(strings.Trim(string(id), `"`), 10, 64)
 		if err != nil || n < 0 {
 			return sensorEvent{}, fmt.Errorf("%w: trigger_instance_id must be a rule id (the id in ATTUNE_SENSOR_TRIGGERS), got %s",
-				ErrBadEvent, truncate(string(id), 80))
+				errBadEvent, truncate(string(id), 80))
 		}
 		ev.RuleID = n
 	}
@@ -103,7 +103,7 @@ type firingRule struct {
 func dispatchEvent(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger, sensorRef string, ev sensorEvent) (dispatched, error) {
 	payload, err := json.Marshal(ev.Payload)
 	if err != nil {
-		return dispatched{}, fmt.Errorf("%w: payload cannot be stored: %v", ErrBadEvent, err)
+		return dispatched{}, fmt.Errorf("%w: payload cannot be stored: %v", errBadEvent, err)
 	}
 	var out dispatched
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {

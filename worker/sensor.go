@@ -53,7 +53,8 @@ import (
 //   - A sensor that leaves 256 rule-change lines unread on stdin is
 //     restarted, so it learns the rules from ATTUNE_SENSOR_TRIGGERS instead.
 
-// sensorLockKey is the advisory lock key of the sensor whose ref is $1.
+// sensorLockKey is the SQL of a sensor's advisory lock key; %s is the
+// expression of its ref.
 const sensorLockKey = `hashtextextended('attune.sensor:' || %s, 0)`
 
 // Bounds on what a sensor writes.
@@ -67,8 +68,8 @@ const (
 	stdinQueue = 256
 )
 
-// SensorTiming holds the sensor supervisor's intervals.
-type SensorTiming struct {
+// sensorTiming holds the sensor supervisor's intervals; tests shorten them.
+type sensorTiming struct {
 	// LockRetry is how often a replica tries the locks of sensors it should
 	// run but does not hold, and checks its lock connection. Defaults to 2s.
 	LockRetry time.Duration
@@ -83,8 +84,8 @@ type SensorTiming struct {
 	HealthyAfter time.Duration
 }
 
-// DefaultSensorTiming is the timing of `attune serve`.
-var DefaultSensorTiming = SensorTiming{
+// defaultSensorTiming is the timing of `attune serve`.
+var defaultSensorTiming = sensorTiming{
 	LockRetry:    2 * time.Second,
 	Resync:       10 * time.Second,
 	MinBackoff:   time.Second,
@@ -132,17 +133,14 @@ type sensorSupervisor struct {
 	pool     *pgxpool.Pool
 	log      *slog.Logger
 	runtimes Runtimes
-	timing   SensorTiming
+	timing   sensorTiming
 
 	cancel context.CancelFunc
 	done   chan struct{}
-
-	// onEvent, when set, observes each event line's outcome (tests).
-	onEvent func(ref string, d dispatched, err error)
 }
 
 func newSensorSupervisor(cfg Config, pool *pgxpool.Pool, log *slog.Logger, runtimes Runtimes) *sensorSupervisor {
-	return &sensorSupervisor{cfg: cfg, pool: pool, log: log.With("component", "sensors"), runtimes: runtimes, timing: DefaultSensorTiming}
+	return &sensorSupervisor{cfg: cfg, pool: pool, log: log.With("component", "sensors"), runtimes: runtimes, timing: defaultSensorTiming}
 }
 
 // start runs the supervisor until stop.
@@ -216,8 +214,10 @@ func (s *sensorSupervisor) session(ctx context.Context) (err error) {
 
 	// A replica that goes silent (partitioned, frozen) loses its session,
 	// and so its locks, instead of holding them until TCP gives up. It runs
-	// a query every LockRetry; older servers lack the setting.
-	idle := max(15*time.Second, 5*s.timing.LockRetry)
+	// a query every LockRetry. The timeout leaves the replica time to notice
+	// the failed query and stop its sensors before the server frees the
+	// locks. Older servers lack the setting.
+	idle := max(15*time.Second, s.timing.LockRetry+dbTimeout+s.cfg.KillGrace+3*time.Second)
 	if _, err := conn.Exec(ctx, fmt.Sprintf("SET idle_session_timeout = %d", idle.Milliseconds())); err != nil && isConnError(err) {
 		return err
 	}
@@ -230,6 +230,7 @@ func (s *sensorSupervisor) session(ctx context.Context) (err error) {
 		defs     map[string]sensorDef
 		loadedAt time.Time
 		dirty    = true
+		warned   = map[string]bool{} // sensors whose runtime this replica lacks
 	)
 	for {
 		if dirty || time.Since(loadedAt) >= s.timing.Resync {
@@ -270,7 +271,14 @@ func (s *sensorSupervisor) session(ctx context.Context) (err error) {
 
 		var want []string
 		for ref, def := range defs {
-			if held[ref] == nil && stopping[ref] == nil && s.runnable(def) {
+			switch {
+			case !s.runnable(def):
+				if !warned[ref] {
+					warned[ref] = true
+					s.log.Warn("sensor needs a runtime this replica lacks; another replica must run it",
+						"sensor", ref, "runner_type", def.RunnerType, "runtimes", s.runtimes.Names())
+				}
+			case held[ref] == nil && stopping[ref] == nil:
 				want = append(want, ref)
 			}
 		}
@@ -485,7 +493,7 @@ func (in *sensorInstance) run() {
 		}
 		restarts++
 		lastErr = err.Error()
-		in.log.Warn("sensor exited; restarting after backoff", "err", lastErr, "restart_in", delay, "restarts", restarts)
+		in.log.Warn("sensor failed; restarting after backoff", "err", lastErr, "restart_in", delay, "restarts", restarts)
 		in.setState("backoff", nil, restarts, lastErr)
 		if !sleepCtx(in.ctx, delay) {
 			return
@@ -840,12 +848,9 @@ func (in *sensorInstance) readEvents(ctx context.Context, r io.Reader, def senso
 		if len(line) == 0 {
 			return
 		}
-		d, err := in.handleEvent(ctx, line, def)
-		if in.sup.onEvent != nil {
-			in.sup.onEvent(in.ref, d, err)
-		}
+		_, err := in.handleEvent(ctx, line, def)
 		switch {
-		case errors.Is(err, ErrBadEvent):
+		case errors.Is(err, errBadEvent):
 			complain("skipping sensor output line", "err", err, "line", truncate(string(line), 200))
 		case err != nil:
 			in.log.Error("error handling event; it is lost", "err", err, "line", truncate(string(line), 200))
@@ -868,7 +873,7 @@ func (in *sensorInstance) handleEvent(ctx context.Context, line []byte, def sens
 	if err != nil {
 		return dispatched{}, err
 	}
-	return dispatchEventRetrying(ctx, in.sup.pool, in.log, def.Ref, ev)
+	return dispatchEventRetrying(ctx, in.sup.pool, in.sup.log, def.Ref, ev)
 }
 
 // readLogs copies stderr lines to the log, each cut at maxLogLine, at a

@@ -123,7 +123,9 @@ func (s *Server) Start(ctx context.Context) error {
 		defer close(s.completerDone)
 		s.exec.completer.run(cctx)
 	}()
-	if err := s.client.Start(ctx); err != nil {
+	// River hard-stops (cancels running work) when its Start context ends;
+	// ctx ends at the first SIGTERM, and Stop decides when to cancel.
+	if err := s.client.Start(context.WithoutCancel(ctx)); err != nil {
 		cancelCompleter()
 		<-s.completerDone
 		return fmt.Errorf("error starting River: %w", err)
