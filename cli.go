@@ -39,7 +39,13 @@ type app struct {
 
 // run is the whole program: main only turns its error into an exit code.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, environ: os.Environ()}
+	return runWithEnv(ctx, args, os.Environ(), stdin, stdout, stderr)
+}
+
+// runWithEnv is run with the configuration read from environ instead of the
+// process's environment, so tests can run commands in parallel.
+func runWithEnv(ctx context.Context, args, environ []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, environ: environ}
 	root := a.rootCommand()
 	root.SetArgs(args)
 	root.SetIn(stdin)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -218,6 +219,11 @@ func (a *app) executionCommand() *cobra.Command {
 		RunE: a.withDB(func(ctx context.Context, pool *pgxpool.Pool, _ []string) error {
 			if f.Limit < 0 || f.Limit > 10000 {
 				return usageError{fmt.Errorf("--limit %d is invalid: use 1 to 10000", f.Limit)}
+			}
+			// A mistyped status would list nothing, silently.
+			if f.Status != "" && !jobs.Finished(f.Status) && !slices.Contains([]string{jobs.StatusRequested,
+				jobs.StatusScheduled, jobs.StatusRunning, jobs.StatusCanceling}, f.Status) {
+				return usageError{fmt.Errorf("--status %q is invalid: use requested, scheduled, running, completed, failed, timeout, canceling, cancelled or abandoned", f.Status)}
 			}
 			list, err := jobs.List(ctx, pool, f)
 			if err != nil {

@@ -91,6 +91,9 @@ func Enqueue(ctx context.Context, tx pgx.Tx, actionRef string, params map[string
 // EnqueueMany creates several executions inside tx with one River
 // InsertManyTx, returning their ids in order. One bad request rejects all.
 func EnqueueMany(ctx context.Context, tx pgx.Tx, reqs []Request) ([]int64, error) {
+	if len(reqs) == 0 {
+		return []int64{}, nil // River refuses an empty insert
+	}
 	client, err := inserter()
 	if err != nil {
 		return nil, fmt.Errorf("error creating River inserter: %w", err)

@@ -249,6 +249,13 @@ func TestEnqueueMany(t *testing.T) {
 	}))
 	require.Len(t, ids, 3)
 	require.True(t, slices.IsSorted(ids))
+
+	// Nothing to enqueue is no error.
+	require.NoError(t, pgx.BeginFunc(b.ctx, b.pool, func(tx pgx.Tx) error {
+		none, err := jobs.EnqueueMany(b.ctx, tx, nil)
+		require.Empty(t, none)
+		return err
+	}))
 	for i, want := range []string{"t.noop", "t.params", "t.noop"} {
 		e, err := jobs.Get(b.ctx, b.pool, ids[i])
 		require.NoError(t, err)
@@ -286,6 +293,7 @@ func TestEnqueueSameRowsAsSQL(t *testing.T) {
 		{name: "Rule", ref: "t.noop", opts: jobs.Options{RuleRef: "t.some_rule", EventID: 42}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			pj, err := json.Marshal(tc.params)
 			require.NoError(t, err)
 			if tc.params == nil {

@@ -15,6 +15,8 @@ DECLARE
     want text := decl ->> 'type';
     got  text := jsonb_typeof(value);
     num  numeric;
+    -- A secret's value stays out of messages: PostgreSQL logs them.
+    shown text := CASE WHEN coalesce((decl ->> 'secret')::boolean, false) THEN '(secret)' ELSE left(value::text, 80) END;
 BEGIN
     IF got = 'null' THEN
         IF coalesce((decl ->> 'required')::boolean, false) THEN
@@ -29,19 +31,19 @@ BEGIN
     IF want IS NOT NULL AND NOT (
            (want = got)
         OR (want = 'integer' AND got = 'number' AND num = trunc(num))) THEN
-        RAISE EXCEPTION 'parameter "%" of action % must be %, got % %', name, action_ref, want, got, left(value::text, 80)
+        RAISE EXCEPTION 'parameter "%" of action % must be %, got % %', name, action_ref, want, got, shown
             USING ERRCODE = '22023';
     END IF;
     IF decl ? 'enum' AND jsonb_typeof(decl -> 'enum') = 'array' AND NOT (decl -> 'enum') @> jsonb_build_array(value) THEN
-        RAISE EXCEPTION 'parameter "%" of action % must be one of %, got %', name, action_ref, decl -> 'enum', left(value::text, 80)
+        RAISE EXCEPTION 'parameter "%" of action % must be one of %, got %', name, action_ref, decl -> 'enum', shown
             USING ERRCODE = '22023';
     END IF;
     IF got = 'number' AND jsonb_typeof(decl -> 'minimum') = 'number' AND num < (decl ->> 'minimum')::numeric THEN
-        RAISE EXCEPTION 'parameter "%" of action % must be at least %, got %', name, action_ref, decl ->> 'minimum', num
+        RAISE EXCEPTION 'parameter "%" of action % must be at least %, got %', name, action_ref, decl ->> 'minimum', shown
             USING ERRCODE = '22023';
     END IF;
     IF got = 'number' AND jsonb_typeof(decl -> 'maximum') = 'number' AND num > (decl ->> 'maximum')::numeric THEN
-        RAISE EXCEPTION 'parameter "%" of action % must be at most %, got %', name, action_ref, decl ->> 'maximum', num
+        RAISE EXCEPTION 'parameter "%" of action % must be at most %, got %', name, action_ref, decl ->> 'maximum', shown
             USING ERRCODE = '22023';
     END IF;
 END $$;
