@@ -178,7 +178,10 @@ func (a *app) migrateCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var names []string
+			names := []string{}
+			if res.RiverVersions == nil {
+				res.RiverVersions = []int{}
+			}
 			for _, m := range res.Applied {
 				names = append(names, fmt.Sprintf("%03d_%s", m.Version, m.Name))
 			}
@@ -221,5 +224,6 @@ func exitCode(err error) int {
 
 // oneLine keeps an error to one line on stderr.
 func oneLine(err error) string {
-	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
+	s := strings.ReplaceAll(err.Error(), ":\n", ": ")
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
 }

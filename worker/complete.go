@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 
@@ -31,20 +32,27 @@ type settlement struct {
 // WAL flush serve many executions; idle, a batch is one execution and adds
 // no wait.
 type completer struct {
-	pool *pgxpool.Pool
-	log  *slog.Logger
-	reqs chan *settlement
+	pool    *pgxpool.Pool
+	log     *slog.Logger
+	reqs    chan *settlement
+	stopped chan struct{} // closed when run returns
 }
+
+// errCompleterStopped is returned to a Work call whose result could not be
+// written before the replica stopped; River's rescuer or the dead-worker
+// reaper settles the execution instead.
+var errCompleterStopped = errors.New("replica stopped before the result was written")
 
 const maxBatch = 128
 
 func newCompleter(pool *pgxpool.Pool, log *slog.Logger) *completer {
-	return &completer{pool: pool, log: log, reqs: make(chan *settlement, maxBatch)}
+	return &completer{pool: pool, log: log, reqs: make(chan *settlement, maxBatch), stopped: make(chan struct{})}
 }
 
 // run serves requests until ctx is done. Requests already queued when ctx
 // ends are still written: they are results of processes that ran.
 func (c *completer) run(ctx context.Context) {
+	defer close(c.stopped)
 	for {
 		var first *settlement
 		select {
@@ -79,8 +87,23 @@ func (c *completer) run(ctx context.Context) {
 // submit queues s and waits for its transaction.
 func (c *completer) submit(s *settlement) error {
 	s.done = make(chan error, 1)
-	c.reqs <- s
-	return <-s.done
+	select {
+	case c.reqs <- s:
+	case <-c.stopped:
+		return errCompleterStopped
+	}
+	select {
+	case err := <-s.done:
+		return err
+	case <-c.stopped:
+		// run may have written it on its way out.
+		select {
+		case err := <-s.done:
+			return err
+		default:
+			return errCompleterStopped
+		}
+	}
 }
 
 func (c *completer) write(batch []*settlement) error {

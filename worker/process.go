@@ -197,13 +197,18 @@ func Run(ctx context.Context, spec Spec) (res Result) {
 	return res
 }
 
-// process is a started child and the goroutines that serve it.
-type process struct {
-	cmd       *exec.Cmd
-	pid       int
-	startedAt time.Time
-
+// group is a started child that leads its own process group; actions and
+// sensors stop it the same way.
+type group struct {
+	cmd    *exec.Cmd
+	pid    int
 	exited chan struct{} // closed when the child has exited (not yet reaped)
+}
+
+// process is a started action child and the goroutines that serve it.
+type process struct {
+	group
+	startedAt time.Time
 
 	stdout, stderr   *capture
 	stdoutR, stderrR *os.File // our ends of the output pipes
@@ -218,7 +223,7 @@ type process struct {
 // drain after.
 func startProcess(spec Spec, argv, env []string, dir string) (_ *process, err error) {
 	p := &process{
-		exited: make(chan struct{}),
+		group:  group{exited: make(chan struct{})},
 		stdout: newCapture(spec.MaxStdout),
 		stderr: newCapture(spec.MaxStderr),
 	}
@@ -299,7 +304,7 @@ func startProcess(spec Spec, argv, env []string, dir string) (_ *process, err er
 
 // terminate stops the process group: SIGTERM, then SIGKILL after grace
 // unless the child exited first. It returns once the child has exited.
-func (p *process) terminate(grace time.Duration) {
+func (p *group) terminate(grace time.Duration) {
 	if grace > 0 {
 		_ = signalGroup(p.pid, syscall.SIGTERM)
 		_ = signalGroup(p.pid, syscall.SIGCONT) // a stopped process cannot act on SIGTERM
@@ -316,7 +321,7 @@ func (p *process) terminate(grace time.Duration) {
 
 // reap runs once the child has exited: it kills what is left of the group
 // and reaps the child.
-func (p *process) reap() *os.ProcessState {
+func (p *group) reap() *os.ProcessState {
 	<-p.exited
 	// The child is a zombie still, so its pid (the group id) is not reusable.
 	_ = signalGroup(p.pid, syscall.SIGKILL)

@@ -546,9 +546,7 @@ func (in *sensorInstance) setState(status string, pid *int, restarts int, lastEr
 
 // sensorProcess is one started sensor process and its pipes.
 type sensorProcess struct {
-	cmd    *exec.Cmd
-	pid    int
-	exited chan struct{}
+	group
 
 	stdoutR, stderrR, stdinW *os.File
 	readers                  sync.WaitGroup
@@ -737,7 +735,7 @@ func ruleChanges(known map[int64]sensorRule, announced map[int64]bool, started t
 // startSensor starts the process in a process group of its own, with pipes
 // of ours on all three streams (see startProcess).
 func startSensor(prog string, args, env []string, dir string) (_ *sensorProcess, err error) {
-	p := &sensorProcess{exited: make(chan struct{}), lines: make(chan []byte, stdinQueue), writerDone: make(chan struct{})}
+	p := &sensorProcess{group: group{exited: make(chan struct{})}, lines: make(chan []byte, stdinQueue), writerDone: make(chan struct{})}
 	var ours, theirs []*os.File
 	defer func() {
 		closeAll(theirs)
@@ -784,32 +782,6 @@ func startSensor(prog string, args, env []string, dir string) (_ *sensorProcess,
 		close(p.exited)
 	}()
 	return p, nil
-}
-
-// terminate sends SIGTERM to the group, then SIGKILL after grace unless
-// the process exited first; it returns once the process has exited.
-func (p *sensorProcess) terminate(grace time.Duration) {
-	if grace > 0 {
-		_ = signalGroup(p.pid, syscall.SIGTERM)
-		_ = signalGroup(p.pid, syscall.SIGCONT)
-		t := time.NewTimer(grace)
-		defer t.Stop()
-		select {
-		case <-p.exited:
-		case <-t.C:
-		}
-	}
-	_ = signalGroup(p.pid, syscall.SIGKILL)
-	<-p.exited
-}
-
-// reap kills what is left of the group once the process exited, and reaps
-// it.
-func (p *sensorProcess) reap() *os.ProcessState {
-	<-p.exited
-	_ = signalGroup(p.pid, syscall.SIGKILL)
-	_ = p.cmd.Wait()
-	return p.cmd.ProcessState
 }
 
 // writeStdin writes the queued rule-change lines until the queue closes. A
