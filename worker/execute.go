@@ -5,13 +5,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
@@ -45,7 +49,16 @@ type executor struct {
 
 	// onStart, when set, observes each process start (benchmarks).
 	onStart func(id int64, at time.Time)
+
+	// stopping is closed when the replica begins to stop: jobs fetched but
+	// not started go back to the queue rather than start now only to be
+	// killed at the shutdown timeout.
+	stopping     chan struct{}
+	stoppingOnce sync.Once
 }
+
+// stop makes Work hand back jobs it has not started.
+func (w *executor) stop() { w.stoppingOnce.Do(func() { close(w.stopping) }) }
 
 // Timeout disables River's own deadline: the execution's timeout is
 // enforced on the process, with the kill grace, which River's context
@@ -96,8 +109,25 @@ func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs])
 	case w.slots <- struct{}{}:
 	case <-ctx.Done():
 		return w.abort(ctx, job, context.Cause(ctx))
+	case <-w.stopping:
+		return river.JobSnooze(0)
 	}
-	c, err := w.claim(ctx, job)
+	select {
+	case <-w.stopping: // both were ready and select chose the slot
+		<-w.slots
+		return river.JobSnooze(0)
+	default:
+	}
+	// A claim lost to an unreachable database would cost an attempt, and
+	// with the last one River discards the job: the execution would stay
+	// requested forever. Nor may a hard stop interrupt a claim half way, so
+	// that it is unknown whether the row says running; once claimed, a
+	// cancelled execution is settled like any other.
+	var c *claimed
+	err := withRetry(ctx, w.log, func() (err error) {
+		c, err = w.claim(context.WithoutCancel(ctx), job)
+		return err
+	})
 	if err != nil {
 		<-w.slots
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -138,18 +168,20 @@ func (w *executor) claim(ctx context.Context, job *river.Job[jobs.ExecutionArgs]
 // cancelled while queued, already finished, or whose action is gone.
 func (w *executor) notRunnable(ctx context.Context, job *river.Job[jobs.ExecutionArgs]) error {
 	ctx = context.WithoutCancel(ctx)
-	return pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `UPDATE attune.execution SET status = 'failed', finished_at = now(), worker = $2,
+	return withRetry(ctx, w.log, func() error {
+		return pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, `UPDATE attune.execution SET status = 'failed', finished_at = now(), worker = $2,
 				error = 'Action ' || action_ref || ' no longer exists; register its pack again'
 			WHERE id = $1 AND status IN ('requested', 'scheduled', 'running')`, job.Args.ExecutionID, w.cfg.WorkerName)
-		if err != nil {
+			if err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, "DELETE FROM attune.execution_secret WHERE execution_id = $1", job.Args.ExecutionID); err != nil {
+				return err
+			}
+			_, err = river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job)
 			return err
-		}
-		if _, err := tx.Exec(ctx, "DELETE FROM attune.execution_secret WHERE execution_id = $1", job.Args.ExecutionID); err != nil {
-			return err
-		}
-		_, err = river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job)
-		return err
+		})
 	})
 }
 
@@ -392,8 +424,8 @@ func (w *executor) abort(ctx context.Context, job *river.Job[jobs.ExecutionArgs]
 	return river.JobSnooze(time.Second)
 }
 
-// withRetry retries fn while the database is unreachable, so a result is
-// not lost to a restart of PostgreSQL.
+// withRetry retries fn while the database is unreachable, so a claim or a
+// result is not lost to a restart of PostgreSQL.
 func withRetry(ctx context.Context, log *slog.Logger, fn func() error) error {
 	delay := 100 * time.Millisecond
 	deadline := time.Now().Add(5 * time.Minute)
@@ -402,7 +434,7 @@ func withRetry(ctx context.Context, log *slog.Logger, fn func() error) error {
 		if err == nil || !isConnError(err) || time.Now().After(deadline) {
 			return err
 		}
-		log.Warn("database unavailable; retrying result write", "err", err, "in", delay)
+		log.Warn("database unavailable; retrying", "err", err, "in", delay)
 		select {
 		case <-time.After(delay):
 		case <-ctx.Done():
@@ -413,14 +445,23 @@ func withRetry(ctx context.Context, log *slog.Logger, fn func() error) error {
 }
 
 // isConnError reports errors that a later attempt may not meet: the
-// connection, not the statement, failed.
+// connection, not the statement, failed. Statement errors (a constraint, a
+// bug, River's ErrNotFound) are not retried: they would only fail again.
 func isConnError(err error) bool {
-	var pgErr interface{ SQLState() string }
-	if errors.As(err, &pgErr) {
-		s := pgErr.SQLState()
-		return strings.HasPrefix(s, "08") || s == "57P01" || s == "57P02" || s == "57P03"
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
 	}
-	return !errors.Is(err, pgx.ErrNoRows) && !errors.Is(err, context.Canceled)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		// connection_exception, admin_shutdown, crash_shutdown,
+		// cannot_connect_now (starting up, shutting down, in recovery).
+		return strings.HasPrefix(pgErr.Code, "08") || pgErr.Code == "57P01" || pgErr.Code == "57P02" || pgErr.Code == "57P03"
+	}
+	var connectErr *pgconn.ConnectError
+	var netErr net.Error
+	return errors.As(err, &connectErr) || errors.As(err, &netErr) || pgconn.SafeToRetry(err) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE)
 }
 
 func lastLine(s string) string {

@@ -56,6 +56,7 @@ func NewServer(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Server, error
 		cfg: cfg, pool: pool, runtimes: runtimes, key: key, log: log,
 		slots:     make(chan struct{}, cfg.MaxConcurrentExecutions),
 		completer: newCompleter(pool, log),
+		stopping:  make(chan struct{}),
 	}
 	workers := river.NewWorkers()
 	if err := river.AddWorkerSafely[jobs.ExecutionArgs](workers, exec); err != nil {
@@ -145,6 +146,7 @@ func (s *Server) Start(ctx context.Context) error {
 // settles them, and marks the worker inactive.
 func (s *Server) Stop(ctx context.Context) error {
 	s.sensors.stop() // no new events while executions drain
+	s.exec.stop()    // fetched jobs not yet started go back for other replicas
 	softCtx, cancel := context.WithTimeout(ctx, s.cfg.ShutdownTimeout)
 	defer cancel()
 	err := s.client.Stop(softCtx)
