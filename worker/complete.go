@@ -32,6 +32,7 @@ type settlement struct {
 // WAL flush serve many executions; idle, a batch is one execution and adds
 // no wait.
 type completer struct {
+	worker  string // this replica's name: only its own attempts are written
 	pool    *pgxpool.Pool
 	log     *slog.Logger
 	reqs    chan *settlement
@@ -45,8 +46,8 @@ var errCompleterStopped = errors.New("replica stopped before the result was writ
 
 const maxBatch = 128
 
-func newCompleter(pool *pgxpool.Pool, log *slog.Logger) *completer {
-	return &completer{pool: pool, log: log, reqs: make(chan *settlement, maxBatch), stopped: make(chan struct{})}
+func newCompleter(worker string, pool *pgxpool.Pool, log *slog.Logger) *completer {
+	return &completer{worker: worker, pool: pool, log: log, reqs: make(chan *settlement, maxBatch), stopped: make(chan struct{})}
 }
 
 // run serves requests until ctx is done. Requests already queued when ctx
@@ -110,6 +111,7 @@ func (c *completer) write(batch []*settlement) error {
 	n := len(batch)
 	var (
 		ids       = make([]int64, n)
+		attempts  = make([]int, n)
 		statuses  = make([]string, n)
 		results   = make([][]byte, n)
 		exitCodes = make([]*int, n)
@@ -119,32 +121,50 @@ func (c *completer) write(batch []*settlement) error {
 		errTrunc  = make([]bool, n)
 		errs      = make([]*string, n)
 		retries   = make([]bool, n)
-		finalIDs  []int64
 	)
 	for i, s := range batch {
-		ids[i], statuses[i], results[i] = s.id, s.out.Status, s.res
+		ids[i], attempts[i], statuses[i], results[i] = s.id, s.job.Attempt, s.out.Status, s.res
 		exitCodes[i], stdouts[i], stderrs[i] = s.out.ExitCode, s.out.Stdout, s.out.Stderr
 		outTrunc[i], errTrunc[i], errs[i], retries[i] = s.out.StdoutTruncated, s.out.StderrTruncated, s.err, s.out.retry
-		if !s.out.retry {
-			finalIDs = append(finalIDs, s.id)
-		}
 	}
 	ctx := context.WithoutCancel(batch[0].ctx)
 	return withRetry(ctx, c.log, func() error {
 		return pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
-			_, err := tx.Exec(ctx, `
-WITH gone AS (DELETE FROM attune.execution_secret WHERE execution_id = ANY($11))
-UPDATE attune.execution e SET status = u.status, result = u.result, exit_code = u.exit_code,
-	stdout = u.stdout, stderr = u.stderr, stdout_truncated = u.out_trunc, stderr_truncated = u.err_trunc,
-	error = u.error, finished_at = CASE WHEN u.retry THEN NULL ELSE now() END
-FROM unnest($1::bigint[], $2::text[], $3::jsonb[], $4::int[], $5::text[], $6::text[], $7::bool[], $8::bool[],
-	$9::text[], $10::bool[]) AS u(id, status, result, exit_code, stdout, stderr, out_trunc, err_trunc, error, retry)
-WHERE e.id = u.id`,
-				ids, statuses, results, exitCodes, stdouts, stderrs, outTrunc, errTrunc, errs, retries, finalIDs)
+			// Only this worker's current attempt is written: a replica
+			// wrongly declared dead must not overwrite what the reaper
+			// settled, nor complete a job another replica now runs.
+			rows, err := tx.Query(ctx, `
+WITH written AS (
+	UPDATE attune.execution e SET status = u.status, result = u.result, exit_code = u.exit_code,
+		stdout = u.stdout, stderr = u.stderr, stdout_truncated = u.out_trunc, stderr_truncated = u.err_trunc,
+		error = u.error, finished_at = CASE WHEN u.retry THEN NULL ELSE now() END
+	FROM unnest($1::bigint[], $2::int[], $3::text[], $4::jsonb[], $5::int[], $6::text[], $7::text[], $8::bool[],
+		$9::bool[], $10::text[], $11::bool[])
+		AS u(id, attempt, status, result, exit_code, stdout, stderr, out_trunc, err_trunc, error, retry)
+	WHERE e.id = u.id AND e.worker = $12 AND e.attempt = u.attempt AND e.status IN ('running', 'canceling')
+	RETURNING e.id, u.retry
+), gone AS (
+	DELETE FROM attune.execution_secret WHERE execution_id IN (SELECT id FROM written WHERE NOT retry)
+)
+SELECT id FROM written`,
+				ids, attempts, statuses, results, exitCodes, stdouts, stderrs, outTrunc, errTrunc, errs, retries, c.worker)
 			if err != nil {
 				return fmt.Errorf("error writing %d execution(s): %w", n, err)
 			}
+			written, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+			if err != nil {
+				return fmt.Errorf("error writing %d execution(s): %w", n, err)
+			}
+			mine := make(map[int64]bool, len(written))
+			for _, id := range written {
+				mine[id] = true
+			}
 			for _, s := range batch {
+				if !mine[s.id] {
+					c.log.Warn("execution was settled by another replica meanwhile; result dropped",
+						"id", s.id, "attempt", s.job.Attempt, "status", s.out.Status)
+					continue
+				}
 				if s.out.retry {
 					continue // River records the attempt's error and runs it again
 				}

@@ -36,6 +36,8 @@ type Server struct {
 	exec    *executor
 	sensors *sensorSupervisor
 
+	hostname string
+
 	stopHeartbeat context.CancelFunc
 	heartbeatDone chan struct{}
 	stopCompleter context.CancelFunc
@@ -55,7 +57,7 @@ func NewServer(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Server, error
 	exec := &executor{
 		cfg: cfg, pool: pool, runtimes: runtimes, key: key, log: log,
 		slots:     make(chan struct{}, cfg.MaxConcurrentExecutions),
-		completer: newCompleter(pool, log),
+		completer: newCompleter(cfg.WorkerName, pool, log),
 		stopping:  make(chan struct{}),
 	}
 	workers := river.NewWorkers()
@@ -85,7 +87,8 @@ func NewServer(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Server, error
 	if err != nil {
 		return nil, fmt.Errorf("error creating River client: %w", err)
 	}
-	return &Server{cfg: cfg, pool: pool, log: log, client: client, exec: exec,
+	host, _ := os.Hostname()
+	return &Server{cfg: cfg, pool: pool, log: log, client: client, exec: exec, hostname: host,
 		sensors: newSensorSupervisor(cfg, pool, log, runtimes)}, nil
 }
 
@@ -104,12 +107,11 @@ func (s *Server) Start(ctx context.Context) error {
 		"runtimes":                  s.exec.runtimes.Names(),
 		"max_concurrent_executions": s.cfg.MaxConcurrentExecutions,
 	})
-	host, _ := os.Hostname()
 	_, err := s.pool.Exec(ctx, `INSERT INTO attune.worker (name, hostname, pid, capabilities, status, started_at, heartbeat_at)
 		VALUES ($1, $2, $3, $4, 'active', now(), now())
 		ON CONFLICT (name) DO UPDATE SET hostname = EXCLUDED.hostname, pid = EXCLUDED.pid,
 			capabilities = EXCLUDED.capabilities, status = 'active', started_at = now(), heartbeat_at = now()`,
-		s.cfg.WorkerName, host, os.Getpid(), caps)
+		s.cfg.WorkerName, s.hostname, os.Getpid(), caps)
 	if err != nil {
 		return fmt.Errorf("error registering worker %s: %w", s.cfg.WorkerName, err)
 	}
@@ -167,6 +169,11 @@ func (s *Server) Stop(ctx context.Context) error {
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
+	// Whatever is still marked running here lost its result (the database
+	// stayed away past the retries): settle it like a dead worker's.
+	if rerr := s.reap(wctx, s.cfg.WorkerName); rerr != nil {
+		err = errors.Join(err, fmt.Errorf("error settling unfinished executions: %w", rerr))
+	}
 	if _, uerr := s.pool.Exec(wctx, "UPDATE attune.worker SET status = 'inactive', heartbeat_at = now() WHERE name = $1", s.cfg.WorkerName); uerr != nil {
 		err = errors.Join(err, fmt.Errorf("error marking worker inactive: %w", uerr))
 	}
@@ -225,7 +232,24 @@ func (s *Server) reapStale(ctx context.Context) error {
 // go back to the queue untouched.
 func (s *Server) reap(ctx context.Context, worker string) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `
+		// Kill what the dead worker's executions left on this host before
+		// settling them: once settled, a retry may start with the same id.
+		rows, err := tx.Query(ctx, `SELECT e.id::text, e.action_ref FROM attune.execution e
+			JOIN attune.worker w ON w.name = e.worker
+			WHERE e.worker = $1 AND e.status IN ('running', 'canceling') AND w.hostname = $2
+			FOR UPDATE OF e`, worker, s.hostname)
+		if err != nil {
+			return err
+		}
+		execs := map[string]string{}
+		var id, ref string
+		if _, err := pgx.ForEachRow(rows, []any{&id, &ref}, func() error { execs[id] = ref; return nil }); err != nil {
+			return err
+		}
+		if n := killOrphans(execs); n > 0 {
+			s.log.Warn("killed processes left by a dead worker's executions", "worker", worker, "process_groups", n)
+		}
+		_, err = tx.Exec(ctx, `
 WITH dead AS (
 	SELECT e.id, e.job_id, e.attempt < e.max_attempts AS retry
 	FROM attune.execution e
