@@ -152,16 +152,20 @@ func (a *app) bench(ctx context.Context, pool *pgxpool.Pool, binary string, n, p
 	var (
 		mu       sync.Mutex
 		starts   = map[int64]time.Time{}
-		started  atomic.Int64
 		wantPick atomic.Bool
+		finished = make(chan string, n+4*conc)
 	)
 	cfg := a.cfg
 	srv, err := worker.NewServer(cfg, pool, a.log)
 	if err != nil {
 		return nil, err
 	}
+	srv.OnFinish(func(_ int64, status string) {
+		if !wantPick.Load() {
+			finished <- status
+		}
+	})
 	srv.OnStart(func(id int64, at time.Time) {
-		started.Add(1)
 		if wantPick.Load() {
 			mu.Lock()
 			starts[id] = at
@@ -174,14 +178,14 @@ func (a *app) bench(ctx context.Context, pool *pgxpool.Pool, binary string, n, p
 	defer srv.Stop(context.WithoutCancel(ctx)) //nolint:errcheck
 
 	// Warm up: connections, caches, the first fork.
-	if err := enqueueAndWait(ctx, pool, 2*conc, nil); err != nil {
+	if err := enqueueAndWait(ctx, pool, finished, 2*conc, nil); err != nil {
 		return nil, err
 	}
 
 	// Throughput through the real path.
 	cpu0 := selfCPU()
 	t0 := time.Now()
-	err = enqueueAndWait(ctx, pool, n, func(done int) {
+	err = enqueueAndWait(ctx, pool, finished, n, func(done int) {
 		progress("attune: %d/%d executions committed (%.0f/s)", done, n, float64(done)/time.Since(t0).Seconds())
 	})
 	if err != nil {
@@ -247,45 +251,34 @@ func rawSpawn(ctx context.Context, bin string, n, conc int) error {
 	return <-errs
 }
 
-// enqueueAndWait enqueues n executions in one statement and waits until all
-// are committed as finished.
-func enqueueAndWait(ctx context.Context, pool *pgxpool.Pool, n int, report func(done int)) error {
-	var first, last int64
-	err := pool.QueryRow(ctx, `SELECT min(id), max(id) FROM (
-		SELECT attune.enqueue('bench.noop') AS id FROM generate_series(1, $1)) s`, n).Scan(&first, &last)
-	if err != nil {
+// enqueueAndWait enqueues n executions in one statement and waits until the
+// worker reports all of them committed as finished.
+func enqueueAndWait(ctx context.Context, pool *pgxpool.Pool, finished <-chan string, n int, report func(done int)) error {
+	if _, err := pool.Exec(ctx, "SELECT attune.enqueue('bench.noop') FROM generate_series(1, $1)", n); err != nil {
 		return err
 	}
-	tick := time.NewTicker(5 * time.Millisecond)
+	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
-	lastReport := time.Now()
-	for {
-		var done int
-		err := pool.QueryRow(ctx, `SELECT count(*) FROM attune.execution
-			WHERE id BETWEEN $1 AND $2 AND status IN ('completed', 'failed', 'timeout', 'cancelled', 'abandoned')`, first, last).Scan(&done)
-		if err != nil {
-			return err
-		}
-		if done == n {
-			var failed int
-			if err := pool.QueryRow(ctx, `SELECT count(*) FROM attune.execution WHERE id BETWEEN $1 AND $2 AND status <> 'completed'`, first, last).Scan(&failed); err != nil {
-				return err
-			}
-			if failed > 0 {
-				return fmt.Errorf("%d of %d bench executions did not complete; attune execution list --action bench.noop shows why", failed, n)
-			}
-			return nil
-		}
-		if report != nil && time.Since(lastReport) > 200*time.Millisecond {
-			report(done)
-			lastReport = time.Now()
-		}
+	failed := 0
+	for done := 0; done < n; {
 		select {
+		case status := <-finished:
+			done++
+			if status != "completed" {
+				failed++
+			}
+		case <-tick.C:
+			if report != nil {
+				report(done)
+			}
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-tick.C:
 		}
 	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d bench executions did not complete; attune execution list --action bench.noop shows why", failed, n)
+	}
+	return nil
 }
 
 func waitFinished(ctx context.Context, pool *pgxpool.Pool, id int64) error {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -37,6 +38,10 @@ type completer struct {
 	log     *slog.Logger
 	reqs    chan *settlement
 	stopped chan struct{} // closed when run returns
+
+	// onFinish, when set, observes each final outcome once committed
+	// (benchmarks).
+	onFinish func(id int64, status string)
 }
 
 // errCompleterStopped is returned to a Work call whose result could not be
@@ -50,10 +55,21 @@ func newCompleter(worker string, pool *pgxpool.Pool, log *slog.Logger) *complete
 	return &completer{worker: worker, pool: pool, log: log, reqs: make(chan *settlement, maxBatch), stopped: make(chan struct{})}
 }
 
-// run serves requests until ctx is done. Requests already queued when ctx
-// ends are still written: they are results of processes that ran.
+// completerLoops is how many transactions may be in flight at once: while
+// one batch waits on its round trips, the next fills and commits.
+const completerLoops = 3
+
+// run serves requests until ctx is done.
 func (c *completer) run(ctx context.Context) {
 	defer close(c.stopped)
+	var wg sync.WaitGroup
+	for range completerLoops {
+		wg.Go(func() { c.loop(ctx) })
+	}
+	wg.Wait()
+}
+
+func (c *completer) loop(ctx context.Context) {
 	for {
 		var first *settlement
 		select {
@@ -75,11 +91,18 @@ func (c *completer) run(ctx context.Context) {
 		if err != nil && len(batch) > 1 {
 			// One bad row must not fail the others: write them one by one.
 			for _, s := range batch {
-				s.done <- c.write([]*settlement{s})
+				err := c.write([]*settlement{s})
+				if err == nil && c.onFinish != nil && !s.out.retry {
+					c.onFinish(s.id, s.out.Status)
+				}
+				s.done <- err
 			}
 			continue
 		}
 		for _, s := range batch {
+			if err == nil && c.onFinish != nil && !s.out.retry {
+				c.onFinish(s.id, s.out.Status)
+			}
 			s.done <- err
 		}
 	}

@@ -66,10 +66,10 @@ func NewServer(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Server, error
 	}
 	queues := map[string]river.QueueConfig{}
 	for _, name := range runtimes.Names() {
-		// Twice the slots: while processes run, the next jobs are already
-		// fetched and waiting for a slot, and finished ones write their
-		// results without holding a slot (executor.Work).
-		queues[name] = river.QueueConfig{MaxWorkers: 2 * cfg.MaxConcurrentExecutions}
+		// More River workers than process slots: while processes run, the
+		// next jobs are already fetched and waiting for a slot, and finished
+		// ones write their results without holding one (executor.Work).
+		queues[name] = river.QueueConfig{MaxWorkers: 4 * cfg.MaxConcurrentExecutions}
 	}
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
 		ID:     riverID(cfg.WorkerName),
@@ -100,6 +100,10 @@ func (s *Server) Runtimes() Runtimes { return s.exec.runtimes }
 
 // OnStart sets a hook observing each process start; call before Start.
 func (s *Server) OnStart(fn func(id int64, at time.Time)) { s.exec.onStart = fn }
+
+// OnFinish sets a hook observing each execution's final status once it is
+// committed; call before Start.
+func (s *Server) OnFinish(fn func(id int64, status string)) { s.exec.completer.onFinish = fn }
 
 // Start registers the worker, starts the heartbeat and River.
 func (s *Server) Start(ctx context.Context) error {
