@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -35,6 +37,59 @@ type benchResult struct {
 	PickupP99Ms     float64 `json:"pickup_p99_ms"`
 	PickupSamples   int     `json:"pickup_samples"`
 	WorkerCPUPerExe float64 `json:"worker_cpu_ms_per_execution"`
+	// Where the machine's CPU went, per execution, in each phase: this
+	// process, its children (the action), and everything else (mostly
+	// PostgreSQL).
+	RawCPU    cpuSplit `json:"raw_spawn_cpu_ms_per_run"`
+	AttuneCPU cpuSplit `json:"attune_cpu_ms_per_execution"`
+}
+
+// cpuSplit is CPU time per run, in milliseconds.
+type cpuSplit struct {
+	Self     float64 `json:"self"`
+	Children float64 `json:"children"`
+	Other    float64 `json:"other"`
+}
+
+// cpuSample is a point-in-time reading of the CPU counters.
+type cpuSample struct {
+	self, children, machine time.Duration
+}
+
+func sampleCPU() cpuSample {
+	var self, kids syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &self)
+	_ = syscall.Getrusage(syscall.RUSAGE_CHILDREN, &kids)
+	return cpuSample{
+		self:     time.Duration(self.Utime.Nano() + self.Stime.Nano()),
+		children: time.Duration(kids.Utime.Nano() + kids.Stime.Nano()),
+		machine:  machineBusy(),
+	}
+}
+
+// machineBusy is the machine's non-idle CPU time from /proc/stat.
+func machineBusy() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	var busy int64
+	for i, v := range f[1:] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		n, _ := strconv.ParseInt(v, 10, 64)
+		busy += n
+	}
+	return time.Duration(busy) * time.Second / 100 // USER_HZ
+}
+
+func (a cpuSample) per(b cpuSample, n int) cpuSplit {
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(n) }
+	self, kids := b.self-a.self, b.children-a.children
+	return cpuSplit{Self: ms(self), Children: ms(kids), Other: max(ms(b.machine-a.machine-self-kids), 0)}
 }
 
 func (a *app) benchCommand() *cobra.Command {
@@ -88,6 +143,10 @@ by default), then in one run measures:
 				fmt.Fprintf(w, "ratio\t%.2f of raw spawn\n", res.Ratio)
 				fmt.Fprintf(w, "pickup latency\tp50 %.2f ms, p99 %.2f ms (%d sequential SQL enqueues)\n", res.PickupP50Ms, res.PickupP99Ms, res.PickupSamples)
 				fmt.Fprintf(w, "worker CPU\t%.3f ms per execution\n", res.WorkerCPUPerExe)
+				fmt.Fprintf(w, "machine CPU per run\traw spawn: %.3f ms (spawner %.3f, child %.3f, other %.3f)\n",
+					res.RawCPU.Self+res.RawCPU.Children+res.RawCPU.Other, res.RawCPU.Self, res.RawCPU.Children, res.RawCPU.Other)
+				fmt.Fprintf(w, "\tattune: %.3f ms (worker %.3f, child %.3f, other, mostly PostgreSQL, %.3f)\n",
+					res.AttuneCPU.Self+res.AttuneCPU.Children+res.AttuneCPU.Other, res.AttuneCPU.Self, res.AttuneCPU.Children, res.AttuneCPU.Other)
 			})
 		},
 	}
@@ -143,11 +202,12 @@ func (a *app) bench(ctx context.Context, pool *pgxpool.Pool, binary string, n, p
 
 	// Raw spawn: the same binary, same concurrency, no attune.
 	progress("raw spawn: %d runs of %s...", n, filepath.Base(binary))
-	rawStart := time.Now()
+	rawStart, rawCPU := time.Now(), sampleCPU()
 	if err := rawSpawn(ctx, bin, n, conc); err != nil {
 		return nil, err
 	}
 	res.RawSpawnPerS = float64(n) / time.Since(rawStart).Seconds()
+	res.RawCPU = rawCPU.per(sampleCPU(), n)
 
 	var (
 		mu       sync.Mutex
@@ -183,7 +243,7 @@ func (a *app) bench(ctx context.Context, pool *pgxpool.Pool, binary string, n, p
 	}
 
 	// Throughput through the real path.
-	cpu0 := selfCPU()
+	cpu0 := sampleCPU()
 	t0 := time.Now()
 	err = enqueueAndWait(ctx, pool, finished, n, func(done int) {
 		progress("attune: %d/%d executions committed (%.0f/s)", done, n, float64(done)/time.Since(t0).Seconds())
@@ -194,7 +254,8 @@ func (a *app) bench(ctx context.Context, pool *pgxpool.Pool, binary string, n, p
 	elapsed := time.Since(t0)
 	res.ExecutionsPerS = float64(n) / elapsed.Seconds()
 	res.Ratio = res.ExecutionsPerS / res.RawSpawnPerS
-	res.WorkerCPUPerExe = float64((selfCPU() - cpu0).Microseconds()) / 1000 / float64(n)
+	res.AttuneCPU = cpu0.per(sampleCPU(), n)
+	res.WorkerCPUPerExe = res.AttuneCPU.Self
 
 	// Pickup latency on an idle worker: enqueue commits, then the process
 	// starts; one at a time.
@@ -299,13 +360,6 @@ func waitFinished(ctx context.Context, pool *pgxpool.Pool, id int64) error {
 		}
 		time.Sleep(time.Millisecond)
 	}
-}
-
-// selfCPU is this process's user+system CPU time (children excluded).
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func copyFile(from, to string, mode os.FileMode) error {
