@@ -50,6 +50,13 @@ func (a *app) demoCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			start := time.Now()
+			// The showcase is the table; routine logs (sensor started, ...)
+			// would bury it. ATTUNE_LOG_LEVEL still wins when set.
+			if !hasVar(a.environ, "ATTUNE_LOG_LEVEL") {
+				quiet := a.cfg
+				quiet.LogLevel = "warn"
+				a.log = newLogger(quiet, a.stderr)
+			}
 			say := func(format string, args ...any) { fmt.Fprintf(a.stdout, "==> "+format+"\n", args...) }
 
 			say("database %s", redactURL(a.cfg.DatabaseURL))
@@ -269,4 +276,13 @@ func redactURL(u string) string {
 		}
 	}
 	return u
+}
+
+func hasVar(environ []string, name string) bool {
+	for _, kv := range environ {
+		if strings.HasPrefix(kv, name+"=") {
+			return true
+		}
+	}
+	return false
 }
