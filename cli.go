@@ -51,7 +51,16 @@ func runWithEnv(ctx context.Context, args, environ []string, stdin io.Reader, st
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	return root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
+	// cobra's argument errors say what is wrong but not what to type.
+	switch {
+	case err == nil:
+	case strings.HasPrefix(err.Error(), "unknown command"):
+		return usageError{fmt.Errorf("%w (see %s --help)", err, cmd.CommandPath())}
+	case strings.Contains(err.Error(), "arg(s)"):
+		return usageError{fmt.Errorf("%w; usage: %s", err, strings.TrimSuffix(cmd.UseLine(), " [flags]"))}
+	}
+	return err
 }
 
 func (a *app) rootCommand() *cobra.Command {
@@ -77,7 +86,7 @@ func (a *app) rootCommand() *cobra.Command {
 		a.sensorCommand(), a.triggerCommand(), a.eventCommand(), a.ruleCommand(), a.secretCommand(),
 	)
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
-		return usageError{fmt.Errorf("%w (see attune %s --help)", err, cmd.Name())}
+		return usageError{fmt.Errorf("%w (see %s --help)", err, cmd.CommandPath())}
 	})
 	return root
 }

@@ -221,7 +221,7 @@ func (a *app) secretCommand() *cobra.Command {
 				return err
 			}
 			return a.print(ref, func(w *tabwriter.Writer) {
-				fmt.Fprintf(w, "secret %s stored (%s scope %s)\n", ref.Name, ref.Scope, ref.ScopeRef)
+				fmt.Fprintf(w, "secret %s stored (%s scope%s)\n", ref.Name, ref.Scope, strings.TrimPrefix(scopeSuffix(ref), " for"))
 			})
 		}),
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strconv"
@@ -81,6 +82,9 @@ func parseParams(kvs []string, raw string) (map[string]any, error) {
 		if err := dec.Decode(&v); err != nil {
 			return nil, fmt.Errorf("--params-json is not valid JSON: %w", err)
 		}
+		if !atEOF(dec) {
+			return nil, fmt.Errorf("--params-json holds more than one JSON value; give one object such as '{\"name\": \"x\"}'")
+		}
 		obj, ok := v.(map[string]any)
 		if !ok {
 			return nil, fmt.Errorf("--params-json must be a JSON object such as '{\"name\": \"x\"}'")
@@ -95,12 +99,18 @@ func parseParams(kvs []string, raw string) (map[string]any, error) {
 		var parsed any
 		dec := json.NewDecoder(strings.NewReader(v))
 		dec.UseNumber()
-		if err := dec.Decode(&parsed); err != nil || dec.More() {
+		if err := dec.Decode(&parsed); err != nil || !atEOF(dec) {
 			parsed = v
 		}
 		p[k] = parsed
 	}
 	return p, nil
+}
+
+// atEOF reports whether dec has nothing but white space left.
+func atEOF(dec *json.Decoder) bool {
+	_, err := dec.Token()
+	return err == io.EOF
 }
 
 // watch polls an execution until it finishes, printing the outcome. On a
@@ -217,7 +227,7 @@ func (a *app) executionCommand() *cobra.Command {
 		Short: "List executions, newest first",
 		Args:  cobra.NoArgs,
 		RunE: a.withDB(func(ctx context.Context, pool *pgxpool.Pool, _ []string) error {
-			if f.Limit < 0 || f.Limit > 10000 {
+			if f.Limit < 1 || f.Limit > 10000 {
 				return usageError{fmt.Errorf("--limit %d is invalid: use 1 to 10000", f.Limit)}
 			}
 			// A mistyped status would list nothing, silently.
@@ -286,7 +296,7 @@ func (a *app) executionCommand() *cobra.Command {
 		for follow && !jobs.Finished(e.Status) {
 			select {
 			case <-ctx.Done():
-				return ctx.Err()
+				return fmt.Errorf("stopped following execution %d (still %s): %w", e.ID, e.Status, ctx.Err())
 			case <-time.After(200 * time.Millisecond):
 			}
 			var err error

@@ -27,6 +27,9 @@ func (a *app) packCommand() *cobra.Command {
 			if packs.HasErrors(problems) {
 				return exitError{1, fmt.Sprintf("%s has %d error(s); fix them and run attune pack check again", args[0], countErrors(problems))}
 			}
+			if len(ps) == 0 {
+				return exitError{1, fmt.Sprintf("no pack found in %s: a pack is a directory holding a pack.yaml; give its path, or the directory of packs", args[0])}
+			}
 			for _, p := range ps {
 				fmt.Fprintf(a.stdout, "pack %s: %d actions, %d sensors, %d triggers, %d rules: OK\n", p.Ref, len(p.Actions), len(p.Sensors), len(p.Triggers), len(p.Rules))
 			}
@@ -121,21 +124,42 @@ func (a *app) register(ctx context.Context, pool *pgxpool.Pool, path string) err
 			bad[packDirOf(pr.File)] = true
 		}
 	}
-	var results []*packs.RegisterResult
+	if len(ps) == 0 && len(problems) == 0 {
+		return exitError{1, fmt.Sprintf("no pack found in %s: a pack is a directory holding a pack.yaml; give its path or set ATTUNE_PACKS_DIR to the directory of packs", path)}
+	}
+	results := []*packs.RegisterResult{}
 	failed := 0
+	var pending []*packs.Pack
 	for _, p := range ps {
 		if bad[p.Dir] {
 			fmt.Fprintf(a.stderr, "pack %s not registered: fix the errors above\n", p.Ref)
 			failed++
 			continue
 		}
-		res, err := packs.Register(ctx, pool, p)
-		if err != nil {
-			fmt.Fprintf(a.stderr, "pack %s not registered: %s\n", p.Ref, oneLine(err))
-			failed++
-			continue
+		pending = append(pending, p)
+	}
+	// A rule may name an action or trigger of a pack that sorts after its
+	// own: register in passes while any pack succeeds, so the order of the
+	// directory does not matter.
+	errs := map[*packs.Pack]error{}
+	for progress := true; progress && len(pending) > 0; {
+		progress = false
+		var retry []*packs.Pack
+		for _, p := range pending {
+			res, err := packs.Register(ctx, pool, p)
+			if err != nil {
+				errs[p] = err
+				retry = append(retry, p)
+				continue
+			}
+			progress = true
+			results = append(results, res)
 		}
-		results = append(results, res)
+		pending = retry
+	}
+	for _, p := range pending {
+		fmt.Fprintf(a.stderr, "pack %s not registered: %s\n", p.Ref, oneLine(errs[p]))
+		failed++
 	}
 	if err := a.print(results, func(w *tabwriter.Writer) {
 		for _, r := range results {

@@ -482,6 +482,9 @@ func TestCLIAdmin(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &secrets))
 	require.Len(t, secrets, 1)
 	require.Equal(t, []string{"name", "scope", "scope_ref", "updated"}, sortedKeys(secrets[0]))
+	r = b.attuneWith(t, b.env(key), "v\n", "secret", "set", "global_token")
+	require.NoError(t, r.err, r.stderr)
+	require.Equal(t, "secret global_token stored (global scope)\n", r.stdout)
 	require.Equal(t, "secret api_token deleted\n", b.ok(t, "secret", "delete", "api_token", "--pack", "c"))
 	r = b.attune(t, "secret", "delete", "api_token", "--pack", "c")
 	require.Equal(t, "attune: no pack secret api_token for c; attune secret list shows them", r.line())
@@ -494,6 +497,7 @@ func TestCLIBadInput(t *testing.T) {
 	b := setupCLI(t)
 	self, err := os.Executable()
 	require.NoError(t, err)
+	empty := t.TempDir()
 
 	for _, tc := range []struct {
 		name string
@@ -515,8 +519,16 @@ func TestCLIBadInput(t *testing.T) {
 		{name: "NegativeTimeout", args: []string{"action", "execute", "c.echo", "--param", "n=1", "--param", "s=x", "--timeout", "-5s"}, code: 2, msg: `--timeout -5s is invalid: use whole seconds of at least 1s`},
 		{name: "FractionalTimeout", args: []string{"action", "execute", "c.echo", "--param", "n=1", "--param", "s=x", "--timeout", "1500ms"}, code: 2, msg: `--timeout 1.5s is invalid`},
 		{name: "AbsurdTimeout", args: []string{"action", "execute", "c.echo", "--param", "n=1", "--param", "s=x", "--timeout", "10000h"}, code: 1, msg: `option timeout_seconds must be an integer from 1 to 604800, got 36000000`},
-		{name: "TimeoutNotDuration", args: []string{"action", "execute", "c.echo", "--timeout", "soon"}, code: 2, msg: `invalid argument "soon" for "--timeout" flag`},
-		{name: "NoRef", args: []string{"action", "execute"}, code: 2, msg: `accepts 1 arg\(s\), received 0`},
+		// The hint names the command as typed, not its last word alone.
+		{name: "TimeoutNotDuration", args: []string{"action", "execute", "c.echo", "--timeout", "soon"}, code: 2, msg: `invalid argument "soon" for "--timeout" flag.* \(see attune action execute --help\)$`},
+		{name: "ParamsJSONTrailing", args: []string{"action", "execute", "c.echo", "--params-json", `{"n": 1, "s": "x"} {"zz": 1}`}, code: 2, msg: `--params-json holds more than one JSON value`},
+		{name: "ZeroLimit", args: []string{"execution", "list", "--limit", "0"}, code: 2, msg: `--limit 0 is invalid: use 1 to 10000`},
+		{name: "SecretBadActionRef", args: []string{"secret", "set", "x", "--action", "echo"}, code: 2, msg: `--action "echo" is not an action ref; give \{pack\}\.\{name\}`},
+		{name: "PackCheckEmpty", args: []string{"pack", "check", empty}, code: 1, msg: `^attune: no pack found in .*: a pack is a directory holding a pack\.yaml`},
+		{name: "PackRegisterEmpty", args: []string{"pack", "register", empty}, code: 1, msg: `^attune: no pack found in .*: a pack is a directory holding a pack\.yaml`},
+		{name: "NoRef", args: []string{"action", "execute"}, code: 2, msg: `accepts 1 arg\(s\), received 0; usage: attune action execute REF$`},
+		{name: "PackCheckNoPath", args: []string{"pack", "check"}, code: 2, msg: `^attune: accepts 1 arg\(s\), received 0; usage: attune pack check PATH$`},
+		{name: "UnknownSubcommand", args: []string{"worker", "list", "extra"}, code: 2, msg: `^attune: unknown command "extra" for "attune worker list" \(see attune worker list --help\)$`},
 		{name: "ShowMissing", args: []string{"execution", "show", "999999"}, code: 1, msg: `^attune: execution not found: 999999 \(attune execution list shows recent ones\)$`},
 		{name: "ResultMissing", args: []string{"execution", "result", "999999"}, code: 1, msg: `execution not found: 999999`},
 		{name: "LogsMissing", args: []string{"execution", "logs", "999999"}, code: 1, msg: `execution not found: 999999`},
@@ -614,4 +626,74 @@ func processRuns(pid int) bool {
 	}
 	i := bytes.LastIndexByte(stat, ')')
 	return i < 0 || i+2 >= len(stat) || (stat[i+2] != 'Z' && stat[i+2] != 'X')
+}
+
+// TestCLIRegisterAcrossPacks: registering a directory of packs does not
+// depend on their names' order when a rule names another pack's action, -j
+// prints snake_case fields, and a rule's action_params are checked against
+// an action of another pack.
+func TestCLIRegisterAcrossPacks(t *testing.T) {
+	t.Parallel()
+	b := &cliBundle{ctx: context.Background(), url: schematest.URL(t), packs: t.TempDir()}
+	write := func(path, body string) {
+		t.Helper()
+		path = filepath.Join(b.packs, path)
+		require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
+		require.NoError(t, os.WriteFile(path, []byte(body), 0o755))
+	}
+	// alpha sorts first, but its rule needs zeta's trigger and action.
+	write("alpha/pack.yaml", "ref: alpha\n")
+	write("alpha/rules/r.yaml", "name: r\ntrigger_ref: zeta.tick\naction_ref: zeta.a\naction_params: {n: 1}\n")
+	write("zeta/pack.yaml", "ref: zeta\n")
+	write("zeta/triggers/tick.yaml", "name: tick\n")
+	write("zeta/actions/a.yaml", "name: a\nentry_point: a.sh\nparameters:\n  n: {type: integer}\n")
+	write("zeta/actions/a.sh", "#!/bin/sh\n")
+
+	var res []map[string]any
+	b.okJSON(t, &res, "pack", "register")
+	require.Len(t, res, 2)
+	for _, r := range res {
+		require.Equal(t, []string{"actions", "disabled_actions", "pack", "rules", "sensors", "triggers"}, sortedKeys(r))
+	}
+	require.ElementsMatch(t, []any{"alpha", "zeta"}, []any{res[0]["pack"], res[1]["pack"]})
+
+	// A parameter zeta.a does not declare: every event would fail to
+	// enqueue, so registration refuses the rule.
+	write("alpha/rules/r.yaml", "name: r\ntrigger_ref: zeta.tick\naction_ref: zeta.a\naction_params: {bogus: 1}\n")
+	r := b.attune(t, "pack", "register", filepath.Join(b.packs, "alpha"))
+	require.Error(t, r.err)
+	require.Contains(t, r.stderr, `rule alpha.r: action_params: unknown parameter "bogus"; zeta.a declares: n`)
+	require.Equal(t, "attune: 1 pack(s) not registered", r.line())
+
+	// Nothing to register is an error, not silence.
+	r = b.attuneWith(t, b.env("ATTUNE_PACKS_DIR="+t.TempDir()), "", "-j", "pack", "register")
+	require.Error(t, r.err)
+	require.Empty(t, r.stdout)
+}
+
+func TestParseParams(t *testing.T) {
+	t.Parallel()
+	p, err := parseParams([]string{"n=3", "s=hi", "b=true", `o={"a":1}`, "t=3}", "u=1 2", "e="}, "")
+	require.NoError(t, err)
+	require.Equal(t, map[string]any{"n": json.Number("3"), "s": "hi", "b": true, "o": map[string]any{"a": json.Number("1")},
+		"t": "3}", "u": "1 2", "e": ""}, p)
+
+	_, err = parseParams(nil, `{"a": 1}}`)
+	require.ErrorContains(t, err, "--params-json holds more than one JSON value")
+}
+
+// TestCLIFollowInterrupted: interrupting logs --follow says which execution
+// was left and in what state, not a bare "context canceled".
+func TestCLIFollowInterrupted(t *testing.T) {
+	t.Parallel()
+	b := setupCLI(t)
+	id := b.execute(t, "c.echo", "--param", "n=1", "--param", "s=x") // no worker: it stays requested
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	interrupted := *b
+	interrupted.ctx = ctx
+	r := interrupted.attune(t, "execution", "logs", strconv.FormatInt(id, 10), "--follow")
+	require.Error(t, r.err)
+	require.Equal(t, fmt.Sprintf("attune: stopped following execution %d (still requested): context deadline exceeded", id), r.line())
 }

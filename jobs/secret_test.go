@@ -194,6 +194,11 @@ func TestNewSecretRef(t *testing.T) {
 		{name: "1abc", err: `secret name "1abc" is invalid`},
 		{name: "a b", err: `secret name "a b" is invalid`},
 		{name: "", err: `secret name "" is invalid`},
+		// A ref the worker can never look up would store a dead secret.
+		{name: "api_key", action: "hello", err: `--action "hello" is not an action ref; give {pack}.{name}`},
+		{name: "api_key", action: "p.a.b", err: `--action "p.a.b" is not an action ref`},
+		{name: "api_key", pack: "Examples", err: `--pack "Examples" is not a pack ref`},
+		{name: "api_key", pack: "p.a", err: `--pack "p.a" is not a pack ref`},
 	} {
 		got, err := jobs.NewSecretRef(tc.name, tc.pack, tc.action)
 		if tc.err != "" {

@@ -25,6 +25,13 @@ var (
 	fullRefPattern = regexp.MustCompile(`^[a-z0-9_-]+\.[A-Za-z0-9_-]+$`)
 )
 
+// Bounds an action may set, those of attune.enqueue's options; past them
+// the row could not even be stored.
+const (
+	maxTimeoutSeconds = 604800
+	maxRetries        = 999
+)
+
 // LoadAll loads every subdirectory of base that holds a pack.yaml, in name
 // order; other entries (testdata, Go source folders, files) are skipped. One
 // bad pack does not stop the others; a pack whose ref another one already
@@ -262,16 +269,26 @@ func (l *loader) loadAction(file, abs string) {
 			timeout, tNode = alias, aNode
 		}
 	}
-	if timeout < 0 {
+	switch {
+	case timeout < 0:
 		fc.errorf(tNode, "timeout_seconds must not be negative, got %d; leave it out to use the default", timeout)
+	case timeout > maxTimeoutSeconds:
+		// The bound of attune.enqueue's timeout_seconds option (7 days).
+		fc.errorf(tNode, "timeout_seconds must be at most %d (7 days), got %d", maxTimeoutSeconds, timeout)
+		timeout = 0
 	}
 	a.TimeoutSeconds = timeout
 	a.ParameterDelivery = f.oneOf("parameter_delivery", DeliveryEnv, DeliveryEnv, DeliveryStdin, DeliveryFile)
 	a.ParameterFormat = f.oneOf("parameter_format", FormatJSON, FormatJSON, FormatDotenv, FormatYAML)
 	a.OutputFormat = f.oneOf("output_format", FormatJSON, FormatJSON, FormatText, FormatYAML, FormatJSONL)
 	retries, rNode := f.integer("max_retries")
-	if retries < 0 {
+	switch {
+	case retries < 0:
 		fc.errorf(rNode, "max_retries must not be negative, got %d", retries)
+	case retries > maxRetries:
+		// attune.enqueue's max_attempts option goes up to 1000.
+		fc.errorf(rNode, "max_retries must be at most %d, got %d", maxRetries, retries)
+		retries = 0
 	}
 	a.MaxRetries = retries
 	a.Tags, _ = f.stringList("tags")

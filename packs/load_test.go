@@ -196,6 +196,11 @@ func TestLoadBad(t *testing.T) {
 			{File: "testdata/negative_timeout/actions/p.yaml", Line: 3, Msg: "timeout_seconds must not be negative, got -1"}}},
 		{dir: "negative_retries", want: []Problem{
 			{File: "testdata/negative_retries/actions/p.yaml", Line: 3, Msg: "max_retries must not be negative, got -2"}}},
+		// Past the enqueue options' bounds the row cannot even be stored.
+		{dir: "huge_timeout", want: []Problem{
+			{File: "testdata/huge_timeout/actions/p.yaml", Line: 3, Msg: "timeout_seconds must be at most 604800 (7 days), got 99999999999"}}},
+		{dir: "huge_retries", want: []Problem{
+			{File: "testdata/huge_retries/actions/p.yaml", Line: 3, Msg: "max_retries must be at most 999, got 5000000000"}}},
 		{dir: "duplicate_ref", loaded: []string{"duplicate_ref.dup", "duplicate_ref.ok"}, want: []Problem{
 			{File: "testdata/duplicate_ref/actions/b.yaml", Line: 2, Msg: `duplicate action ref "duplicate_ref.dup", already defined in testdata/duplicate_ref/actions/a.yaml`}}},
 		{dir: "entry_parent", want: []Problem{

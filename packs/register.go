@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -15,9 +16,12 @@ const RuleChannel = "attune_rule_changed"
 
 // RegisterResult counts what a registration wrote.
 type RegisterResult struct {
-	Pack                              string
-	Actions, Sensors, Triggers, Rules int
-	DisabledActions                   []string
+	Pack            string   `json:"pack"`
+	Actions         int      `json:"actions"`
+	Sensors         int      `json:"sensors"`
+	Triggers        int      `json:"triggers"`
+	Rules           int      `json:"rules"`
+	DisabledActions []string `json:"disabled_actions"`
 }
 
 // Register writes one loaded pack to the database in one transaction.
@@ -132,6 +136,21 @@ func Register(ctx context.Context, pool *pgxpool.Pool, p *Pack) (*RegisterResult
 				}
 				if !exists {
 					return fmt.Errorf("%s: rule %s names %s %q, which is neither in pack %s nor registered; register its pack first", r.File, r.Ref, ref.table, ref.ref, p.Ref)
+				}
+			}
+			// The loader checks action_params against actions of the rule's
+			// own pack; one of another pack is only known here.
+			var declared Params
+			if err := tx.QueryRow(ctx, "SELECT parameters FROM attune.action WHERE ref = $1", r.ActionRef).Scan(&declared); err != nil {
+				return err
+			}
+			for _, k := range sortedKeys(r.ActionParams) {
+				if _, ok := declared[k]; !ok {
+					names := "no parameters"
+					if len(declared) > 0 {
+						names = strings.Join(sortedNames(declared), ", ")
+					}
+					return fmt.Errorf("%s: rule %s: action_params: unknown parameter %q; %s declares: %s", r.File, r.Ref, k, r.ActionRef, names)
 				}
 			}
 			var schema []byte

@@ -118,8 +118,9 @@ func (c *Config) validate() error {
 		return bad("ATTUNE_MAX_STDOUT_BYTES", c.MaxStdoutBytes, "must be at least 1024")
 	case c.MaxStderrBytes < 1024:
 		return bad("ATTUNE_MAX_STDERR_BYTES", c.MaxStderrBytes, "must be at least 1024")
-	case c.DefaultTimeout <= 0:
-		return bad("ATTUNE_DEFAULT_TIMEOUT", c.DefaultTimeout, "must be a positive duration such as 600s")
+	case c.DefaultTimeout < time.Second || c.DefaultTimeout%time.Second != 0:
+		// Timeouts are whole seconds everywhere else (timeout_seconds).
+		return bad("ATTUNE_DEFAULT_TIMEOUT", c.DefaultTimeout, "must be whole seconds, at least 1s, such as 600s or 10m")
 	case c.KillGrace < 0:
 		return bad("ATTUNE_KILL_GRACE", c.KillGrace, "must be 0 or a positive duration such as 5s")
 	case c.HeartbeatInterval <= 0:
