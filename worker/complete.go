@@ -24,6 +24,9 @@ type settlement struct {
 	res  []byte // result JSON, nil for none
 	err  *string
 	done chan error
+	// retried is set by the completer: whether the row went back to
+	// requested. It differs from out.retry when a cancel came first.
+	retried bool
 }
 
 // completer writes finished attempts in batches: several executions' rows
@@ -92,7 +95,7 @@ func (c *completer) loop(ctx context.Context) {
 			// One bad row must not fail the others: write them one by one.
 			for _, s := range batch {
 				err := c.write([]*settlement{s})
-				if err == nil && c.onFinish != nil && !s.out.retry {
+				if err == nil && c.onFinish != nil && !s.retried {
 					c.onFinish(s.id, s.out.Status)
 				}
 				s.done <- err
@@ -100,7 +103,7 @@ func (c *completer) loop(ctx context.Context) {
 			continue
 		}
 		for _, s := range batch {
-			if err == nil && c.onFinish != nil && !s.out.retry {
+			if err == nil && c.onFinish != nil && !s.retried {
 				c.onFinish(s.id, s.out.Status)
 			}
 			s.done <- err
@@ -155,40 +158,46 @@ func (c *completer) write(batch []*settlement) error {
 		return pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
 			// Only this worker's current attempt is written: a replica
 			// wrongly declared dead must not overwrite what the reaper
-			// settled, nor complete a job another replica now runs.
+			// settled, nor complete a job another replica now runs. An
+			// attempt that would be retried but was cancelled meanwhile (the
+			// remote cancel had not reached us) ends cancelled: River
+			// cancels rather than retries such a job.
 			rows, err := tx.Query(ctx, `
 WITH written AS (
-	UPDATE attune.execution e SET status = u.status, result = u.result, exit_code = u.exit_code,
+	UPDATE attune.execution e SET
+		status = CASE WHEN u.retry AND e.status = 'canceling' THEN 'cancelled' ELSE u.status END,
+		result = u.result, exit_code = u.exit_code,
 		stdout = u.stdout, stderr = u.stderr, stdout_truncated = u.out_trunc, stderr_truncated = u.err_trunc,
-		error = u.error, finished_at = CASE WHEN u.retry THEN NULL ELSE now() END
+		error = CASE WHEN u.retry AND e.status = 'canceling' THEN 'Cancelled while running' ELSE u.error END,
+		finished_at = CASE WHEN u.retry AND e.status <> 'canceling' THEN NULL ELSE now() END
 	FROM unnest($1::bigint[], $2::int[], $3::text[], $4::jsonb[], $5::int[], $6::text[], $7::text[], $8::bool[],
 		$9::bool[], $10::text[], $11::bool[])
 		AS u(id, attempt, status, result, exit_code, stdout, stderr, out_trunc, err_trunc, error, retry)
 	WHERE e.id = u.id AND e.worker = $12 AND e.attempt = u.attempt AND e.status IN ('running', 'canceling')
-	RETURNING e.id, u.retry
+	RETURNING e.id, e.status = 'requested' AS retry
 ), gone AS (
 	DELETE FROM attune.execution_secret WHERE execution_id IN (SELECT id FROM written WHERE NOT retry)
 )
-SELECT id FROM written`,
+SELECT id, retry FROM written`,
 				ids, attempts, statuses, results, exitCodes, stdouts, stderrs, outTrunc, errTrunc, errs, retries, c.worker)
 			if err != nil {
 				return fmt.Errorf("error writing %d execution(s): %w", n, err)
 			}
-			written, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-			if err != nil {
+			mine := map[int64]bool{} // id → went back to requested
+			var id int64
+			var retry bool
+			if _, err := pgx.ForEachRow(rows, []any{&id, &retry}, func() error { mine[id] = retry; return nil }); err != nil {
 				return fmt.Errorf("error writing %d execution(s): %w", n, err)
 			}
-			mine := make(map[int64]bool, len(written))
-			for _, id := range written {
-				mine[id] = true
-			}
 			for _, s := range batch {
-				if !mine[s.id] {
+				retry, ok := mine[s.id]
+				s.retried = s.out.retry
+				if !ok {
 					c.log.Warn("execution was settled by another replica meanwhile; result dropped",
 						"id", s.id, "attempt", s.job.Attempt, "status", s.out.Status)
 					continue
 				}
-				if s.out.retry {
+				if s.retried = retry; retry {
 					continue // River records the attempt's error and runs it again
 				}
 				if _, err := river.JobCompleteTx[*riverpgxv5.Driver](s.ctx, tx, s.job); err != nil {

@@ -3,7 +3,9 @@ package worker
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"strconv"
 	"strings"
@@ -52,7 +54,7 @@ func encodeDocument(doc map[string]any, format string) ([]byte, error) {
 		b, err := json.Marshal(doc)
 		return append(b, '\n'), err
 	case packs.FormatYAML:
-		return yaml.Marshal(doc)
+		return yaml.Marshal(yamlNumbers(doc))
 	case packs.FormatDotenv:
 		flat := map[string]string{}
 		if err := flatten("", doc, flat); err != nil {
@@ -70,6 +72,33 @@ func encodeDocument(doc map[string]any, format string) ([]byte, error) {
 		return buf.Bytes(), nil
 	}
 	return nil, fmt.Errorf("unknown parameter_format %q", format)
+}
+
+// yamlNumbers replaces each json.Number in v with a plain YAML scalar of
+// its digits: yaml would quote it as a string, and a float64 would lose
+// digits.
+func yamlNumbers(v any) any {
+	switch t := v.(type) {
+	case json.Number:
+		tag := "!!int"
+		if strings.ContainsAny(string(t), ".eE") {
+			tag = "!!float"
+		}
+		return &yaml.Node{Kind: yaml.ScalarNode, Tag: tag, Value: string(t)}
+	case []any:
+		out := make([]any, len(t))
+		for i, vv := range t {
+			out[i] = yamlNumbers(vv)
+		}
+		return out
+	case map[string]any:
+		out := make(map[string]any, len(t))
+		for k, vv := range t {
+			out[k] = yamlNumbers(vv)
+		}
+		return out
+	}
+	return v
 }
 
 // flatten turns nested objects into dotted keys for dotenv; arrays are
@@ -116,18 +145,62 @@ func singleQuote(s string) string {
 // parseResult reads an exited-0 child's stdout as the action's output_format.
 // It reports ok=false when stdout holds no result in that format.
 func parseResult(stdout, format string) (any, bool) {
+	v, ok := parseResultRaw(stdout, format)
+	if !ok {
+		return nil, false
+	}
+	return withoutNUL(v), true
+}
+
+// decodeJSON decodes one JSON document, numbers kept as json.Number so that
+// integers past 2^53 keep their digits in the stored result.
+func decodeJSON(s string) (any, error) {
+	dec := json.NewDecoder(strings.NewReader(s))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("invalid JSON: data after the value")
+	}
+	return v, nil
+}
+
+// withoutNUL replaces NUL characters in strings and keys with U+FFFD, as in
+// stdout: JSON may spell them (\u0000), jsonb refuses them.
+func withoutNUL(v any) any {
+	switch t := v.(type) {
+	case string:
+		return strings.ReplaceAll(t, "\x00", replacement)
+	case []any:
+		for i := range t {
+			t[i] = withoutNUL(t[i])
+		}
+	case map[string]any:
+		for k, vv := range t {
+			if strings.IndexByte(k, 0) >= 0 {
+				delete(t, k)
+				k = strings.ReplaceAll(k, "\x00", replacement)
+			}
+			t[k] = withoutNUL(vv)
+		}
+	}
+	return v
+}
+
+func parseResultRaw(stdout, format string) (any, bool) {
 	trimmed := strings.TrimSpace(stdout)
 	if trimmed == "" {
 		return nil, false
 	}
 	switch format {
 	case "", packs.FormatJSON:
-		var v any
-		if json.Unmarshal([]byte(trimmed), &v) == nil {
+		if v, err := decodeJSON(trimmed); err == nil {
 			return v, true
 		}
 		last := trimmed[strings.LastIndexByte(trimmed, '\n')+1:]
-		if json.Unmarshal([]byte(last), &v) == nil {
+		if v, err := decodeJSON(last); err == nil {
 			return v, true
 		}
 	case packs.FormatYAML:
@@ -143,8 +216,8 @@ func parseResult(stdout, format string) (any, bool) {
 			if line = strings.TrimSpace(line); line == "" {
 				continue
 			}
-			var v any
-			if json.Unmarshal([]byte(line), &v) != nil {
+			v, err := decodeJSON(line)
+			if err != nil {
 				return nil, false
 			}
 			items = append(items, v)
@@ -161,6 +234,5 @@ func toJSONCompatible(v any) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out any
-	return out, json.Unmarshal(b, &out)
+	return decodeJSON(string(b))
 }

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,11 +9,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -157,7 +160,10 @@ func (w *executor) claim(ctx context.Context, job *river.Job[jobs.ExecutionArgs]
 		if len(f.b) == 0 {
 			continue
 		}
-		if err := json.Unmarshal(f.b, f.v); err != nil {
+		// json.Number: jsonb keeps every digit of a number, so must we.
+		dec := json.NewDecoder(bytes.NewReader(f.b))
+		dec.UseNumber()
+		if err := dec.Decode(f.v); err != nil {
 			return nil, fmt.Errorf("error decoding execution %d: %w", c.ID, err)
 		}
 	}
@@ -373,9 +379,30 @@ func (w *executor) validate(c *claimed, params map[string]any) (map[string]any, 
 	}
 	out, err := v.(*packs.Validator).Validate(params)
 	if err != nil {
-		return nil, fmt.Errorf("invalid parameters: %w", err)
+		return nil, fmt.Errorf("invalid parameters: %w", redactSecrets(err, c.Decls))
 	}
 	return out, nil
+}
+
+// redactSecrets drops the values of secret parameters from a validation
+// error, which quotes the value it got: the error is stored in the row.
+// Enqueueing checks parameters too, so this happens when the action's
+// declaration changed after the enqueue.
+func redactSecrets(err error, decls packs.Params) error {
+	var perr *packs.ParamsError
+	if !errors.As(err, &perr) {
+		return err
+	}
+	problems := slices.Clone(perr.Problems)
+	for i, p := range problems {
+		for name, d := range decls {
+			q := strconv.Quote(name)
+			if d.Secret && (strings.HasPrefix(p, "parameter "+q+":") || strings.HasPrefix(p, "parameter "+q[:len(q)-1]+".")) {
+				problems[i] = "parameter " + q + " (secret) does not match its declaration; its value is not shown"
+			}
+		}
+	}
+	return &packs.ParamsError{Problems: problems}
 }
 
 // settle writes the outcome. A final outcome and River's job completion
@@ -403,13 +430,14 @@ func (w *executor) settle(ctx context.Context, job *river.Job[jobs.ExecutionArgs
 		s.out.Error = fmt.Sprintf("attempt %d of %d: %s: %s", job.Attempt, job.MaxAttempts, out.Status, out.Error)
 	}
 	if s.out.Error != "" {
+		s.out.Error = validText(s.out.Error)
 		s.err = &s.out.Error
 	}
 	if err := w.completer.submit(s); err != nil {
 		return fmt.Errorf("error recording execution %d: %w", c.ID, err)
 	}
-	w.log.Debug("execution finished", "id", c.ID, "action", c.ActionRef, "status", s.out.Status)
-	if out.retry {
+	w.log.Debug("execution finished", "id", c.ID, "action", c.ActionRef, "status", s.out.Status, "retry", s.retried)
+	if s.retried {
 		return fmt.Errorf("execution %d attempt %d: %s", c.ID, job.Attempt, s.out.Error)
 	}
 	return nil
@@ -470,7 +498,20 @@ func lastLine(s string) string {
 		s = s[i+1:]
 	}
 	if len(s) > 500 {
-		s = s[:500]
+		n := 500
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n-- // not in the middle of a rune
+		}
+		s = s[:n]
 	}
 	return strings.TrimSpace(s)
+}
+
+// validText returns s as text PostgreSQL stores: invalid UTF-8 and NUL bytes
+// become U+FFFD. Error texts quote what a pack holds (a #! line, an ELF
+// interpreter, a result value); a refused write would leave the execution
+// running for ever.
+func validText(s string) string {
+	t, _ := sanitize([]byte(s), 3*len(s)) // U+FFFD is 3 bytes per bad byte
+	return t
 }

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -589,4 +590,153 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.buf.String()
+}
+
+// A last stderr line cut at 500 bytes in the middle of a rune, or a #! line
+// naming an interpreter in invalid UTF-8, must not make the error text one
+// PostgreSQL refuses: the result would never be written and the execution
+// would stay running.
+func TestExecuteErrorTextIsValidUTF8(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	e := b.execute(t, "t.run", map[string]any{"helper": "fail", "big": strings.Repeat("x", 499) + "é and more"}, nil)
+	require.Equal(t, jobs.StatusFailed, e.Status)
+	require.Equal(t, 3, *e.ExitCode)
+	require.True(t, strings.HasPrefix(*e.Error, "exited with code 3: xxx"), *e.Error)
+	require.True(t, utf8.ValidString(*e.Error))
+
+	script := filepath.Join(b.packs, "t", "actions", "badinterp.sh")
+	require.NoError(t, os.WriteFile(script, []byte("#!/nonexistent/\xff\xfesh\x00\necho hi\n"), 0o755))
+	_, err := b.pool.Exec(b.ctx, `INSERT INTO attune.action (ref, pack_ref, name, runner_type, entry_point, path)
+		VALUES ('t.badinterp', 't', 'badinterp', 'shell', 'badinterp.sh', $1)`, script)
+	require.NoError(t, err)
+	e = b.execute(t, "t.badinterp", nil, nil)
+	require.Equal(t, jobs.StatusFailed, e.Status)
+	require.Contains(t, *e.Error, "Interpreter not found: /nonexistent/")
+	require.True(t, utf8.ValidString(*e.Error))
+}
+
+// JSON may spell a NUL (\u0000), which jsonb refuses: storing the result
+// must not fail the write, so the NUL is stored as U+FFFD like in stdout.
+func TestExecuteResultWithNUL(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	e := b.execute(t, "t.run", map[string]any{"helper": "echo", "big": `{"a\u0000": "x\u0000y"}`}, nil)
+	require.Equal(t, jobs.StatusCompleted, e.Status, deref(e.Error))
+	require.JSONEq(t, `{"a\ufffd": "x\ufffdy"}`, string(e.Result))
+}
+
+// Integers beyond float64's 53 bits keep their digits in the result.
+func TestExecuteResultKeepsLargeIntegers(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	e := b.execute(t, "t.run", map[string]any{"helper": "echo", "big": `{"id": 12345678901234567891, "f": 0.1}`}, nil)
+	require.Equal(t, jobs.StatusCompleted, e.Status, deref(e.Error))
+	require.Contains(t, string(e.Result), "12345678901234567891")
+	require.JSONEq(t, `{"id": 12345678901234567891, "f": 0.1}`, string(e.Result))
+}
+
+// A secret parameter that no longer matches its declaration (the action
+// was registered again after the enqueue) fails the execution without its
+// value appearing in the error.
+func TestExecuteSecretNotInValidationError(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	var id int64
+	err := pgx.BeginFunc(b.ctx, b.pool, func(tx pgx.Tx) error {
+		var err error
+		if id, err = jobs.Enqueue(b.ctx, tx, "t.run", map[string]any{"helper": "json", "password": "hunter2"}, nil); err != nil {
+			return err
+		}
+		_, err = tx.Exec(b.ctx, `UPDATE attune.action SET parameters = jsonb_set(parameters, '{password,enum}', '["other"]'),
+			updated = now() WHERE ref = 't.run'`)
+		return err
+	})
+	require.NoError(t, err)
+	e := b.wait(t, id)
+	require.Equal(t, jobs.StatusFailed, e.Status)
+	require.Contains(t, *e.Error, "password")
+	require.NotContains(t, *e.Error, "hunter2")
+	require.NotContains(t, b.logs.String(), "hunter2")
+}
+
+// The secret parameters of an execution a dead worker left are deleted once
+// it is settled, as they are when it finishes normally.
+func TestReapDeletesSecretParameters(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	id := b.enqueue(t, "t.run", map[string]any{"helper": "json", "password": "hunter2"},
+		&jobs.Options{ScheduledAt: time.Now().Add(time.Hour)})
+	// What a worker on another host that died mid-run leaves behind.
+	_, err := b.pool.Exec(b.ctx, `INSERT INTO attune.worker (name, hostname, pid) VALUES ('ghost', 'elsewhere', 1)`)
+	require.NoError(t, err)
+	_, err = b.pool.Exec(b.ctx, `UPDATE attune.execution SET status = 'running', worker = 'ghost', attempt = 1, started_at = now() WHERE id = $1`, id)
+	require.NoError(t, err)
+	_, err = b.pool.Exec(b.ctx, `UPDATE attune.river_job SET state = 'running', attempt = 1, attempted_at = now(), attempted_by = '{ghost}'
+		WHERE id = (SELECT job_id FROM attune.execution WHERE id = $1)`, id)
+	require.NoError(t, err)
+
+	require.NoError(t, b.srv.reap(b.ctx, "ghost"))
+	e, err := jobs.Get(b.ctx, b.pool, id)
+	require.NoError(t, err)
+	require.Equal(t, jobs.StatusAbandoned, e.Status)
+	var n int
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM attune.execution_secret").Scan(&n))
+	require.Zero(t, n, "secret parameters of a settled execution are deleted")
+}
+
+// A cancel that arrives while an attempt fails (before River's remote cancel
+// reaches the worker) ends the execution cancelled: River cancels the job
+// instead of retrying it, so a row sent back to requested would stay there.
+func TestCancelWhileAttemptFails(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	pidfile := filepath.Join(t.TempDir(), "pids")
+	id := b.enqueue(t, "t.retry", map[string]any{"helper": "hang", "pidfile": pidfile}, nil)
+	b.waitStatus(t, id, jobs.StatusRunning)
+	pids := waitPids(t, pidfile, 1)
+
+	// jobs.Cancel's writes, without the notification that would reach the
+	// worker first: the cancel is committed, the worker does not know yet.
+	err := pgx.BeginFunc(b.ctx, b.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(b.ctx, "UPDATE attune.execution SET status = 'canceling' WHERE id = $1", id); err != nil {
+			return err
+		}
+		_, err := tx.Exec(b.ctx, `UPDATE attune.river_job SET metadata = jsonb_set(metadata, '{cancel_attempted_at}', to_jsonb(now()))
+			WHERE id = (SELECT job_id FROM attune.execution WHERE id = $1)`, id)
+		return err
+	})
+	require.NoError(t, err)
+	require.NoError(t, syscall.Kill(pids[0], syscall.SIGKILL)) // the attempt fails on its own
+
+	e := b.wait(t, id)
+	require.Equal(t, jobs.StatusCancelled, e.Status, deref(e.Error))
+	require.NotNil(t, e.FinishedAt)
+	var state string
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT state::text FROM attune.river_job WHERE id = (SELECT job_id FROM attune.execution WHERE id = $1)", id).Scan(&state))
+	require.Contains(t, []string{"cancelled", "completed"}, state)
+}
+
+// Integer parameters past 2^53 reach the child with all their digits, in
+// the environment and in each parameter_format.
+func TestExecuteLargeIntegerParameters(t *testing.T) {
+	t.Parallel()
+	const n = int64(9007199254740993) // 2^53 + 1: no float64 holds it
+	b := setup(t, setupOpts{})
+	e := b.execute(t, "t.run", map[string]any{"helper": "env", "bytes": n}, nil)
+	require.Equal(t, jobs.StatusCompleted, e.Status, deref(e.Error))
+	var env map[string]string
+	require.NoError(t, json.Unmarshal(e.Result, &env))
+	require.Equal(t, "9007199254740993", env["ATTUNE_ACTION_BYTES"])
+
+	b = setup(t, helperMode("stdin"))
+	e = b.execute(t, "t.stdin_json", map[string]any{"helper": "stdin", "bytes": n}, nil)
+	require.Equal(t, jobs.StatusCompleted, e.Status, deref(e.Error))
+	require.Contains(t, *e.Stdout, `"bytes":9007199254740993`)
+	e = b.execute(t, "t.stdin_yaml", map[string]any{"helper": "stdin", "bytes": n}, nil)
+	require.Equal(t, jobs.StatusCompleted, e.Status, deref(e.Error))
+	require.Equal(t, "bytes: 9007199254740993\nhelper: stdin\n", *e.Stdout)
+	e = b.execute(t, "t.stdin_dotenv", map[string]any{"helper": "stdin", "bytes": n, "nested": map[string]any{"x": 1.5}}, nil)
+	require.Equal(t, jobs.StatusCompleted, e.Status, deref(e.Error))
+	require.Equal(t, "bytes='9007199254740993'\nhelper='stdin'\nnested.x='1.5'\n", *e.Stdout)
 }

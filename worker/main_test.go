@@ -59,6 +59,8 @@ import (
 //	env             print the environment as a JSON object, exit 0
 //	stdin           copy stdin to stdout
 //	json            print {"ok": true, "n": 3}, exit 0
+//	echo            print ATTUNE_ACTION_BIG on stdout as is, exit 0
+//	fail            print ATTUNE_ACTION_BIG on stderr as is, exit 3
 //	paramfile       print {"path","content","mode","dir"} of ATTUNE_PARAMETER_FILE as JSON
 //	pwd             print {"wd","tmpdir","mode"} (mode of the working dir) as JSON
 //	readonly        leave read-only directories (0500) with files in the
@@ -229,6 +231,12 @@ func runHelper(mode string) int {
 	case "json":
 		fmt.Println(`{"ok": true, "n": 3}`)
 		return 0
+	case "echo":
+		fmt.Println(os.Getenv("ATTUNE_ACTION_BIG"))
+		return 0
+	case "fail":
+		fmt.Fprintln(os.Stderr, os.Getenv("ATTUNE_ACTION_BIG"))
+		return 3
 	case "paramfile":
 		path := os.Getenv("ATTUNE_PARAMETER_FILE")
 		content, err := os.ReadFile(path)

@@ -531,6 +531,7 @@ func (in *sensorInstance) setState(status string, pid *int, restarts int, lastEr
 	defer cancel()
 	var errText *string
 	if lastErr != "" {
+		lastErr = validText(lastErr) // a NUL from the sensor's stderr would fail the write
 		errText = &lastErr
 	}
 	_, err := in.sup.pool.Exec(ctx, `INSERT INTO attune.sensor_state AS st (sensor_ref, worker, status, pid, restarts, last_error, updated_at)

@@ -721,3 +721,26 @@ func TestSensorScanLines(t *testing.T) {
 	}))
 	require.Equal(t, []string{"short/false", strings.Repeat("x", 16) + "/true", "last/false"}, got)
 }
+
+// A sensor whose last stderr line holds a NUL still has its state
+// recorded: PostgreSQL text refuses NUL, and a refused write would leave
+// attune.sensor_state saying running.
+func TestSensorStateWithNULInStderr(t *testing.T) {
+	t.Parallel()
+	b := sensorSetup(t, map[string]string{
+		"sensors/crasher.yaml": sensorYAML("crasher", "crasher.sh", "s.tick"),
+		"sensors/crasher.sh": `#!/bin/sh
+printf 'bad \000 byte\n' >&2
+exit 3
+`,
+		"rules/r.yaml": ruleYAML("r", "s.tick", true, "action_params: {message: never}\n"),
+	})
+	b.supervisor(t, "replica", fastTiming)
+	eventually(t, 20*time.Second, func() bool {
+		return b.state(t, "s.crasher").Restarts >= 2
+	}, "restarts recorded")
+	st := b.state(t, "s.crasher")
+	require.NotNil(t, st.LastError)
+	require.Equal(t, "exited with code 3: bad \uFFFD byte", *st.LastError)
+	require.False(t, b.logged("error recording sensor state"))
+}

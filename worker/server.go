@@ -266,7 +266,10 @@ WITH dead AS (
 		finished_at = CASE WHEN d.retry AND e.status = 'running' THEN NULL ELSE now() END,
 		error = 'Worker ' || $1 || ' died while the execution ran'
 	FROM dead d WHERE e.id = d.id
-	RETURNING e.job_id, e.status
+	RETURNING e.id, e.job_id, e.status
+), gone AS (
+	-- Secret parameters are kept only while the execution may still run.
+	DELETE FROM attune.execution_secret WHERE execution_id IN (SELECT id FROM settled WHERE status <> 'requested')
 )
 UPDATE attune.river_job j SET
 	state = CASE WHEN s.status = 'requested' THEN 'available' ELSE 'completed' END::attune.river_job_state,
