@@ -121,6 +121,7 @@ func (a *app) watch(ctx context.Context, pool *pgxpool.Pool, id int64) error {
 		tty = isatty.IsTerminal(f.Fd())
 	}
 	start := time.Now()
+	hinted := false
 	for {
 		e, err := jobs.Get(ctx, pool, id)
 		if err != nil {
@@ -140,6 +141,13 @@ func (a *app) watch(ctx context.Context, pool *pgxpool.Pool, id int64) error {
 		}
 		if tty {
 			fmt.Fprintf(a.stderr, "\rexecution %d %s… %s", id, e.Status, time.Since(start).Round(100*time.Millisecond))
+		}
+		if !hinted && e.Status == jobs.StatusRequested && time.Since(start) > 5*time.Second {
+			hinted = true
+			var active int
+			if err := pool.QueryRow(ctx, "SELECT count(*) FROM attune.worker WHERE status = 'active'").Scan(&active); err == nil && active == 0 {
+				fmt.Fprintf(a.stderr, "\rexecution %d is waiting, but no worker is active: start one with attune serve (attune worker list)\n", id)
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -23,6 +23,9 @@ func (a *app) packCommand() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ps, problems := loadPath(args[0])
+			if a.json {
+				return a.checkJSON(args[0], ps, problems)
+			}
 			a.reportProblems(problems)
 			if packs.HasErrors(problems) {
 				return exitError{1, fmt.Sprintf("%s has %d error(s); fix them and run attune pack check again", args[0], countErrors(problems))}
@@ -230,4 +233,40 @@ func (a *app) actionCommand() *cobra.Command {
 	list.Flags().StringVar(&pack, "pack", "", "only this pack's actions")
 	cmd.AddCommand(list, a.executeCommand())
 	return cmd
+}
+
+// checkJSON prints pack check's findings for machines: the packs that
+// loaded and every problem with file, line and severity.
+func (a *app) checkJSON(path string, ps []*packs.Pack, problems []packs.Problem) error {
+	type problem struct {
+		File    string `json:"file"`
+		Line    int    `json:"line,omitempty"`
+		Message string `json:"message"`
+		Warning bool   `json:"warning"`
+	}
+	type summary struct {
+		Ref      string `json:"ref"`
+		Actions  int    `json:"actions"`
+		Sensors  int    `json:"sensors"`
+		Triggers int    `json:"triggers"`
+		Rules    int    `json:"rules"`
+	}
+	out := struct {
+		OK       bool      `json:"ok"`
+		Packs    []summary `json:"packs"`
+		Problems []problem `json:"problems"`
+	}{OK: !packs.HasErrors(problems) && len(ps) > 0, Packs: []summary{}, Problems: []problem{}}
+	for _, p := range ps {
+		out.Packs = append(out.Packs, summary{p.Ref, len(p.Actions), len(p.Sensors), len(p.Triggers), len(p.Rules)})
+	}
+	for _, p := range problems {
+		out.Problems = append(out.Problems, problem{p.File, p.Line, p.Msg, p.Warning})
+	}
+	if err := a.print(out, nil); err != nil {
+		return err
+	}
+	if !out.OK {
+		return exitError{1, fmt.Sprintf("%s: %d error(s), %d pack(s) loaded", path, countErrors(problems), len(ps))}
+	}
+	return nil
 }

@@ -469,6 +469,26 @@ func TestCLIAdmin(t *testing.T) {
 	require.NotZero(t, exitCode(r.err))
 	require.Regexp(t, regexp.QuoteMeta(filepath.Join(broken, "actions", "bad.yaml"))+`:5: .*integr`, r.stderr)
 	require.Contains(t, r.line(), "has 1 error(s)")
+	r = b.attune(t, "-j", "pack", "check", broken)
+	require.Error(t, r.err)
+	var check struct {
+		OK       bool `json:"ok"`
+		Problems []struct {
+			File    string `json:"file"`
+			Line    int    `json:"line"`
+			Message string `json:"message"`
+			Warning bool   `json:"warning"`
+		} `json:"problems"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &check), r.stdout)
+	require.False(t, check.OK)
+	require.Len(t, check.Problems, 2, "the missing entry point (a warning) and the bad type")
+	require.True(t, check.Problems[0].Warning)
+	require.Equal(t, 2, check.Problems[0].Line)
+	require.False(t, check.Problems[1].Warning)
+	require.Equal(t, filepath.Join(broken, "actions", "bad.yaml"), check.Problems[1].File)
+	require.Equal(t, 5, check.Problems[1].Line)
+	require.Contains(t, check.Problems[1].Message, "integr")
 
 	// secrets: set from stdin, list without values, delete.
 	key := "ATTUNE_SECRETS_KEY=" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="

@@ -79,6 +79,21 @@ type Config struct {
 	Environ []string `env:"-"`
 }
 
+// configVars are the variables Config reads.
+var configVars = func() map[string]bool {
+	vars := map[string]bool{}
+	t := reflect.TypeFor[Config]()
+	for i := range t.NumField() {
+		if name := t.Field(i).Tag.Get("env"); name != "" && name != "-" {
+			vars[name] = true
+		}
+	}
+	return vars
+}()
+
+// maxStoredOutput caps ATTUNE_MAX_STDOUT_BYTES and ATTUNE_MAX_STDERR_BYTES.
+const maxStoredOutput = 256 << 20
+
 // LoadConfig reads the configuration from environ (os.Environ() when nil).
 // A bad value gives one line naming the variable, the value and what is
 // allowed.
@@ -114,10 +129,12 @@ func (c *Config) validate() error {
 		return bad("ATTUNE_DATABASE_URL", `""`, "set a PostgreSQL URL such as postgres://localhost:5432/attune?sslmode=disable")
 	case c.MaxConcurrentExecutions < 1 || c.MaxConcurrentExecutions > 10000:
 		return bad("ATTUNE_MAX_CONCURRENT_EXECUTIONS", c.MaxConcurrentExecutions, "must be from 1 to 10000")
-	case c.MaxStdoutBytes < 1024:
-		return bad("ATTUNE_MAX_STDOUT_BYTES", c.MaxStdoutBytes, "must be at least 1024")
-	case c.MaxStderrBytes < 1024:
-		return bad("ATTUNE_MAX_STDERR_BYTES", c.MaxStderrBytes, "must be at least 1024")
+	// The stored text is one PostgreSQL value, and invalid bytes expand to
+	// three when replaced: stay well below its 1 GB limit.
+	case c.MaxStdoutBytes < 1024 || c.MaxStdoutBytes > maxStoredOutput:
+		return bad("ATTUNE_MAX_STDOUT_BYTES", c.MaxStdoutBytes, fmt.Sprintf("must be from 1024 to %d (256 MiB)", maxStoredOutput))
+	case c.MaxStderrBytes < 1024 || c.MaxStderrBytes > maxStoredOutput:
+		return bad("ATTUNE_MAX_STDERR_BYTES", c.MaxStderrBytes, fmt.Sprintf("must be from 1024 to %d (256 MiB)", maxStoredOutput))
 	case c.DefaultTimeout < time.Second || c.DefaultTimeout%time.Second != 0:
 		// Timeouts are whole seconds everywhere else (timeout_seconds).
 		return bad("ATTUNE_DEFAULT_TIMEOUT", c.DefaultTimeout, "must be whole seconds, at least 1s, such as 600s or 10m")
@@ -143,6 +160,11 @@ func (c *Config) validate() error {
 	for _, name := range c.PassthroughEnv {
 		if !validEnvName(name) {
 			return bad("ATTUNE_PASSTHROUGH_ENV", strings.Join(c.PassthroughEnv, ","), fmt.Sprintf("%q is not a variable name; list names like HTTP_PROXY,AWS_REGION", name))
+		}
+		// attune's configuration holds the database URL and the secrets
+		// key, which must never reach a child.
+		if configVars[name] {
+			return bad("ATTUNE_PASSTHROUGH_ENV", strings.Join(c.PassthroughEnv, ","), fmt.Sprintf("%q is attune's own configuration and never reaches a child", name))
 		}
 	}
 	if c.SecretsKey != "" {

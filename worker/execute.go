@@ -225,7 +225,7 @@ func (w *executor) run(ctx context.Context, c *claimed) outcome {
 		Stdout: &res.Stdout, Stderr: &res.Stderr,
 		StdoutTruncated: res.StdoutTruncated, StderrTruncated: res.StderrTruncated,
 	}
-	if res.Outcome != OutcomeStartFailed {
+	if res.Pid != 0 { // a process ran: it has an exit code
 		code := res.ExitCode
 		out.ExitCode = &code
 	}

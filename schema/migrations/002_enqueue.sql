@@ -98,7 +98,7 @@ BEGIN
     END IF;
     IF NOT a.enabled THEN
         RAISE EXCEPTION 'action "%" is disabled', action_ref
-            USING ERRCODE = '55000', HINT = 'Set enabled: true in its YAML and run "attune pack register" again.';
+            USING ERRCODE = '55000', HINT = 'Set enabled: true in its YAML (or restore its file, if it was removed from the pack) and run "attune pack register" again.';
     END IF;
 
     parameters := coalesce(parameters, '{}');
