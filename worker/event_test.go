@@ -94,7 +94,7 @@ action_params: {message: never}
 		`s.missing: action_params cannot be rendered: parameter "message": {{ event.payload.nope }}: event.payload has no field "nope"`,
 		`s.rejected: action s.echo rejected the parameters: parameter "n" of action s.echo must be integer, got string "info"`,
 		`s.uncomparable: conditions cannot be evaluated: condition on event.payload.level: greater_than: cannot order string against integer; compare two numbers or two strings`,
-		`s.off: action s.off rejected the parameters: action "s.off" is disabled. Set enabled: true in its YAML and run "attune pack register" again.`,
+		`s.off: action s.off rejected the parameters: action "s.off" is disabled. Set enabled: true in its YAML (or restore its file, if it was removed from the pack) and run "attune pack register" again.`,
 	}, d.Skipped)
 	all := b.executions(t, "s.all")
 	require.Len(t, all, 1)
