@@ -92,6 +92,16 @@ entry_point: noexec
 	"arm.yaml": `name: arm
 entry_point: arm-binary
 ` + helperParams,
+	"py.yaml": `name: py
+entry_point: hello.py
+parameters:
+  who: {type: string, default: python}
+`,
+	"js.yaml": `name: js
+entry_point: hello.js
+parameters:
+  who: {type: string, default: node}
+`,
 	"script.yaml": `name: script
 entry_point: script.sh
 output_format: text
@@ -137,6 +147,10 @@ func setup(t *testing.T, opts setupOpts) *testBundle {
 	require.NoError(t, os.WriteFile(filepath.Join(actions, "noexec"), []byte("\x7fELF"), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(actions, "arm-binary"), elfHeader(elf.EM_AARCH64, elf.ELFOSABI_NONE, elf.ET_EXEC), 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(actions, "script.sh"), []byte("echo \"word=$ATTUNE_ACTION_WORD\"\n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(actions, "hello.py"), []byte(
+		"import json, os, sys\nsecrets = json.loads(sys.stdin.readline())\nprint(json.dumps({'hello': os.environ['ATTUNE_ACTION_WHO'], 'argv0': sys.argv[0], 'secrets': secrets}))\n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(actions, "hello.js"), []byte(
+		"console.log(JSON.stringify({hello: process.env.ATTUNE_ACTION_WHO, script: process.argv[1]}))\n"), 0o644))
 
 	p, problems := packs.Load(dir)
 	require.False(t, packs.HasErrors(problems), "%v", problems)
@@ -451,6 +465,24 @@ func TestExecuteShellScriptWithoutShebang(t *testing.T) {
 	e := b.execute(t, "t.script", nil, nil)
 	require.Equal(t, jobs.StatusCompleted, e.Status, deref(e.Error))
 	require.Equal(t, "word=hi\n", *e.Stdout, "defaults applied, script run by /bin/sh")
+}
+
+// Runtimes are chosen by extension when runner_type is absent; this machine
+// kind has python3 and node, so the worker must advertise and run both.
+func TestExecutePythonAndNodeByExtension(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	names := b.srv.Runtimes().Names()
+	require.Contains(t, names, "python", "python3 is on PATH here; the worker must advertise it")
+	require.Contains(t, names, "node", "node is on PATH here; the worker must advertise it")
+
+	py := b.execute(t, "t.py", nil, nil)
+	require.Equal(t, jobs.StatusCompleted, py.Status, deref(py.Error), deref(py.Stderr))
+	require.JSONEq(t, fmt.Sprintf(`{"hello": "python", "argv0": %q, "secrets": {}}`, filepath.Join(b.packs, "t", "actions", "hello.py")), string(py.Result))
+
+	js := b.execute(t, "t.js", map[string]any{"who": "attune"}, nil)
+	require.Equal(t, jobs.StatusCompleted, js.Status, deref(js.Error), deref(js.Stderr))
+	require.JSONEq(t, fmt.Sprintf(`{"hello": "attune", "script": %q}`, filepath.Join(b.packs, "t", "actions", "hello.js")), string(js.Result))
 }
 
 func TestRolledBackEnqueueRunsNothing(t *testing.T) {
