@@ -2,7 +2,7 @@
 
 # Build attune, the core timer sensor and the example pack binaries.
 build:
-    go build -o attune .
+    go build -buildvcs=true -o attune .
     go build -o packs/core/sensors/attune-core-timer-sensor ./packs/core/sensors/timer
     go build -o packs/examples/actions/hello ./packs/examples/actions/hello_src
 
