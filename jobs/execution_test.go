@@ -155,7 +155,7 @@ func TestCancelRunningAcrossReplicas(t *testing.T) {
 			pidfile := t.TempDir() + "/pids"
 			id, err := sqlEnqueue(b.ctx, b.pool, "t.hang", `{"pidfile": "`+pidfile+`", "ignore_term": `+map[bool]string{true: "true", false: "false"}[tc.ignoreTerm]+`}`, `{}`)
 			require.NoError(t, err)
-			e := waitStatus(t, b.pool, id, 10*time.Second, jobs.StatusRunning)
+			waitStatus(t, b.pool, id, 10*time.Second, jobs.StatusRunning)
 			pids := waitPidfile(t, pidfile)
 			require.True(t, alive(pids[0]) && alive(pids[1]))
 
@@ -178,7 +178,7 @@ func TestCancelRunningAcrossReplicas(t *testing.T) {
 			require.NoError(t, err)
 			require.Contains(t, []string{jobs.StatusCanceling, jobs.StatusCancelled}, status)
 
-			e = waitStatus(t, other, id, 10*time.Second, jobs.StatusCancelled, jobs.StatusFailed, jobs.StatusAbandoned, jobs.StatusCompleted)
+			e := waitStatus(t, other, id, 10*time.Second, jobs.StatusCancelled, jobs.StatusFailed, jobs.StatusAbandoned, jobs.StatusCompleted)
 			took := time.Since(start)
 			require.Equal(t, jobs.StatusCancelled, e.Status, deref(e.Error))
 			require.Equal(t, "Cancelled while running", deref(e.Error))

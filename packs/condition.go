@@ -141,7 +141,7 @@ func conditionPath(field string) ([]string, error) {
 		}
 		return path, nil
 	}
-	return nil, fmt.Errorf("condition field %q must start with event.payload., payload. or trigger.", field)
+	return nil, fmt.Errorf(`condition field %q must start with "event.payload.", "payload." or "trigger." (e.g. event.payload.status)`, field)
 }
 
 var regexpCache sync.Map // pattern → *regexp.Regexp

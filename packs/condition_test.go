@@ -57,7 +57,7 @@ func TestConditionMatch(t *testing.T) {
 		{"event.payload.missing", OpNotEquals, "x", false, ""}, // a missing field never matches
 		{"event.payload.host.name.first", OpEquals, "w", false, ""},
 		{"event.payload", OpContains, "status", true, ""},
-		{"status", OpEquals, "error", false, "must start with event.payload., payload. or trigger."},
+		{"status", OpEquals, "error", false, `must start with "event.payload.", "payload." or "trigger."`},
 		{"event.payload.status", "eq", "error", false, `unknown condition operator "eq"`},
 	}
 	for _, tt := range tests {

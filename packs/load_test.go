@@ -518,7 +518,7 @@ func TestLoadRuleChecks(t *testing.T) {
 	requireProblems(t, []Problem{
 		{File: f("bad_param"), Line: 7, Msg: `action_params: unknown parameter "nope"; r.a declares: msg`},
 		{File: f("bad_trigger_params"), Line: 4, Msg: `trigger_params do not fit trigger r.t: field "every": expected integer, got string`},
-		{File: f("condition_field"), Line: 6, Msg: `condition on status: condition field "status" must start with event.payload., payload. or trigger.`},
+		{File: f("condition_field"), Line: 6, Msg: `condition on status: condition field "status" must start with "event.payload.", "payload." or "trigger." (e.g. event.payload.status)`},
 		{File: f("missing_refs"), Line: 2, Msg: `trigger_ref "r.nope": this pack defines no such trigger`},
 		{File: f("missing_refs"), Line: 3, Msg: `action_ref "r.nothing": this pack defines no such action`},
 		{File: f("short_ref"), Line: 2, Msg: `trigger_ref "t" must be a full ref such as "core.intervaltimer"`},

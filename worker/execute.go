@@ -28,10 +28,6 @@ import (
 	"github.com/attune-system/attune/packs"
 )
 
-// errShutdown is the cancel cause when this replica stops while an
-// execution runs.
-var errShutdown = errors.New("worker shut down")
-
 // executor is the River worker of executions.
 type executor struct {
 	river.WorkerDefaults[jobs.ExecutionArgs]
