@@ -12,6 +12,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/mattn/go-isatty"
 	"github.com/spf13/cobra"
@@ -132,6 +133,20 @@ func (a *app) withDB(fn func(ctx context.Context, pool *pgxpool.Pool, args []str
 		defer pool.Close()
 		return fn(cmd.Context(), pool, args)
 	}
+}
+
+// queryAll runs sql and collects its rows into T by column position. An
+// empty result is an empty slice, so -j prints [] rather than null.
+func queryAll[T any](ctx context.Context, pool *pgxpool.Pool, sql string, args ...any) ([]T, error) {
+	rows, err := pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	list, err := pgx.CollectRows(rows, pgx.RowToStructByPos[T])
+	if list == nil {
+		list = []T{}
+	}
+	return list, err
 }
 
 // print writes v as JSON with -j, else calls table.

@@ -34,14 +34,10 @@ func (a *app) workerCommand() *cobra.Command {
 				HeartbeatAge float64         `json:"heartbeat_age_seconds"`
 				Running      int             `json:"running"`
 			}
-			rows, err := pool.Query(ctx, `SELECT w.name, w.hostname, w.pid, w.status, w.capabilities, w.started_at, w.heartbeat_at,
+			list, err := queryAll[row](ctx, pool, `SELECT w.name, w.hostname, w.pid, w.status, w.capabilities, w.started_at, w.heartbeat_at,
 				extract(epoch FROM now() - w.heartbeat_at)::float8,
 				(SELECT count(*) FROM attune.execution e WHERE e.worker = w.name AND e.status IN ('running', 'canceling'))::int
 				FROM attune.worker w ORDER BY w.status, w.name`)
-			if err != nil {
-				return err
-			}
-			list, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
 			if err != nil {
 				return err
 			}

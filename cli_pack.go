@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"text/tabwriter"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 
@@ -63,13 +62,9 @@ func (a *app) packCommand() *cobra.Command {
 				Actions     int    `json:"actions"`
 				Description string `json:"description"`
 			}
-			rows, err := pool.Query(ctx, `SELECT p.ref, p.label, p.version,
+			list, err := queryAll[row](ctx, pool, `SELECT p.ref, p.label, p.version,
 				(SELECT count(*) FROM attune.action a WHERE a.pack_ref = p.ref AND a.enabled)::int, p.description
 				FROM attune.pack p ORDER BY p.ref`)
-			if err != nil {
-				return err
-			}
-			list, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
 			if err != nil {
 				return err
 			}
@@ -213,12 +208,8 @@ func (a *app) actionCommand() *cobra.Command {
 				Parameters  json.RawMessage `json:"parameters"`
 				Description string          `json:"description"`
 			}
-			rows, err := pool.Query(ctx, `SELECT ref, pack_ref, runner_type, enabled, parameters, description
+			list, err := queryAll[row](ctx, pool, `SELECT ref, pack_ref, runner_type, enabled, parameters, description
 				FROM attune.action WHERE $1 = '' OR pack_ref = $1 ORDER BY ref`, pack)
-			if err != nil {
-				return err
-			}
-			list, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
 			if err != nil {
 				return err
 			}
