@@ -91,24 +91,49 @@ func (c *completer) loop(ctx context.Context) {
 			}
 		}
 		err := c.write(batch)
-		if err != nil && len(batch) > 1 {
-			// One bad row must not fail the others: write them one by one.
+		if err == nil {
 			for _, s := range batch {
-				err := c.write([]*settlement{s})
-				if err == nil && c.onFinish != nil && !s.retried {
-					c.onFinish(s.id, s.out.Status)
-				}
-				s.done <- err
+				c.finish(s, nil)
 			}
 			continue
 		}
+		// One bad row must not fail the others: write them one by one.
 		for _, s := range batch {
-			if err == nil && c.onFinish != nil && !s.retried {
-				c.onFinish(s.id, s.out.Status)
+			err := err
+			if len(batch) > 1 {
+				err = c.write([]*settlement{s})
 			}
-			s.done <- err
+			if err != nil && !isConnError(err) {
+				err = c.writeBare(s, err)
+			}
+			c.finish(s, err)
 		}
 	}
+}
+
+// finish reports a settlement's write to its Work call.
+func (c *completer) finish(s *settlement, err error) {
+	if err == nil && c.onFinish != nil && !s.retried {
+		c.onFinish(s.id, s.out.Status)
+	}
+	s.done <- err
+}
+
+// writeBare stores an outcome whose full write PostgreSQL refused, without
+// the output and result that caused it, so that storing output never leaves
+// an execution running: the status stands and the error says why the rest
+// is missing.
+func (c *completer) writeBare(s *settlement, cause error) error {
+	c.log.Error("execution result could not be stored; storing the status alone", "id", s.id, "err", cause)
+	bare := *s
+	bare.out.Stdout, bare.out.Stderr, bare.res = nil, nil, nil
+	bare.out.StdoutTruncated, bare.out.StderrTruncated = false, false
+	msg := fmt.Sprintf("the output and result could not be stored: %v", cause)
+	if s.err != nil {
+		msg = validText(*s.err) + "; " + msg
+	}
+	bare.err = &msg
+	return c.write([]*settlement{&bare})
 }
 
 // submit queues s and waits for its transaction.

@@ -772,3 +772,26 @@ func TestExecuteLargeIntegerParameters(t *testing.T) {
 	require.Equal(t, jobs.StatusCompleted, e.Status, deref(e.Error))
 	require.Equal(t, "bytes='9007199254740993'\nhelper='stdin'\nnested.x='1.5'\n", *e.Stdout)
 }
+
+// A result write that PostgreSQL refuses for a reason other than the
+// connection must still settle the execution: the status stands, and the
+// error says the output could not be stored.
+func TestExecuteUnstorableOutputStillSettles(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	_, err := b.pool.Exec(b.ctx, `ALTER TABLE attune.execution
+		ADD CONSTRAINT refuse_magic CHECK (stdout IS NULL OR stdout NOT LIKE '%MAGIC%')`)
+	require.NoError(t, err)
+
+	e := b.execute(t, "t.run", map[string]any{"helper": "echo", "big": "MAGIC"}, nil)
+	require.Equal(t, jobs.StatusCompleted, e.Status)
+	require.Equal(t, 0, *e.ExitCode)
+	require.Nil(t, e.Stdout)
+	require.Contains(t, *e.Error, "the output and result could not be stored")
+	require.Contains(t, *e.Error, "refuse_magic")
+	require.NotNil(t, e.FinishedAt)
+
+	var state string
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT state::text FROM attune.river_job WHERE id = (SELECT job_id FROM attune.execution WHERE id = $1)", e.ID).Scan(&state))
+	require.Equal(t, "completed", state, "the River job completes with the row")
+}
