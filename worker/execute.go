@@ -54,6 +54,10 @@ type executor struct {
 	// killed at the shutdown timeout.
 	stopping     chan struct{}
 	stoppingOnce sync.Once
+
+	// inflight holds the River job ids this replica is working on, so that
+	// recoverLostJobs can tell a job it holds from one it never received.
+	inflight sync.Map
 }
 
 // stop makes Work hand back jobs it has not started.
@@ -101,6 +105,8 @@ const claimSQL = `SELECT * FROM attune.claim($1, $2, $3)`
 // Work runs one execution. Its failure is a result written to the row, not
 // a River error; River retries only when the action's max_retries allows.
 func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs]) error {
+	w.inflight.Store(job.ID, struct{}{})
+	defer w.inflight.Delete(job.ID)
 	// River fetches more jobs than there are slots (see NewServer), so the
 	// next execution is already in hand when a process exits; the slot
 	// covers only the claim and the process, not the result write.

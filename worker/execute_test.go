@@ -795,3 +795,21 @@ func TestExecuteUnstorableOutputStillSettles(t *testing.T) {
 	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT state::text FROM attune.river_job WHERE id = (SELECT job_id FROM attune.execution WHERE id = $1)", e.ID).Scan(&state))
 	require.Equal(t, "completed", state, "the River job completes with the row")
 }
+
+// A job River's fetch marked as running on this replica but that never
+// reached a worker (the fetch's reply lost to a dropped connection) goes
+// back to the queue instead of waiting days for River's rescuer.
+func TestLostFetchedJobIsRecovered(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{env: []string{"ATTUNE_HEARTBEAT_INTERVAL=200ms"}})
+	id := b.enqueue(t, "t.run", map[string]any{"helper": "json"}, &jobs.Options{ScheduledAt: time.Now().Add(time.Hour)})
+	_, err := b.pool.Exec(b.ctx, `UPDATE attune.river_job SET state = 'running', attempt = 1,
+			attempted_by = ARRAY[$2::text], attempted_at = now() - interval '2 minutes', scheduled_at = now()
+		WHERE id = (SELECT job_id FROM attune.execution WHERE id = $1)`, id, riverID(b.cfg.WorkerName))
+	require.NoError(t, err)
+
+	e := b.wait(t, id)
+	require.Equal(t, jobs.StatusCompleted, e.Status, deref(e.Error))
+	require.Equal(t, 1, e.Attempt, "the lost fetch does not count as an attempt")
+	require.JSONEq(t, `{"ok": true, "n": 3}`, string(e.Result))
+}

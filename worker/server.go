@@ -204,7 +204,49 @@ func (s *Server) heartbeat(ctx context.Context) {
 		if err := s.reapStale(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("reaping dead workers failed", "err", err)
 		}
+		if err := s.recoverLostJobs(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("recovering lost jobs failed", "err", err)
+		}
 	}
+}
+
+// lostJobAge is how long a job River marked as fetched by this replica may
+// stay unseen by its workers before it counts as lost.
+const lostJobAge = time.Minute
+
+// recoverLostJobs returns to the queue jobs that River's fetch marked as
+// running on this replica but that never reached a worker: when the
+// connection drops after the fetch commits and before its reply arrives,
+// River's producer never sees them, and River's rescuer would wait past the
+// longest timeout (days). Their executions never started, so the attempt
+// is not counted.
+func (s *Server) recoverLostJobs(ctx context.Context) error {
+	rows, err := s.pool.Query(ctx, `SELECT j.id FROM attune.river_job j
+		JOIN attune.execution e ON e.job_id = j.id
+		WHERE j.state = 'running' AND e.status IN ('requested', 'scheduled')
+			AND j.attempted_by[array_upper(j.attempted_by, 1)] = $1
+			AND j.attempted_at < now() - $2::interval`, riverID(s.cfg.WorkerName), lostJobAge.String())
+	if err != nil {
+		return err
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return err
+	}
+	var lost []int64
+	for _, id := range ids {
+		if _, held := s.exec.inflight.Load(id); !held {
+			lost = append(lost, id)
+		}
+	}
+	if len(lost) == 0 {
+		return nil
+	}
+	s.log.Warn("returning jobs this replica fetched but never received to the queue", "jobs", lost)
+	_, err = s.pool.Exec(ctx, `UPDATE attune.river_job SET state = 'available', scheduled_at = now(),
+			attempt = greatest(attempt - 1, 0)
+		WHERE id = ANY($1) AND state = 'running'`, lost)
+	return err
 }
 
 // reapStale marks workers silent for ATTUNE_WORKER_STALE_AFTER inactive and
