@@ -860,3 +860,71 @@ func TestWorkerList(t *testing.T) {
 	require.Zero(t, ws[0].Running)
 	require.Equal(t, "abandoned", b.execution(t, id).Status)
 }
+
+// TestSensorFailoverOnKill: a sensor runs on exactly one replica; when that
+// replica is killed with SIGKILL, its sensor process dies with it and
+// another replica takes the sensor over, and events keep firing rules.
+func TestSensorFailoverOnKill(t *testing.T) {
+	t.Parallel()
+	b := setupReplicas(t, schematest.URL(t))
+	ticks := filepath.Join(b.work, "ticks")
+	files := map[string]string{
+		"triggers/tick.yaml": "name: tick\ndescription: a tick from the test sensor\n",
+		"sensors/ticker.yaml": "name: ticker\nrunner_type: shell\nentry_point: ticker.sh\ntrigger_types: [r.tick]\n",
+		// Each event names the sensor process that sent it.
+		"sensors/ticker.sh": "while :; do echo '{\"trigger_ref\": \"r.tick\", \"payload\": {\"pid\": '$$'}}'; sleep 0.2; done\n",
+		"rules/on_tick.yaml": fmt.Sprintf("name: on_tick\ntrigger_ref: r.tick\naction_ref: r.append\naction_params: {out: %q}\n", ticks),
+	}
+	for name, body := range files {
+		path := filepath.Join(b.packs, "r", name)
+		require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
+		require.NoError(t, os.WriteFile(path, []byte(body), 0o644))
+	}
+	b.attune(t, "pack", "register")
+
+	holder := func() (worker string, pid int) {
+		_ = b.pool.QueryRow(b.ctx, `SELECT worker, coalesce(pid, 0) FROM attune.sensor_state
+			WHERE sensor_ref = 'r.ticker' AND status = 'running'`).Scan(&worker, &pid)
+		return worker, pid
+	}
+	eventsFrom := func(pid int) int {
+		var n int
+		require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT count(*) FROM attune.event
+			WHERE sensor_ref = 'r.ticker' AND (payload->>'pid')::int = $1`, pid).Scan(&n))
+		return n
+	}
+
+	a := b.start(t, "replica-a")
+	var pidA int
+	b.eventually(t, 30*time.Second, "the sensor running on replica-a, firing", func() bool {
+		w, pid := holder()
+		pidA = pid
+		return w == "replica-a" && pid != 0 && eventsFrom(pid) >= 3
+	})
+	b.start(t, "replica-b")
+	time.Sleep(3 * time.Second) // replica-b tries the sensor's lock and must not get it
+	w, pid := holder()
+	require.Equal(t, "replica-a", w, "one instance: replica-b leaves a held sensor alone")
+	require.Equal(t, pidA, pid)
+
+	killed := time.Now()
+	a.signal(syscall.SIGKILL)
+	a.exited(t, 10*time.Second)
+	b.eventually(t, 10*time.Second, "replica-a's sensor process gone with it", func() bool { return !processAlive(pidA) })
+
+	var pidB int
+	b.eventually(t, 60*time.Second, "replica-b running the sensor, its events firing the rule", func() bool {
+		w, pid := holder()
+		pidB = pid
+		return w == "replica-b" && pid != 0 && pid != pidA && eventsFrom(pid) >= 3
+	})
+	var executions int
+	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT count(*) FROM attune.execution WHERE rule_ref = 'r.on_tick'`).Scan(&executions))
+	require.Positive(t, executions)
+	var lastA, firstB time.Time
+	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT max(created_at) FROM attune.event WHERE (payload->>'pid')::int = $1`, pidA).Scan(&lastA))
+	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT min(created_at) FROM attune.event WHERE (payload->>'pid')::int = $1`, pidB).Scan(&firstB))
+	require.True(t, firstB.After(lastA), "no event from the new instance before the old one's last: never two at once")
+	t.Logf("sensor failover after kill -9: replica-b's first event %.2fs after the kill (rule fired %d executions in all)",
+		firstB.Sub(killed).Seconds(), executions)
+}
