@@ -869,10 +869,10 @@ func TestSensorFailoverOnKill(t *testing.T) {
 	b := setupReplicas(t, schematest.URL(t))
 	ticks := filepath.Join(b.work, "ticks")
 	files := map[string]string{
-		"triggers/tick.yaml": "name: tick\ndescription: a tick from the test sensor\n",
+		"triggers/tick.yaml":  "name: tick\ndescription: a tick from the test sensor\n",
 		"sensors/ticker.yaml": "name: ticker\nrunner_type: shell\nentry_point: ticker.sh\ntrigger_types: [r.tick]\n",
 		// Each event names the sensor process that sent it.
-		"sensors/ticker.sh": "while :; do echo '{\"trigger_ref\": \"r.tick\", \"payload\": {\"pid\": '$$'}}'; sleep 0.2; done\n",
+		"sensors/ticker.sh":  "while :; do echo '{\"trigger_ref\": \"r.tick\", \"payload\": {\"pid\": '$$'}}'; sleep 0.2; done\n",
 		"rules/on_tick.yaml": fmt.Sprintf("name: on_tick\ntrigger_ref: r.tick\naction_ref: r.append\naction_params: {out: %q}\n", ticks),
 	}
 	for name, body := range files {
