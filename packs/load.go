@@ -403,6 +403,9 @@ func (l *loader) loadRule(file, abs string) {
 			fc.errorf(tpNode, "trigger_params do not fit trigger %s: %s", t.Ref, err)
 		}
 	}
+	if err := checkTimerParams(r.TriggerRef, r.TriggerParams); err != nil {
+		fc.errorf(tpNode, "trigger_params: %s", err)
+	}
 
 	r.Conditions = fc.conditions(f.take("conditions"))
 	if crit, critKey := f.takeKey("criteria"); crit != nil {
