@@ -301,29 +301,51 @@ func (a *app) executionCommand() *cobra.Command {
 	})
 	var follow bool
 	logs := byID("logs", "Print an execution's stdout and stderr", func(ctx context.Context, pool *pgxpool.Pool, e *jobs.Execution) error {
-		for follow && !jobs.Finished(e.Status) {
+		next := func() error {
 			select {
 			case <-ctx.Done():
 				return fmt.Errorf("stopped following execution %d (still %s): %w", e.ID, e.Status, ctx.Err())
 			case <-time.After(200 * time.Millisecond):
 			}
 			var err error
-			if e, err = jobs.Get(ctx, pool, e.ID); err != nil {
-				return err
-			}
+			e, err = jobs.Get(ctx, pool, e.ID)
+			return err
 		}
 		if a.json {
+			for follow && !jobs.Finished(e.Status) {
+				if err := next(); err != nil {
+					return err
+				}
+			}
 			return a.print(map[string]any{"id": e.ID, "status": e.Status, "stdout": e.Stdout, "stderr": e.Stderr,
 				"stdout_truncated": e.StdoutTruncated, "stderr_truncated": e.StderrTruncated}, nil)
 		}
-		if !jobs.Finished(e.Status) {
-			fmt.Fprintf(a.stderr, "execution %d is %s; output is stored when it finishes (use --follow to wait)\n", e.ID, e.Status)
+		// A running execution's row holds its output so far (written about
+		// every second), so following prints what is new as it comes.
+		var outN, errN int
+		emit := func() {
+			if out := deref(e.Stdout); len(out) > outN {
+				fmt.Fprint(a.stdout, out[outN:])
+				outN = len(out)
+			}
+			if errs := deref(e.Stderr); len(errs) > errN {
+				fmt.Fprint(a.stderr, errs[errN:])
+				errN = len(errs)
+			}
 		}
-		fmt.Fprint(a.stdout, deref(e.Stdout))
-		fmt.Fprint(a.stderr, deref(e.Stderr))
+		emit()
+		if !follow && !jobs.Finished(e.Status) {
+			fmt.Fprintf(a.stderr, "execution %d is %s; this is its output so far (--follow prints the rest as it comes)\n", e.ID, e.Status)
+		}
+		for follow && !jobs.Finished(e.Status) {
+			if err := next(); err != nil {
+				return err
+			}
+			emit()
+		}
 		return nil
 	})
-	logs.Flags().BoolVarP(&follow, "follow", "f", false, "wait until the execution finishes")
+	logs.Flags().BoolVarP(&follow, "follow", "f", false, "print output as it comes until the execution finishes")
 	cancel := &cobra.Command{
 		Use: "cancel ID", Short: "Cancel a queued or running execution", Args: cobra.ExactArgs(1),
 		RunE: a.withDB(func(ctx context.Context, pool *pgxpool.Pool, args []string) error {

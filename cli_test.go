@@ -50,6 +50,8 @@ echo "a line on stderr" >&2
 printf '{"n": %s, "s": "%s"}\n' "$ATTUNE_ACTION_N" "$ATTUNE_ACTION_S"
 `,
 	"actions/fail.yaml": "name: fail\nrunner_type: shell\nentry_point: fail.sh\n",
+	"actions/slow.yaml": "name: slow\nrunner_type: shell\nentry_point: slow.sh\noutput_format: text\n",
+	"actions/slow.sh":   "#!/bin/sh\necho first\necho oops >&2\nsleep 1.5\necho second\nsleep 1.5\necho third\n",
 	"actions/fail.sh":   "#!/bin/sh\necho 'it went wrong' >&2\nexit 3\n",
 	"actions/off.yaml":  "name: off\nenabled: false\nrunner_type: shell\nentry_point: fail.sh\n",
 	// hang leaves its pid and its child's in ATTUNE_ACTION_PIDFILE, then
@@ -94,7 +96,7 @@ func setupCLI(t *testing.T) *cliBundle {
 	t.Cleanup(pool.Close)
 	b.pool = pool
 	out := b.ok(t, "pack", "register")
-	require.Contains(t, out, "registered pack c: 4 actions")
+	require.Contains(t, out, "registered pack c: 5 actions")
 	return b
 }
 
@@ -452,14 +454,14 @@ func TestCLIAdmin(t *testing.T) {
 
 	// pack list and action list after registering again.
 	b.ok(t, "pack", "register", filepath.Join(b.packs, "c"))
-	require.Regexp(t, `(?m)^c\s+0\.1\.0\s+3\s+CLI tests$`, b.ok(t, "pack", "list"))
+	require.Regexp(t, `(?m)^c\s+0\.1\.0\s+4\s+CLI tests$`, b.ok(t, "pack", "list"))
 	var actions []map[string]any
 	b.okJSON(t, &actions, "action", "list", "--pack", "c")
-	require.Len(t, actions, 4)
+	require.Len(t, actions, 5)
 	require.Equal(t, []string{"description", "enabled", "pack", "parameters", "ref", "runner_type"}, sortedKeys(actions[0]))
 
 	// pack check of a good pack, then of a broken one.
-	require.Contains(t, b.ok(t, "pack", "check", filepath.Join(b.packs, "c")), "pack c: 4 actions, 0 sensors, 0 triggers, 0 rules: OK")
+	require.Contains(t, b.ok(t, "pack", "check", filepath.Join(b.packs, "c")), "pack c: 5 actions, 0 sensors, 0 triggers, 0 rules: OK")
 	broken := filepath.Join(t.TempDir(), "broken")
 	require.NoError(t, os.MkdirAll(filepath.Join(broken, "actions"), 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(broken, "pack.yaml"), []byte("ref: broken\nversion: 1\n"), 0o644))
@@ -716,4 +718,22 @@ func TestCLIFollowInterrupted(t *testing.T) {
 	r := interrupted.attune(t, "execution", "logs", strconv.FormatInt(id, 10), "--follow")
 	require.Error(t, r.err)
 	require.Equal(t, fmt.Sprintf("attune: stopped following execution %d (still requested): context deadline exceeded", id), r.line())
+}
+
+// TestCLIFollowStreams: logs --follow on a running execution prints its
+// output as the row grows, each byte once, and returns when it finishes.
+func TestCLIFollowStreams(t *testing.T) {
+	t.Parallel()
+	b := setupCLI(t)
+	b.startWorker(t)
+	id := b.execute(t, "c.slow")
+	b.waitStatus(t, id, 30*time.Second, jobs.StatusRunning)
+
+	r := b.attune(t, "execution", "logs", strconv.FormatInt(id, 10), "--follow")
+	require.NoError(t, r.err, r.stderr)
+	require.Equal(t, "first\nsecond\nthird\n", r.stdout)
+	require.Equal(t, "oops\n", r.stderr)
+	e, err := jobs.Get(b.ctx, b.pool, id)
+	require.NoError(t, err)
+	require.Equal(t, jobs.StatusCompleted, e.Status)
 }

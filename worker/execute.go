@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -221,7 +222,10 @@ func (w *executor) run(ctx context.Context, c *claimed) outcome {
 	if w.onStart != nil {
 		spec.OnStart = func(pid int, at time.Time) { w.onStart(c.ID, at) }
 	}
+	live := &liveOutput{w: w, id: c.ID, attempt: c.Attempt}
+	spec.OnOutput, spec.OutputEvery = live.publish, liveOutputEvery
 	res := Run(ctx, spec)
+	live.wg.Wait()
 
 	out := outcome{
 		Stdout: &res.Stdout, Stderr: &res.Stderr,
@@ -516,4 +520,40 @@ func lastLine(s string) string {
 func validText(s string) string {
 	t, _ := sanitize([]byte(s), 3*len(s)) // U+FFFD is 3 bytes per bad byte
 	return t
+}
+
+// liveOutputEvery is how often a running execution's output so far is
+// written to its row, for attune execution logs --follow and show. An
+// execution shorter than this writes its output once, at the end.
+const liveOutputEvery = time.Second
+
+// liveOutput writes a running execution's output so far. A write still in
+// flight makes the next tick skip; the final result write replaces it all.
+type liveOutput struct {
+	w       *executor
+	id      int64
+	attempt int
+	busy    atomic.Bool
+	wg      sync.WaitGroup
+}
+
+func (l *liveOutput) publish(stdout, stderr string) {
+	if !l.busy.CompareAndSwap(false, true) {
+		return
+	}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		defer l.busy.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		// Only while this attempt runs here: once the result is written
+		// (or another replica settled it) a late write must not land.
+		_, err := l.w.pool.Exec(ctx, `UPDATE attune.execution SET stdout = $2, stderr = $3
+			WHERE id = $1 AND worker = $4 AND attempt = $5 AND status IN ('running', 'canceling')`,
+			l.id, stdout, stderr, l.w.cfg.WorkerName, l.attempt)
+		if err != nil {
+			l.w.log.Debug("writing live output failed", "id", l.id, "err", err)
+		}
+	}()
 }

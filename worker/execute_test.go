@@ -102,6 +102,10 @@ entry_point: hello.js
 parameters:
   who: {type: string, default: node}
 `,
+	"slowlines.yaml": `name: slowlines
+entry_point: slowlines.sh
+output_format: text
+`,
 	"script.yaml": `name: script
 entry_point: script.sh
 output_format: text
@@ -147,6 +151,8 @@ func setup(t *testing.T, opts setupOpts) *testBundle {
 	require.NoError(t, os.WriteFile(filepath.Join(actions, "noexec"), []byte("\x7fELF"), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(actions, "arm-binary"), elfHeader(elf.EM_AARCH64, elf.ELFOSABI_NONE, elf.ET_EXEC), 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(actions, "script.sh"), []byte("echo \"word=$ATTUNE_ACTION_WORD\"\n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(actions, "slowlines.sh"), []byte(
+		"echo line 1; echo warn 1 >&2; sleep 2; echo line 2; sleep 2; echo line 3\n"), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(actions, "hello.py"), []byte(
 		"import json, os, sys\nsecrets = json.loads(sys.stdin.readline())\nprint(json.dumps({'hello': os.environ['ATTUNE_ACTION_WHO'], 'argv0': sys.argv[0], 'secrets': secrets}))\n"), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(actions, "hello.js"), []byte(
@@ -812,4 +818,27 @@ func TestLostFetchedJobIsRecovered(t *testing.T) {
 	require.Equal(t, jobs.StatusCompleted, e.Status, deref(e.Error))
 	require.Equal(t, 1, e.Attempt, "the lost fetch does not count as an attempt")
 	require.JSONEq(t, `{"ok": true, "n": 3}`, string(e.Result))
+}
+
+// A running execution's row shows its output so far, for execution logs
+// --follow and show; the final write replaces it.
+func TestExecuteLiveOutput(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	id := b.enqueue(t, "t.slowlines", nil, nil)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		e, err := jobs.Get(b.ctx, b.pool, id)
+		require.NoError(t, err)
+		require.False(t, jobs.Finished(e.Status), "finished before its first line showed while running")
+		if e.Status == jobs.StatusRunning && e.Stdout != nil && *e.Stdout == "line 1\n" {
+			require.Equal(t, "warn 1\n", deref(e.Stderr))
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "no live output")
+		time.Sleep(50 * time.Millisecond)
+	}
+	e := b.wait(t, id)
+	require.Equal(t, jobs.StatusCompleted, e.Status)
+	require.Equal(t, "line 1\nline 2\nline 3\n", *e.Stdout)
 }

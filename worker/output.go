@@ -26,6 +26,7 @@ func truncationNotice(stream string) string {
 // EPIPE and never blocks on a full pipe, and its memory is bounded by max
 // whatever the child writes.
 type capture struct {
+	mu      sync.Mutex // Write runs on the reader goroutine, snapshot on Run's
 	max     int
 	buf     []byte
 	dropped int64
@@ -34,6 +35,8 @@ type capture struct {
 func newCapture(max int) *capture { return &capture{max: max} }
 
 func (c *capture) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	n := len(p)
 	if room := c.max - len(c.buf); room > 0 {
 		keep := min(room, len(p))
@@ -69,6 +72,20 @@ func (c *capture) readFrom(r io.Reader) {
 	}
 }
 
+// snapshot returns what is stored so far and whether it grew since seen
+// bytes (kept plus dropped) were counted; it serves live output while the
+// child runs.
+func (c *capture) snapshot(stream string, seen int64) (text string, total int64, grew bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	total = int64(len(c.buf)) + c.dropped
+	if total == seen {
+		return "", total, false
+	}
+	text, _ = c.textLocked(stream)
+	return text, total, true
+}
+
 // truncated reports whether the child wrote more than max bytes.
 func (c *capture) truncated() bool { return c.dropped > 0 }
 
@@ -77,6 +94,12 @@ func (c *capture) truncated() bool { return c.dropped > 0 }
 // sanitised text may be longer than the raw bytes (one invalid byte becomes a
 // 3-byte U+FFFD), so output under the limit can still need cutting.
 func (c *capture) text(stream string) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.textLocked(stream)
+}
+
+func (c *capture) textLocked(stream string) (string, bool) {
 	if !c.truncated() {
 		if s, complete := sanitize(c.buf, c.max); complete {
 			return s, false

@@ -43,6 +43,11 @@ type Spec struct {
 	// OnStart, if set, is called on Run's goroutine right after the process
 	// started (the timeout is already running, so keep it short).
 	OnStart func(pid int, at time.Time)
+	// OnOutput, if set, is called on Run's goroutine every OutputEvery
+	// while the process runs and its output grew, with what is stored so
+	// far. It must not block: Run waits on nothing else meanwhile.
+	OnOutput    func(stdout, stderr string)
+	OutputEvery time.Duration
 }
 
 // Outcome says how a Run ended.
@@ -174,15 +179,41 @@ func Run(ctx context.Context, spec Spec) (res Result) {
 		spec.OnStart(p.pid, p.startedAt)
 	}
 
+	var progress <-chan time.Time
+	if spec.OnOutput != nil && spec.OutputEvery > 0 {
+		ticker := time.NewTicker(spec.OutputEvery)
+		defer ticker.Stop()
+		progress = ticker.C
+	}
+	var seenOut, seenErr int64
+
 	res.Outcome = OutcomeExited
-	select {
-	case <-p.exited:
-	case <-expired:
-		res.Outcome = OutcomeTimedOut
-		p.terminate(spec.KillGrace)
-	case <-ctx.Done():
-		res.Outcome, res.Cause = OutcomeCanceled, context.Cause(ctx)
-		p.terminate(spec.KillGrace)
+wait:
+	for {
+		select {
+		case <-p.exited:
+		case <-expired:
+			res.Outcome = OutcomeTimedOut
+			p.terminate(spec.KillGrace)
+		case <-ctx.Done():
+			res.Outcome, res.Cause = OutcomeCanceled, context.Cause(ctx)
+			p.terminate(spec.KillGrace)
+		case <-progress:
+			out, nOut, grewOut := p.stdout.snapshot("stdout", seenOut)
+			errText, nErr, grewErr := p.stderr.snapshot("stderr", seenErr)
+			if grewOut || grewErr {
+				if !grewOut {
+					out, _ = p.stdout.text("stdout")
+				}
+				if !grewErr {
+					errText, _ = p.stderr.text("stderr")
+				}
+				seenOut, seenErr = nOut, nErr
+				spec.OnOutput(out, errText)
+			}
+			continue
+		}
+		break wait
 	}
 
 	state := p.reap()
