@@ -103,6 +103,10 @@ type claimed struct {
 // start it in one round trip (schema/migrations/004_claim.sql).
 const claimSQL = `SELECT * FROM attune.claim($1, $2, $3)`
 
+// maxSlotWait is how long a fetched job waits for a free process slot
+// before it goes back to the queue for other replicas.
+const maxSlotWait = 2 * time.Second
+
 // Work runs one execution. Its failure is a result written to the row, not
 // a River error; River retries only when the action's max_retries allows.
 func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs]) error {
@@ -111,11 +115,18 @@ func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs])
 	// River fetches more jobs than there are slots (see NewServer), so the
 	// next execution is already in hand when a process exits; the slot
 	// covers only the claim and the process, not the result write.
+	slotWait := time.NewTimer(maxSlotWait)
+	defer slotWait.Stop()
 	select {
 	case w.slots <- struct{}{}:
 	case <-ctx.Done():
 		return w.abort(ctx, job, context.Cause(ctx))
 	case <-w.stopping:
+		return river.JobSnooze(0)
+	case <-slotWait.C:
+		// Every slot is busy with long executions: give the job back (the
+		// attempt does not count) so an idle replica can take it rather than
+		// leave it waiting behind this one's work.
 		return river.JobSnooze(0)
 	}
 	select {

@@ -842,3 +842,31 @@ func TestExecuteLiveOutput(t *testing.T) {
 	require.Equal(t, jobs.StatusCompleted, e.Status)
 	require.Equal(t, "line 1\nline 2\nline 3\n", *e.Stdout)
 }
+
+// A replica whose slots are all busy does not keep the jobs it fetched
+// beyond them: they go back to the queue and an idle replica runs them.
+func TestBusyReplicaDoesNotHoardJobs(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{env: []string{"ATTUNE_MAX_CONCURRENT_EXECUTIONS=1"}})
+	pidfile := filepath.Join(t.TempDir(), "pids")
+	long := b.enqueue(t, "t.run", map[string]any{"helper": "hang", "pidfile": pidfile}, &jobs.Options{TimeoutSeconds: 60})
+	b.waitStatus(t, long, jobs.StatusRunning)
+	waiting := b.enqueue(t, "t.run", map[string]any{"helper": "json"}, nil)
+	time.Sleep(500 * time.Millisecond) // the busy replica fetches it and waits for its only slot
+
+	cfg := b.cfg
+	cfg.WorkerName += "-idle"
+	idle, err := NewServer(cfg, b.pool, slog.New(slog.NewJSONHandler(b.logs, nil)))
+	require.NoError(t, err)
+	require.NoError(t, idle.Start(b.ctx))
+	t.Cleanup(func() { require.NoError(t, idle.Stop(context.Background())) })
+
+	e := b.wait(t, waiting)
+	require.Equal(t, jobs.StatusCompleted, e.Status)
+	require.Equal(t, cfg.WorkerName, *e.Worker, "the idle replica ran it")
+	require.Equal(t, 1, e.Attempt, "giving a job back costs no attempt")
+
+	_, err = jobs.Cancel(b.ctx, b.pool, long)
+	require.NoError(t, err)
+	require.Equal(t, jobs.StatusCancelled, b.wait(t, long).Status)
+}

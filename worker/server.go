@@ -68,8 +68,9 @@ func NewServer(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Server, error
 	for _, name := range runtimes.Names() {
 		// More River workers than process slots: while processes run, the
 		// next jobs are already fetched and waiting for a slot, and finished
-		// ones write their results without holding one (executor.Work).
-		queues[name] = river.QueueConfig{MaxWorkers: 4 * cfg.MaxConcurrentExecutions}
+		// ones write their results without holding one. A job that waits
+		// long for a slot goes back to the queue (executor.Work).
+		queues[name] = river.QueueConfig{MaxWorkers: 2 * cfg.MaxConcurrentExecutions}
 	}
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
 		ID:     riverID(cfg.WorkerName),
