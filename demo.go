@@ -148,7 +148,9 @@ func (a *app) demoCommand() *cobra.Command {
 				}
 			}
 			tw.Flush()
-			fmt.Fprintf(a.stdout, "\ndemo finished in %s. Try: attune execution show %d\n", time.Since(start).Round(10*time.Millisecond), ids[0])
+			fmt.Fprintf(a.stdout, "\ndemo finished in %s. Next: go run . execution show %d; or start a worker with go run . serve\n"+
+				"and, from another terminal, go run . action execute examples.hello --param name=you --watch\n",
+				time.Since(start).Round(10*time.Millisecond), ids[0])
 			if len(wrong) > 0 {
 				return errors.New("demo went wrong: " + strings.Join(wrong, "; "))
 			}
