@@ -582,6 +582,11 @@ func TestKillReplicaMidExecution(t *testing.T) {
 	for _, pgid := range children {
 		require.Empty(t, groupMembers(pgid), "what the killed replica's executions started is gone after the reap")
 	}
+	for _, id := range abandon {
+		dirs, err := filepath.Glob(filepath.Join(os.TempDir(), fmt.Sprintf("attune-exec-%d-*", id)))
+		require.NoError(t, err)
+		require.Empty(t, dirs, "the reap removes the dead replica's work directories")
+	}
 	runs, duplicates := b.checkOnce(t, out)
 	require.Equal(t, len(waiting), runs)
 	require.Zero(t, duplicates)

@@ -337,7 +337,10 @@ func (w *executor) spec(c *claimed) (Spec, error) {
 
 	spec := Spec{
 		Path: prog, Args: args,
-		MaxStdout: w.cfg.MaxStdoutBytes, MaxStderr: w.cfg.MaxStderrBytes,
+		// The execution id in the name lets a replica reaping a dead worker
+		// on this host find and remove what its executions left.
+		WorkDirPrefix: workDirPrefix(c.ID),
+		MaxStdout:     w.cfg.MaxStdoutBytes, MaxStderr: w.cfg.MaxStderrBytes,
 		KillGrace: w.cfg.KillGrace,
 		Timeout:   w.cfg.DefaultTimeout,
 	}
@@ -568,3 +571,6 @@ func (l *liveOutput) publish(stdout, stderr string) {
 		}
 	}()
 }
+
+// workDirPrefix names the work directories of one execution's attempts.
+func workDirPrefix(id int64) string { return "attune-exec-" + strconv.FormatInt(id, 10) + "-" }

@@ -48,6 +48,9 @@ type Spec struct {
 	// far. It must not block: Run waits on nothing else meanwhile.
 	OnOutput    func(stdout, stderr string)
 	OutputEvery time.Duration
+	// WorkDirPrefix names the private work directory made under the
+	// worker's TMPDIR (a random suffix follows). Defaults to "attune-exec-".
+	WorkDirPrefix string
 }
 
 // Outcome says how a Run ended.
@@ -136,7 +139,11 @@ func Run(ctx context.Context, spec Spec) (res Result) {
 		return fail(fmt.Errorf("binary path %q is not absolute", spec.Path))
 	}
 
-	dir, err := os.MkdirTemp("", "attune-exec-") // 0700
+	prefix := spec.WorkDirPrefix
+	if prefix == "" {
+		prefix = "attune-exec-"
+	}
+	dir, err := os.MkdirTemp("", prefix) // 0700
 	if err != nil {
 		return fail(fmt.Errorf("error creating work directory: %w", err))
 	}

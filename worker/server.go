@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -281,20 +283,34 @@ func (s *Server) reap(ctx context.Context, worker string) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// Kill what the dead worker's executions left on this host before
 		// settling them: once settled, a retry may start with the same id.
-		rows, err := tx.Query(ctx, `SELECT e.id::text, e.action_ref FROM attune.execution e
+		rows, err := tx.Query(ctx, `SELECT e.id, e.action_ref FROM attune.execution e
 			JOIN attune.worker w ON w.name = e.worker
 			WHERE e.worker = $1 AND e.status IN ('running', 'canceling') AND w.hostname = $2
 			FOR UPDATE OF e`, worker, s.hostname)
 		if err != nil {
 			return err
 		}
-		execs := map[string]string{}
-		var id, ref string
-		if _, err := pgx.ForEachRow(rows, []any{&id, &ref}, func() error { execs[id] = ref; return nil }); err != nil {
+		execs := map[string]string{} // ATTUNE_EXEC_ID → ATTUNE_ACTION, as children see them
+		var ids []int64
+		var id int64
+		var ref string
+		if _, err := pgx.ForEachRow(rows, []any{&id, &ref}, func() error {
+			execs[strconv.FormatInt(id, 10)] = ref
+			ids = append(ids, id)
+			return nil
+		}); err != nil {
 			return err
 		}
 		if n := killOrphans(execs); n > 0 {
 			s.log.Warn("killed processes left by a dead worker's executions", "worker", worker, "process_groups", n)
+		}
+		for _, id := range ids {
+			dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), workDirPrefix(id)+"*"))
+			for _, dir := range dirs {
+				if err := removeWorkDir(dir); err != nil {
+					s.log.Warn("could not remove a dead worker's work directory", "dir", dir, "err", err)
+				}
+			}
 		}
 		_, err = tx.Exec(ctx, `
 WITH dead AS (
