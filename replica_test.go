@@ -31,6 +31,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/attune-system/attune/schema/schematest"
+	"github.com/attune-system/attune/worker"
 )
 
 // replicaPack is the pack the replicas run. Shell scripts keep the children
@@ -564,6 +565,16 @@ func TestKillReplicaMidExecution(t *testing.T) {
 		orphaned += len(groupMembers(pgid))
 	}
 	require.Positive(t, orphaned, "grandchildren outlive the kill -9 until a replica reaps")
+	var database string
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT current_database()").Scan(&database))
+	workDirs := func(id int64) []string {
+		dirs, err := filepath.Glob(filepath.Join(os.TempDir(), worker.WorkDirPrefix(database, "replica-a", id)+"*"))
+		require.NoError(t, err)
+		return dirs
+	}
+	for _, id := range abandon {
+		require.NotEmpty(t, workDirs(id), "the killed replica left its work directories")
+	}
 	b.start(t, "replica-b")
 	b.eventually(t, 60*time.Second, "the killed replica's executions settled", func() bool {
 		for _, id := range abandon {
@@ -583,9 +594,7 @@ func TestKillReplicaMidExecution(t *testing.T) {
 		require.Empty(t, groupMembers(pgid), "what the killed replica's executions started is gone after the reap")
 	}
 	for _, id := range abandon {
-		dirs, err := filepath.Glob(filepath.Join(os.TempDir(), fmt.Sprintf("attune-exec-%d-*", id)))
-		require.NoError(t, err)
-		require.Empty(t, dirs, "the reap removes the dead replica's work directories")
+		require.Empty(t, workDirs(id), "the reap removes the dead replica's work directories")
 	}
 	runs, duplicates := b.checkOnce(t, out)
 	require.Equal(t, len(waiting), runs)

@@ -3,6 +3,8 @@ package worker
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,6 +46,10 @@ type executor struct {
 	slots chan struct{}
 
 	completer *completer
+
+	// database is the name of the database this replica works on; it tells
+	// this installation's work directories from others' (workDirPrefix).
+	database string
 
 	validators sync.Map // action ref + updated → *packs.Validator
 
@@ -339,7 +345,7 @@ func (w *executor) spec(c *claimed) (Spec, error) {
 		Path: prog, Args: args,
 		// The execution id in the name lets a replica reaping a dead worker
 		// on this host find and remove what its executions left.
-		WorkDirPrefix: workDirPrefix(c.ID),
+		WorkDirPrefix: WorkDirPrefix(w.database, w.cfg.WorkerName, c.ID),
 		MaxStdout:     w.cfg.MaxStdoutBytes, MaxStderr: w.cfg.MaxStderrBytes,
 		KillGrace: w.cfg.KillGrace,
 		Timeout:   w.cfg.DefaultTimeout,
@@ -572,5 +578,11 @@ func (l *liveOutput) publish(stdout, stderr string) {
 	}()
 }
 
-// workDirPrefix names the work directories of one execution's attempts.
-func workDirPrefix(id int64) string { return "attune-exec-" + strconv.FormatInt(id, 10) + "-" }
+// workDirPrefix names the work directories of one execution's attempts on
+// one worker. Execution ids repeat across databases (other installations,
+// or tests, on the same host), so a digest of the database and worker names
+// comes first: a reaper must only ever find its own dead worker's.
+func WorkDirPrefix(database, worker string, id int64) string {
+	sum := sha256.Sum256([]byte(database + "\x00" + worker))
+	return "attune-exec-" + hex.EncodeToString(sum[:6]) + "-" + strconv.FormatInt(id, 10) + "-"
+}

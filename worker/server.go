@@ -114,6 +114,9 @@ func (s *Server) Start(ctx context.Context) error {
 		"runtimes":                  s.exec.runtimes.Names(),
 		"max_concurrent_executions": s.cfg.MaxConcurrentExecutions,
 	})
+	if err := s.pool.QueryRow(ctx, "SELECT current_database()").Scan(&s.exec.database); err != nil {
+		return fmt.Errorf("error reading the database name: %w", err)
+	}
 	_, err := s.pool.Exec(ctx, `INSERT INTO attune.worker (name, hostname, pid, capabilities, status, started_at, heartbeat_at)
 		VALUES ($1, $2, $3, $4, 'active', now(), now())
 		ON CONFLICT (name) DO UPDATE SET hostname = EXCLUDED.hostname, pid = EXCLUDED.pid,
@@ -305,7 +308,7 @@ func (s *Server) reap(ctx context.Context, worker string) error {
 			s.log.Warn("killed processes left by a dead worker's executions", "worker", worker, "process_groups", n)
 		}
 		for _, id := range ids {
-			dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), workDirPrefix(id)+"*"))
+			dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), WorkDirPrefix(s.exec.database, worker, id)+"*"))
 			for _, dir := range dirs {
 				if err := removeWorkDir(dir); err != nil {
 					s.log.Warn("could not remove a dead worker's work directory", "dir", dir, "err", err)
