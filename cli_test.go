@@ -20,7 +20,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -631,23 +630,11 @@ func requireProcessesGone(t *testing.T, within time.Duration, pids ...int) {
 	require.NotEmpty(t, pids)
 	deadline := time.Now().Add(within)
 	for _, pid := range pids {
-		for processRuns(pid) {
+		for processAlive(pid) {
 			require.True(t, time.Now().Before(deadline), "process %d still runs after %s", pid, within)
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-}
-
-func processRuns(pid int) bool {
-	if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
-		return false
-	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(stat, ')')
-	return i < 0 || i+2 >= len(stat) || (stat[i+2] != 'Z' && stat[i+2] != 'X')
 }
 
 // TestCLIRegisterAcrossPacks: registering a directory of packs does not

@@ -146,7 +146,7 @@ func (b *replicaBundle) attune(t *testing.T, args ...string) string {
 type replica struct {
 	name string
 	cmd  *exec.Cmd
-	logs *logBuffer
+	logs *syncLog
 	done chan struct{} // closed when the process has exited
 	err  error         // Wait's result, once done
 }
@@ -154,7 +154,7 @@ type replica struct {
 // start runs `attune serve` as replica name and waits until it heartbeats.
 func (b *replicaBundle) start(t *testing.T, name string, extra ...string) *replica {
 	t.Helper()
-	r := &replica{name: name, logs: &logBuffer{}, done: make(chan struct{})}
+	r := &replica{name: name, logs: &syncLog{}, done: make(chan struct{})}
 	r.cmd = exec.Command(b.bin, "serve")
 	r.cmd.Env = b.env(name, extra...)
 	r.cmd.Stdout, r.cmd.Stderr = r.logs, r.logs
@@ -394,23 +394,6 @@ func readProcStat(pid int) (procStat, bool) {
 func processAlive(pid int) bool {
 	st, ok := readProcStat(pid)
 	return ok && st.state != 'Z' && st.state != 'X'
-}
-
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *logBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *logBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
 }
 
 // readIDs reads the execution ids appended to path, one a line.

@@ -277,11 +277,9 @@ func TestExecuteTimeoutKillsProcessGroup(t *testing.T) {
 	require.Equal(t, jobs.StatusTimeout, e.Status)
 	require.Equal(t, "Execution timed out after 1 seconds", *e.Error)
 	require.Less(t, time.Since(start), 20*time.Second)
-	pids := readPids(t, pidfile)
+	pids := readPidfile(t, pidfile)
 	require.Len(t, pids, 2, "helper and grandchild")
-	for _, pid := range pids {
-		requireGone(t, pid)
-	}
+	waitGone(t, 10*time.Second, pids...)
 }
 
 func TestExecuteEnvironmentBuiltFromNothing(t *testing.T) {
@@ -517,16 +515,15 @@ func TestCancelRunningExecution(t *testing.T) {
 	pidfile := filepath.Join(t.TempDir(), "pids")
 	id := b.enqueue(t, "t.run", map[string]any{"helper": "ignore-term", "grandchild": "hang", "pidfile": pidfile}, nil)
 	b.waitStatus(t, id, jobs.StatusRunning)
-	pids := waitPids(t, pidfile, 2)
+	pids := waitPidfile(t, pidfile)
+	require.Len(t, pids, 2, "helper and grandchild")
 
 	status, err := jobs.Cancel(b.ctx, b.pool, id)
 	require.NoError(t, err)
 	require.Equal(t, jobs.StatusCanceling, status)
 	e := b.wait(t, id)
 	require.Equal(t, jobs.StatusCancelled, e.Status)
-	for _, pid := range pids {
-		requireGone(t, pid)
-	}
+	waitGone(t, 10*time.Second, pids...)
 }
 
 func TestCancelQueuedExecution(t *testing.T) {
@@ -570,46 +567,6 @@ func linkOrCopy(t *testing.T, from, to string) {
 	_, err = io.Copy(out, in)
 	require.NoError(t, err)
 	require.NoError(t, out.Close())
-}
-
-func readPids(t *testing.T, path string) []int {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	require.NoError(t, err)
-	var pids []int
-	for _, f := range strings.Fields(string(b)) {
-		var pid int
-		_, err := fmt.Sscan(f, &pid)
-		require.NoError(t, err)
-		pids = append(pids, pid)
-	}
-	return pids
-}
-
-func waitPids(t *testing.T, path string, n int) []int {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if b, err := os.ReadFile(path); err == nil && len(strings.Fields(string(b))) >= n {
-			return readPids(t, path)
-		}
-		require.True(t, time.Now().Before(deadline), "pidfile %s not written", path)
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// requireGone waits for pid to disappear (zombies of other parents count as
-// gone only once reaped, so poll).
-func requireGone(t *testing.T, pid int) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for syscall.Kill(pid, 0) == nil {
-		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && bytes.Contains(st, []byte(") Z ")) {
-			return // a zombie: dead, waiting for its parent to reap it
-		}
-		require.True(t, time.Now().Before(deadline), "process %d survived", pid)
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // syncBuffer is a log sink safe for concurrent writers.
@@ -732,7 +689,7 @@ func TestCancelWhileAttemptFails(t *testing.T) {
 	pidfile := filepath.Join(t.TempDir(), "pids")
 	id := b.enqueue(t, "t.retry", map[string]any{"helper": "hang", "pidfile": pidfile}, nil)
 	b.waitStatus(t, id, jobs.StatusRunning)
-	pids := waitPids(t, pidfile, 1)
+	pids := waitPidfile(t, pidfile)
 
 	// jobs.Cancel's writes, without the notification that would reach the
 	// worker first: the cancel is committed, the worker does not know yet.
