@@ -240,7 +240,7 @@ func exitCode(err error) int {
 		return ee.code
 	}
 	var ue usageError
-	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") || strings.Contains(err.Error(), "arg(s)") {
+	if errors.As(err, &ue) { // run turns cobra's argument errors into usageErrors
 		return 2
 	}
 	return 1
