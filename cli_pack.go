@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -25,6 +26,9 @@ func (a *app) packCommand() *cobra.Command {
 			if a.json {
 				return a.checkJSON(args[0], ps, problems)
 			}
+			if len(ps) == 0 && len(problems) == 1 {
+				return exitError{1, problems[0].Error()} // e.g. no such directory: one line says it
+			}
 			a.reportProblems(problems)
 			if packs.HasErrors(problems) {
 				return exitError{1, fmt.Sprintf("%s has %d error(s); fix them and run attune pack check again", args[0], countErrors(problems))}
@@ -42,13 +46,23 @@ func (a *app) packCommand() *cobra.Command {
 		Use:   "register [PATH]",
 		Short: "Load one pack, or every pack in ATTUNE_PACKS_DIR, into the database",
 		Args:  cobra.MaximumNArgs(1),
-		RunE: a.withDB(func(ctx context.Context, pool *pgxpool.Pool, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) error {
 			path := a.cfg.PacksDir
 			if len(args) == 1 {
 				path = args[0]
 			}
-			return a.register(ctx, pool, path)
-		}),
+			// Read the disk first: a wrong path needs no database to say so.
+			ps, problems := loadPath(path)
+			if len(ps) == 0 {
+				return a.registerLoaded(cmd.Context(), nil, path, ps, problems)
+			}
+			pool, err := a.db(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer pool.Close()
+			return a.registerLoaded(cmd.Context(), pool, path, ps, problems)
+		},
 	})
 	cmd.AddCommand(&cobra.Command{
 		Use:   "list",
@@ -89,6 +103,9 @@ func loadPath(path string) ([]*packs.Pack, []packs.Problem) {
 		}
 		return []*packs.Pack{p}, problems
 	}
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil, []packs.Problem{{File: path, Msg: "no such directory; give a pack's directory or the directory of packs (ATTUNE_PACKS_DIR)"}}
+	}
 	if st, err := os.Stat(path); err != nil || !st.IsDir() {
 		return nil, []packs.Problem{{File: path, Msg: "not a pack directory (no pack.yaml) nor a directory of packs"}}
 	}
@@ -115,6 +132,15 @@ func countErrors(ps []packs.Problem) int {
 // (others still register) and the command fails at the end.
 func (a *app) register(ctx context.Context, pool *pgxpool.Pool, path string) error {
 	ps, problems := loadPath(path)
+	return a.registerLoaded(ctx, pool, path, ps, problems)
+}
+
+// registerLoaded registers packs loaded from path; pool may be nil when
+// none loaded.
+func (a *app) registerLoaded(ctx context.Context, pool *pgxpool.Pool, path string, ps []*packs.Pack, problems []packs.Problem) error {
+	if len(ps) == 0 && len(problems) == 1 {
+		return exitError{1, problems[0].Error()} // e.g. no such directory: one line says it
+	}
 	a.reportProblems(problems)
 	bad := map[string]bool{}
 	for _, pr := range problems {
@@ -169,8 +195,11 @@ func (a *app) register(ctx context.Context, pool *pgxpool.Pool, path string) err
 	}); err != nil {
 		return err
 	}
-	if failed > 0 || (len(ps) == 0 && len(problems) > 0) {
-		return exitError{1, fmt.Sprintf("%d pack(s) not registered", max(failed, 1))}
+	if len(ps) == 0 && len(problems) > 0 {
+		return exitError{1, fmt.Sprintf("nothing registered from %s: fix the errors above", path)}
+	}
+	if failed > 0 {
+		return exitError{1, fmt.Sprintf("%d pack(s) not registered", failed)}
 	}
 	return nil
 }
