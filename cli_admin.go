@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/mattn/go-isatty"
 	"github.com/spf13/cobra"
 
 	"github.com/attune-system/attune/jobs"
@@ -201,6 +203,10 @@ func (a *app) secretCommand() *cobra.Command {
 			k, err := key()
 			if err != nil {
 				return err
+			}
+			if f, ok := a.stdin.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+				// Otherwise a person at a terminal sees attune wait, silently.
+				fmt.Fprintf(a.stderr, "value of secret %s (end with Ctrl-D):\n", ref.Name)
 			}
 			value, err := io.ReadAll(io.LimitReader(a.stdin, 1<<20+1))
 			if err != nil {
