@@ -2,17 +2,13 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"runtime/debug"
 	"strings"
-	"text/tabwriter"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/mattn/go-isatty"
 	"github.com/spf13/cobra"
@@ -132,91 +128,6 @@ func (a *app) withDB(fn func(ctx context.Context, pool *pgxpool.Pool, args []str
 		}
 		defer pool.Close()
 		return fn(cmd.Context(), pool, args)
-	}
-}
-
-// queryAll runs sql and collects its rows into T by column position. An
-// empty result is an empty slice, so -j prints [] rather than null.
-func queryAll[T any](ctx context.Context, pool *pgxpool.Pool, sql string, args ...any) ([]T, error) {
-	rows, err := pool.Query(ctx, sql, args...)
-	if err != nil {
-		return nil, err
-	}
-	list, err := pgx.CollectRows(rows, pgx.RowToStructByPos[T])
-	if list == nil {
-		list = []T{}
-	}
-	return list, err
-}
-
-// print writes v as JSON with -j, else calls table.
-func (a *app) print(v any, table func(w *tabwriter.Writer)) error {
-	if a.json {
-		enc := json.NewEncoder(a.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(v)
-	}
-	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-	table(tw)
-	return tw.Flush()
-}
-
-func (a *app) versionCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
-		Short: "Print version, commit and Go version of the build",
-		Args:  cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			v, c, goVersion := version, commit, "unknown"
-			if info, ok := debug.ReadBuildInfo(); ok {
-				goVersion = info.GoVersion
-				for _, s := range info.Settings {
-					if s.Key == "vcs.revision" && c == "" {
-						c = s.Value
-					}
-				}
-			}
-			if c == "" {
-				c = "unknown"
-			}
-			return a.print(map[string]string{"version": v, "commit": c, "go": goVersion}, func(w *tabwriter.Writer) {
-				fmt.Fprintf(w, "attune %s (commit %s, %s)\n", v, c, goVersion)
-			})
-		},
-	}
-}
-
-func (a *app) migrateCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "migrate",
-		Short: "Apply migrations (idempotent)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			pool, err := schema.Open(ctx, a.cfg.DatabaseURL, 4)
-			if err != nil {
-				return err
-			}
-			defer pool.Close()
-			res, err := schema.Migrate(ctx, pool)
-			if err != nil {
-				return err
-			}
-			names := []string{}
-			if res.RiverVersions == nil {
-				res.RiverVersions = []int{}
-			}
-			for _, m := range res.Applied {
-				names = append(names, fmt.Sprintf("%03d_%s", m.Version, m.Name))
-			}
-			return a.print(map[string]any{"river_versions": res.RiverVersions, "applied": names}, func(w *tabwriter.Writer) {
-				if len(names) == 0 && len(res.RiverVersions) == 0 {
-					fmt.Fprintln(w, "schema attune is up to date")
-					return
-				}
-				fmt.Fprintf(w, "applied River migrations %v and attune migrations %s\n", res.RiverVersions, strings.Join(names, ", "))
-			})
-		},
 	}
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -219,40 +218,6 @@ func packDirOf(file string) string {
 			return abs
 		}
 	}
-}
-
-func (a *app) actionCommand() *cobra.Command {
-	cmd := &cobra.Command{Use: "action", Short: "List and execute actions"}
-	var pack string
-	list := &cobra.Command{
-		Use:   "list",
-		Short: "List registered actions",
-		Args:  cobra.NoArgs,
-		RunE: a.withDB(func(ctx context.Context, pool *pgxpool.Pool, _ []string) error {
-			type row struct {
-				Ref         string          `json:"ref"`
-				Pack        string          `json:"pack"`
-				Runner      string          `json:"runner_type"`
-				Enabled     bool            `json:"enabled"`
-				Parameters  json.RawMessage `json:"parameters"`
-				Description string          `json:"description"`
-			}
-			list, err := queryAll[row](ctx, pool, `SELECT ref, pack_ref, runner_type, enabled, parameters, description
-				FROM attune.action WHERE $1 = '' OR pack_ref = $1 ORDER BY ref`, pack)
-			if err != nil {
-				return err
-			}
-			return a.print(list, func(w *tabwriter.Writer) {
-				fmt.Fprintln(w, "REF\tRUNNER\tENABLED\tDESCRIPTION")
-				for _, r := range list {
-					fmt.Fprintf(w, "%s\t%s\t%t\t%s\n", r.Ref, r.Runner, r.Enabled, r.Description)
-				}
-			})
-		}),
-	}
-	list.Flags().StringVar(&pack, "pack", "", "only this pack's actions")
-	cmd.AddCommand(list, a.executeCommand())
-	return cmd
 }
 
 // checkJSON prints pack check's findings for machines: the packs that
