@@ -14,10 +14,18 @@ test:
 demo:
     go run . demo
 
-# gofmt, go vet and the race-enabled test suite, as CI does.
+# The static checks CI runs: gofmt, go.mod tidiness, vet, staticcheck, cross-builds.
 lint:
     test -z "$(gofmt -l .)"
+    go mod tidy -diff
     go vet ./...
+    go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+    GOOS=darwin GOARCH=arm64 go build ./...
+    GOOS=freebsd GOARCH=amd64 go build ./...
+
+# Everything CI runs, in CI's order.
+ci:
+    bash .ci/run
 
 # Throughput and pickup latency against raw spawn (see README).
 bench: build
