@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -27,9 +29,14 @@ func (a *app) serveCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := srv.Start(ctx); err != nil {
+			web, err := a.listenHTTP(pool, srv)
+			if err != nil {
 				return err
 			}
+			if err := srv.Start(ctx); err != nil {
+				return errors.Join(err, web.stop(context.WithoutCancel(ctx)))
+			}
+			web.serve(a)
 			<-ctx.Done()
 			a.log.Info("stopping: running executions may finish", "timeout", a.cfg.ShutdownTimeout)
 
@@ -48,7 +55,11 @@ func (a *app) serveCommand() *cobra.Command {
 				case <-stopCtx.Done():
 				}
 			}()
-			return srv.Stop(stopCtx)
+			// Requests in flight finish first; other replicas take new ones.
+			httpCtx, cancelHTTP := context.WithTimeout(stopCtx, 10*time.Second)
+			defer cancelHTTP()
+			herr := web.stop(httpCtx)
+			return errors.Join(srv.Stop(stopCtx), herr)
 		},
 	}
 }

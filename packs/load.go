@@ -406,6 +406,9 @@ func (l *loader) loadRule(file, abs string) {
 	if err := checkTimerParams(r.TriggerRef, r.TriggerParams); err != nil {
 		fc.errorf(tpNode, "trigger_params: %s", err)
 	}
+	if err := checkWebhookParams(r.TriggerRef, r.TriggerParams); err != nil {
+		fc.errorf(tpNode, "trigger_params: %s", err)
+	}
 
 	r.Conditions = fc.conditions(f.take("conditions"))
 	if crit, critKey := f.takeKey("criteria"); crit != nil {

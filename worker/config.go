@@ -73,6 +73,19 @@ type Config struct {
 	// LogFormat is text or json. Defaults to text on a terminal, else json.
 	LogFormat string `env:"ATTUNE_LOG_FORMAT"`
 
+	// HTTPAddr is where attune serve listens for the API, webhooks, metrics
+	// and health probes, as host:port; off disables the listener. Defaults
+	// to 127.0.0.1:8080.
+	HTTPAddr string `env:"ATTUNE_HTTP_ADDR" envDefault:"127.0.0.1:8080"`
+
+	// APITokens are the bearer tokens the API accepts, comma-separated, each
+	// token or name:token (the name is what logs show). Defaults to none,
+	// which keeps the listener on loopback.
+	APITokens []string `env:"ATTUNE_API_TOKENS" envSeparator:","`
+
+	// MetricsPublic serves /metrics without a token. Defaults to false.
+	MetricsPublic bool `env:"ATTUNE_METRICS_PUBLIC" envDefault:"false"`
+
 	// Environ is the worker's own environment, where passthrough variables
 	// and the child baseline (PATH, HOME, ...) are read from. Defaults to
 	// os.Environ().

@@ -134,6 +134,7 @@ type sensorSupervisor struct {
 	log      *slog.Logger
 	runtimes Runtimes
 	timing   sensorTiming
+	onEvent  func(trigger string, executions, skipped int) // see Server.OnEvent
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -846,7 +847,11 @@ func (in *sensorInstance) handleEvent(ctx context.Context, line []byte, def sens
 	if err != nil {
 		return dispatched{}, err
 	}
-	return dispatchEventRetrying(ctx, in.sup.pool, in.sup.log, def.Ref, ev)
+	d, err = dispatchEventRetrying(ctx, in.sup.pool, in.sup.log, def.Ref, ev)
+	if err == nil && in.sup.onEvent != nil {
+		in.sup.onEvent(ev.TriggerRef, len(d.Executions), len(d.Skipped))
+	}
+	return d, err
 }
 
 // readLogs copies stderr lines to the log, each cut at maxLogLine, at a

@@ -1,0 +1,75 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// PageFilter narrows ListPage. Zero fields do not filter.
+type PageFilter struct {
+	ActionRef string
+	Status    string
+	RuleRef   string
+	// Since and Until bound created_at: Since <= created_at < Until.
+	Since, Until time.Time
+	// Before is the cursor: only ids below it (the previous page's last id).
+	Before int64
+	// Limit is the page size; 0 means 50.
+	Limit int
+}
+
+// ListPage returns one page of executions, newest first, without their
+// stdout and stderr (Get reads those), and the cursor of the next page: 0
+// when this is the last.
+func ListPage(ctx context.Context, db Querier, f PageFilter) ([]*Execution, int64, error) {
+	if f.Limit <= 0 {
+		f.Limit = 50
+	}
+	var since, until *time.Time
+	if !f.Since.IsZero() {
+		since = &f.Since
+	}
+	if !f.Until.IsZero() {
+		until = &f.Until
+	}
+	// One row more than asked tells whether another page follows.
+	rows, err := db.Query(ctx, `SELECT id, action_ref, status, parameters, result, exit_code, NULL::text, NULL::text,
+			stdout_truncated, stderr_truncated, error, worker, attempt, max_attempts, timeout_seconds,
+			rule_ref, event_id, created_at, started_at, finished_at
+		FROM attune.execution
+		WHERE ($1 = '' OR action_ref = $1) AND ($2 = '' OR status = $2) AND ($3 = '' OR rule_ref = $3)
+			AND ($4::timestamptz IS NULL OR created_at >= $4) AND ($5::timestamptz IS NULL OR created_at < $5)
+			AND ($6 = 0 OR id < $6)
+		ORDER BY id DESC LIMIT $7`, f.ActionRef, f.Status, f.RuleRef, since, until, f.Before, f.Limit+1)
+	if err != nil {
+		return nil, 0, fmt.Errorf("error listing executions: %w", err)
+	}
+	defer rows.Close()
+	out := []*Execution{}
+	for rows.Next() {
+		e, err := scanExecution(rows)
+		if err != nil {
+			return nil, 0, fmt.Errorf("error listing executions: %w", err)
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("error listing executions: %w", err)
+	}
+	var next int64
+	if len(out) > f.Limit {
+		out = out[:f.Limit]
+		next = out[len(out)-1].ID
+	}
+	return out, next, nil
+}
+
+// ValidStatus reports whether s is one of the execution statuses.
+func ValidStatus(s string) bool {
+	switch s {
+	case StatusRequested, StatusScheduled, StatusRunning, StatusCanceling:
+		return true
+	}
+	return Finished(s)
+}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/attune-system/attune/worker"
+	"github.com/attune-system/attune/worker/api"
+)
+
+// httpListener is serve's HTTP side: bound before the worker starts, so a
+// port in use stops serve before it takes any work, and shut down before
+// the worker drains.
+type httpListener struct {
+	server   *api.Server
+	listener net.Listener
+	metrics  *api.Metrics
+	started  atomic.Bool // the worker started: River runs unless it stopped since
+
+	stopMetrics context.CancelFunc
+	wg          sync.WaitGroup
+}
+
+// listenHTTP checks ATTUNE_HTTP_ADDR and ATTUNE_API_TOKENS and binds the
+// port; it returns nil when the listener is off.
+func (a *app) listenHTTP(pool *pgxpool.Pool, srv *worker.Server) (*httpListener, error) {
+	addr, tokens, err := a.cfg.HTTP()
+	if err != nil || addr == "" {
+		return nil, err
+	}
+	var key []byte
+	if a.cfg.SecretsKey != "" {
+		if key, err = worker.DecodeSecretsKey(a.cfg.SecretsKey); err != nil {
+			return nil, fmt.Errorf("ATTUNE_SECRETS_KEY %w", err)
+		}
+	}
+	l, err := api.Listen(addr)
+	if err != nil {
+		return nil, err
+	}
+	h := &httpListener{listener: l, metrics: api.NewMetrics(pool, a.log, a.cfg.WorkerName)}
+	srv.OnFinish(h.metrics.Finished)
+	srv.OnEvent(h.metrics.Event)
+	h.server = api.New(api.Options{
+		Pool: pool, Log: a.log, Tokens: tokens, MetricsPublic: a.cfg.MetricsPublic, SecretsKey: key, Metrics: h.metrics,
+		RiverRunning: func() bool {
+			select {
+			case <-srv.Client().Stopped():
+				return false
+			default:
+				return h.started.Load()
+			}
+		},
+	})
+	return h, nil
+}
+
+// serve answers requests until stop; call once the worker started.
+func (h *httpListener) serve(a *app) {
+	if h == nil {
+		return
+	}
+	h.started.Store(true)
+	ctx, cancel := context.WithCancel(context.Background())
+	h.stopMetrics = cancel
+	h.wg.Add(2)
+	go func() {
+		defer h.wg.Done()
+		h.metrics.Run(ctx)
+	}()
+	go func() {
+		defer h.wg.Done()
+		if err := h.server.Serve(h.listener); err != nil {
+			a.log.Error("HTTP listener failed; the worker keeps running", "err", err)
+		}
+	}()
+}
+
+// stop lets requests in flight finish until ctx is done, then closes the
+// listener for good.
+func (h *httpListener) stop(ctx context.Context) error {
+	if h == nil {
+		return nil
+	}
+	err := h.server.Shutdown(ctx)
+	if !h.started.Load() {
+		err = errors.Join(err, h.listener.Close()) // never served
+	}
+	if h.stopMetrics != nil {
+		h.stopMetrics()
+	}
+	h.wg.Wait()
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("error stopping the HTTP listener: %w", err)
+	}
+	return nil
+}
