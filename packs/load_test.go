@@ -262,7 +262,7 @@ func TestLoadShippedPacks(t *testing.T) {
 	}
 
 	core, _ := Load("core")
-	require.Equal(t, []string{"core.crontimer", "core.datetimetimer", "core.intervaltimer"}, refs(core.Triggers, func(t *Trigger) string { return t.Ref }))
+	require.Equal(t, []string{"core.crontimer", "core.datetimetimer", "core.intervaltimer", "core.webhook"}, refs(core.Triggers, func(t *Trigger) string { return t.Ref }))
 	require.Len(t, core.Sensors, 1)
 	require.Equal(t, "core.timer_sensor", core.Sensors[0].Ref)
 	require.Equal(t, RunnerNative, core.Sensors[0].RunnerType)
