@@ -126,6 +126,7 @@ func (b *replicaBundle) env(name string, extra ...string) []string {
 		"ATTUNE_WORKER_STALE_AFTER=3s",
 		"ATTUNE_KILL_GRACE=1s",
 		"ATTUNE_LOG_FORMAT=json",
+		"ATTUNE_HTTP_ADDR=127.0.0.1:0", // replicas share this host: any free port
 	}, extra...)
 }
 

@@ -3,6 +3,7 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -230,7 +231,7 @@ func (b *testBundle) startWorker(t *testing.T) *worker.Server {
 		"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
 		"ATTUNE_DATABASE_URL=" + b.url, "ATTUNE_PACKS_DIR=" + b.packDir,
 		"ATTUNE_KILL_GRACE=1s", "ATTUNE_SHUTDOWN_TIMEOUT=2s", "ATTUNE_WORKER_NAME=api-test",
-		"ATTUNE_MAX_STDOUT_BYTES=4096",
+		"ATTUNE_MAX_STDOUT_BYTES=4096", "ATTUNE_SECRETS_KEY=" + base64.StdEncoding.EncodeToString(secretsKey),
 	})
 	require.NoError(t, err)
 	pool, err := pgxpool.New(b.ctx, b.url+"&pool_max_conns=8")
