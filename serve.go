@@ -55,11 +55,13 @@ func (a *app) serveCommand() *cobra.Command {
 				case <-stopCtx.Done():
 				}
 			}()
-			// Requests in flight finish first; other replicas take new ones.
+			// The listener keeps answering while executions drain, with
+			// /readyz failing so load balancers move on; it stops last.
+			web.drain()
+			err = srv.Stop(stopCtx)
 			httpCtx, cancelHTTP := context.WithTimeout(stopCtx, 10*time.Second)
 			defer cancelHTTP()
-			herr := web.stop(httpCtx)
-			return errors.Join(srv.Stop(stopCtx), herr)
+			return errors.Join(err, web.stop(httpCtx))
 		},
 	}
 }

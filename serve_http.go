@@ -15,8 +15,8 @@ import (
 )
 
 // httpListener is serve's HTTP side: bound before the worker starts, so a
-// port in use stops serve before it takes any work, and shut down before
-// the worker drains.
+// port in use stops serve before it takes any work, and shut down after
+// the worker drained.
 type httpListener struct {
 	server   *api.Server
 	listener net.Listener
@@ -80,6 +80,14 @@ func (h *httpListener) serve(a *app) {
 			a.log.Error("HTTP listener failed; the worker keeps running", "err", err)
 		}
 	}()
+}
+
+// drain makes /readyz fail while the worker stops; requests are still
+// answered.
+func (h *httpListener) drain() {
+	if h != nil {
+		h.server.Drain()
+	}
 }
 
 // stop lets requests in flight finish until ctx is done, then closes the

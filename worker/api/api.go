@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -53,6 +54,7 @@ type Server struct {
 	// waits for handlers, and a stream would otherwise never end.
 	stopping     chan struct{}
 	stoppingOnce sync.Once
+	draining     atomic.Bool
 }
 
 // New builds the handler tree of one replica.
@@ -148,9 +150,15 @@ func (p *statusProbe) WriteHeader(code int) {
 	}
 }
 
+// Drain makes /readyz answer 503 from now on, so load balancers and
+// orchestrators stop sending work while the replica shuts down; every
+// route still answers.
+func (s *Server) Drain() { s.draining.Store(true) }
+
 // Shutdown stops accepting connections, ends log streams, and waits for
 // the requests in flight until ctx is done.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.Drain()
 	s.stoppingOnce.Do(func() { close(s.stopping) })
 	return s.http.Shutdown(ctx)
 }

@@ -122,6 +122,20 @@ func TestHealth(t *testing.T) {
 	require.Contains(t, r.json["checks"].(map[string]any)["migrations"], "attune migrate")
 }
 
+func TestDrain(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	require.Equal(t, 200, b.call(t, "GET", "/readyz", nil).status)
+	b.server.Drain()
+	r := b.call(t, "GET", "/readyz", nil)
+	require.Equal(t, 503, r.status)
+	require.Equal(t, "river", r.json["failing"])
+	require.Equal(t, "shutting down", r.json["checks"].(map[string]any)["river"])
+	// Everything else still answers while the worker drains.
+	require.Equal(t, 200, b.call(t, "GET", "/healthz", nil).status)
+	require.Equal(t, 200, b.call(t, "GET", "/api/v1/actions", nil).status)
+}
+
 func TestReadyzDatabaseDown(t *testing.T) {
 	t.Parallel()
 	b := setup(t)

@@ -60,10 +60,8 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		return ""
 	})
 	check("river", func() string {
-		select {
-		case <-s.stopping:
+		if s.draining.Load() {
 			return "shutting down"
-		default:
 		}
 		if s.opts.RiverRunning != nil && !s.opts.RiverRunning() {
 			return "River client is not running"

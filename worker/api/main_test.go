@@ -161,11 +161,11 @@ type testBundle struct {
 	log     *lockedBuffer
 }
 
-func setup(t *testing.T, tweak ...func(*api.Options)) *testBundle {
+func setup(t testing.TB, tweak ...func(*api.Options)) *testBundle {
 	t.Helper()
 	ctx := context.Background()
 	url := schematest.URL(t)
-	pool, err := pgxpool.New(ctx, url)
+	pool, err := pgxpool.New(ctx, url+"&pool_max_conns=20")
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
 	base := t.TempDir()

@@ -1,9 +1,6 @@
 package api
 
-import (
-	"net/http"
-	"strings"
-)
+import "net/http"
 
 // route is one entry of the table that both the mux and the OpenAPI
 // document are built from, so the document cannot drift from the server.
@@ -92,6 +89,3 @@ func (s *Server) routeTable() []route {
 			public: true, ok: 200, resp: "Health", errors: []int{503}, handler: s.readyz},
 	}
 }
-
-// pathValue reads a path wildcard; the mux guarantees it exists.
-func pathValue(r *http.Request, name string) string { return strings.TrimSpace(r.PathValue(name)) }
