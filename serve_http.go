@@ -23,6 +23,8 @@ type httpListener struct {
 	metrics  *api.Metrics
 	started  atomic.Bool // the worker started: River runs unless it stopped since
 
+	watchRiver func(ctx context.Context)
+
 	stopMetrics context.CancelFunc
 	wg          sync.WaitGroup
 }
@@ -47,6 +49,7 @@ func (a *app) listenHTTP(pool *pgxpool.Pool, srv *worker.Server) (*httpListener,
 	h := &httpListener{listener: l, metrics: api.NewMetrics(pool, a.log, a.cfg.WorkerName)}
 	srv.OnFinish(h.metrics.Finished)
 	srv.OnEvent(h.metrics.Event)
+	h.watchRiver = h.metrics.WatchRiver(srv.Client())
 	h.server = api.New(api.Options{
 		Pool: pool, Log: a.log, Tokens: tokens, MetricsPublic: a.cfg.MetricsPublic, SecretsKey: key, Metrics: h.metrics,
 		RiverRunning: func() bool {
@@ -69,10 +72,14 @@ func (h *httpListener) serve(a *app) {
 	h.started.Store(true)
 	ctx, cancel := context.WithCancel(context.Background())
 	h.stopMetrics = cancel
-	h.wg.Add(2)
+	h.wg.Add(3)
 	go func() {
 		defer h.wg.Done()
 		h.metrics.Run(ctx)
+	}()
+	go func() {
+		defer h.wg.Done()
+		h.watchRiver(ctx)
 	}()
 	go func() {
 		defer h.wg.Done()

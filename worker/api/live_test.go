@@ -107,12 +107,17 @@ func TestMetricsCount(t *testing.T) {
 	require.Equal(t, 0.0, metricValue(t, b, `attune_executions_running`))
 	require.GreaterOrEqual(t, metricValue(t, b, `attune_worker_heartbeat_age_seconds`), 0.0)
 	require.Equal(t, 0.0, metricValue(t, b, `attune_metrics_scrape_error`))
+	// River's own view: every job completed (attune settles cancels too).
+	require.Eventually(t, func() bool {
+		return metricValue(t, b, `river_jobs_total{event="job_completed",queue="shell"}`) == 5
+	}, 10*time.Second, 50*time.Millisecond)
+	require.Equal(t, 5.0, metricValue(t, b, `river_job_run_seconds_count{queue="shell"}`))
 
 	// Labels are from a bounded set: no ids, no parameter values.
 	body := string(b.call(t, "GET", "/metrics", nil).body)
 	allowed := map[string]bool{"action": true, "status": true, "queue": true, "sensor": true, "trigger": true,
-		"stream": true, "outcome": true, "le": true, "version": true}
-	for _, m := range regexp.MustCompile(`(?m)^attune_\w+\{(.*)\} `).FindAllStringSubmatch(body, -1) {
+		"stream": true, "outcome": true, "le": true, "event": true}
+	for _, m := range regexp.MustCompile(`(?m)^(?:attune|river)_\w+\{(.*)\} `).FindAllStringSubmatch(body, -1) {
 		for _, l := range regexp.MustCompile(`(\w+)="([^"]*)"`).FindAllStringSubmatch(m[1], -1) {
 			require.True(t, allowed[l[1]], "label %s", l[1])
 			require.NotEqual(t, "a", l[2], "a parameter value")

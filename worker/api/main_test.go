@@ -241,11 +241,17 @@ func (b *testBundle) startWorker(t *testing.T) *worker.Server {
 	require.NoError(t, err)
 	srv.OnFinish(b.metrics.Finished)
 	srv.OnEvent(b.metrics.Event)
+	watch := b.metrics.WatchRiver(srv.Client())
+	wctx, stopWatch := context.WithCancel(b.ctx)
+	watched := make(chan struct{})
+	go func() { defer close(watched); watch(wctx) }()
 	require.NoError(t, srv.Start(b.ctx))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		require.NoError(t, srv.Stop(ctx))
+		stopWatch()
+		<-watched
 	})
 	return srv
 }

@@ -35,6 +35,7 @@ type Metrics struct {
 	skips       *prometheus.CounterVec
 	webhooks    *prometheus.CounterVec
 	dropped     prometheus.Counter
+	river       *riverMetrics
 
 	mu      sync.Mutex
 	actions map[string]bool
@@ -73,6 +74,7 @@ func NewMetrics(pool *pgxpool.Pool, log *slog.Logger, worker string) *Metrics {
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "attune_metrics_dropped_total",
 			Help: "Finished executions not counted because the metrics queue was full."}),
 	}
+	m.river = newRiverMetrics(m.reg)
 	for _, o := range []string{webhookAccepted, webhookUnknownPath, webhookBadSignature, webhookTooLarge, webhookBadRequest, webhookError} {
 		m.webhooks.WithLabelValues(o)
 	}
