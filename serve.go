@@ -20,6 +20,11 @@ func (a *app) serveCommand() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			stopTracing, err := a.setupTracing(ctx)
+			if err != nil {
+				return err
+			}
+			defer stopTracing()
 			pool, err := a.db(ctx)
 			if err != nil {
 				return err

@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -115,4 +116,20 @@ func (h *httpListener) stop(ctx context.Context) error {
 		return fmt.Errorf("error stopping the HTTP listener: %w", err)
 	}
 	return nil
+}
+
+// setupTracing exports traces when the OTel SDK's variables ask for it; the
+// returned func flushes what is buffered.
+func (a *app) setupTracing(ctx context.Context) (func(), error) {
+	shutdown, err := worker.SetupTracing(ctx, a.environ, a.cfg.WorkerName, a.log)
+	if err != nil {
+		return nil, err
+	}
+	return func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := shutdown(ctx); err != nil {
+			a.log.Warn("flushing traces failed", "err", err)
+		}
+	}, nil
 }

@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -120,4 +122,40 @@ func TestServeHTTP(t *testing.T) {
 	require.NoError(t, r.err, "logs:\n%s", r.logs.String())
 	_, err := http.Get(base + "/healthz")
 	require.Error(t, err, "the listener is closed")
+}
+
+// TestServeTraces: with OTEL_EXPORTER_OTLP_ENDPOINT set, attune serve
+// exports its spans over OTLP/HTTP to an in-process receiver.
+func TestServeTraces(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var got [][]byte
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if r.URL.Path == "/v1/traces" && r.Header.Get("Content-Type") == "application/x-protobuf" {
+			mu.Lock()
+			got = append(got, body)
+			mu.Unlock()
+		}
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	defer receiver.Close()
+
+	b := setupReplicas(t, schematest.URL(t))
+	r := b.start(t, "trace-1", "ATTUNE_API_TOKENS=ci:"+serveToken, "OTEL_EXPORTER_OTLP_ENDPOINT="+receiver.URL,
+		"OTEL_BSP_SCHEDULE_DELAY=100")
+	base := b.httpAddr(t, r)
+	status, e := httpDo(t, "POST", base+"/api/v1/executions", fmt.Sprintf(`{"action": "r.append", "parameters": {"out": %q}}`, filepath.Join(b.work, "out")))
+	require.Equal(t, 201, status, "%v", e)
+	b.eventually(t, 20*time.Second, "spans exported", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		all := bytes.Join(got, nil)
+		for _, name := range []string{"POST /api/v1/executions", "attune.enqueue", "attune.execution", "attune.process", "attune.complete"} {
+			if !bytes.Contains(all, []byte(name)) {
+				return false
+			}
+		}
+		return bytes.Contains(all, []byte("trace-1")) // service.instance.id
+	})
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
 
 	"github.com/attune-system/attune/schema"
 )
@@ -70,7 +71,7 @@ func AsError(err error) error {
 // inserter is an insert-only River client: no queues, no pool, just the
 // job-row logic River applies inside a caller's transaction.
 var inserter = sync.OnceValues(func() (*river.Client[pgx.Tx], error) {
-	return river.NewClient(riverpgxv5.New(nil), &river.Config{Schema: schema.Name})
+	return river.NewClient(riverpgxv5.New(nil), &river.Config{Schema: schema.Name, Middleware: []rivertype.Middleware{&traceInsert{}}})
 })
 
 // Enqueue creates one execution of actionRef inside tx and returns its id.

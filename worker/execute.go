@@ -158,9 +158,9 @@ func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs])
 		}
 		return fmt.Errorf("error claiming execution %d: %w", job.Args.ExecutionID, err)
 	}
-	out := w.run(ctx, c)
+	out := w.runTraced(ctx, c)
 	<-w.slots
-	return w.settle(ctx, job, c, out)
+	return w.settleTraced(ctx, job, c, out)
 }
 
 func (w *executor) claim(ctx context.Context, job *river.Job[jobs.ExecutionArgs]) (*claimed, error) {
@@ -236,6 +236,7 @@ func (w *executor) run(ctx context.Context, c *claimed) outcome {
 	if err != nil {
 		return failed(err.Error())
 	}
+	spec.Env = append(spec.Env, traceEnv(ctx)...)
 	if w.onStart != nil {
 		spec.OnStart = func(pid int, at time.Time) { w.onStart(c.ID, at) }
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
 
 	"github.com/attune-system/attune/jobs"
 	"github.com/attune-system/attune/schema"
@@ -85,6 +86,7 @@ func NewServer(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Server, error
 		JobTimeout:           -1,
 		RescueStuckJobsAfter: maxExecutionTimeout + time.Hour,
 		Workers:              workers,
+		Middleware:           []rivertype.Middleware{&traceWork{}},
 		Logger:               riverLogger(log),
 	})
 	if err != nil {

@@ -111,7 +111,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	h, pattern := s.mux.Handler(r)
 	if pattern != "" {
-		s.mux.ServeHTTP(w, r) // sets the path values Handler does not
+		ctx, end := startSpan(r, pattern)
+		defer end()
+		s.mux.ServeHTTP(w, r.WithContext(ctx)) // sets the path values Handler does not
 		return
 	}
 	// No route: let the mux decide between 404 and 405 (and set Allow),

@@ -62,6 +62,10 @@ parameters:
 `,
 	"actions/echo.sh": "#!/bin/sh\nprintf '{\"name\": \"%s\", \"n\": %s}\\n' \"$ATTUNE_ACTION_NAME\" \"$ATTUNE_ACTION_N\"\n",
 
+	// traceparent returns the trace context its process got.
+	"actions/traceparent.yaml": "name: traceparent\nref: t.traceparent\nrunner_type: shell\nentry_point: traceparent.sh\n",
+	"actions/traceparent.sh":   "#!/bin/sh\nprintf '{\"traceparent\": \"%s\"}\\n' \"$TRACEPARENT\"\n",
+
 	"actions/disabled.yaml": "name: disabled\nref: t.disabled\nenabled: false\nrunner_type: shell\nentry_point: echo.sh\n",
 
 	"actions/secret.yaml": `name: secret
