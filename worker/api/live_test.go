@@ -139,3 +139,57 @@ func metricValue(t *testing.T, b *testBundle, series string) float64 {
 	require.NoError(t, err)
 	return v
 }
+
+// TestLogStreamRewrite: stored output that stops being a continuation of
+// what was sent (the truncation notice replacing the last bytes kept) is
+// announced with a reset event and sent again whole.
+func TestLogStreamRewrite(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var id int64
+	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT attune.enqueue('t.echo', '{"name": "x"}')`).Scan(&id))
+	_, err := b.pool.Exec(b.ctx, "UPDATE attune.execution SET status = 'running', stdout = 'héllo wor' WHERE id = $1", id)
+	require.NoError(t, err)
+
+	req, err := http.NewRequest("GET", fmt.Sprintf("%s/api/v1/executions/%d/logs?stream=stdout", b.base, id), nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	next := func() (event, data string) {
+		t.Helper()
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case strings.HasPrefix(line, "event: "):
+				event = strings.TrimPrefix(line, "event: ")
+			case strings.HasPrefix(line, "data: "):
+				return event, strings.TrimPrefix(line, "data: ")
+			}
+		}
+		t.Fatalf("stream ended: %v", sc.Err())
+		return "", ""
+	}
+	ev, data := next()
+	require.Equal(t, "stdout", ev)
+	require.Equal(t, `"héllo wor"`, data)
+	_, err = b.pool.Exec(b.ctx, "UPDATE attune.execution SET stdout = 'héllo world\n' WHERE id = $1", id)
+	require.NoError(t, err)
+	ev, data = next()
+	require.Equal(t, "stdout", ev)
+	require.Equal(t, `"ld\n"`, data, "only what is new")
+	_, err = b.pool.Exec(b.ctx, "UPDATE attune.execution SET stdout = 'héllo [TRUNCATED]', status = 'completed', finished_at = now() WHERE id = $1", id)
+	require.NoError(t, err)
+	ev, data = next()
+	require.Equal(t, "reset", ev)
+	require.Equal(t, `"stdout"`, data)
+	ev, data = next()
+	require.Equal(t, "stdout", ev)
+	require.Equal(t, `"héllo [TRUNCATED]"`, data)
+	ev, data = next()
+	require.Equal(t, "end", ev)
+	require.Contains(t, data, `"status":"completed"`)
+}

@@ -1,12 +1,16 @@
 package api
 
 import (
+	"crypto/md5"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"hash"
 	"mime"
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/attune-system/attune/jobs"
 )
@@ -77,10 +81,13 @@ func wantsEventStream(r *http.Request) bool {
 }
 
 // streamLogs sends an execution's output as Server-Sent Events: an event
-// "stdout" or "stderr" whose data is a JSON string of the bytes new since
+// "stdout" or "stderr" whose data is a JSON string of the text new since
 // the last one (each byte is sent once), then one "end" event with the
-// final status, exit code and error, and the stream closes. It also ends,
-// without "end", when the client goes or the listener shuts down.
+// final status, exit code and error, and the stream closes. Should stored
+// text be rewritten (the truncation notice replacing the last bytes kept),
+// a "reset" event names the stream and its whole text follows again. The
+// stream also ends, without "end", when the client goes or the listener
+// shuts down.
 func (s *Server) streamLogs(w http.ResponseWriter, r *http.Request, e *jobs.Execution, stream string) {
 	rc := http.NewResponseController(w)
 	// The write deadline is for ordinary answers; a stream lasts as long
@@ -92,68 +99,97 @@ func (s *Server) streamLogs(w http.ResponseWriter, r *http.Request, e *jobs.Exec
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 
-	sent := map[string]int{}
+	type sent struct {
+		chars int // characters, as PostgreSQL's substr counts
+		sum   hash.Hash
+	}
+	streams := map[string]*sent{"stdout": {sum: md5.New()}, "stderr": {sum: md5.New()}}
 	send := func(event string, data []byte) bool {
 		_, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, data)
 		return err == nil
 	}
-	emit := func(e *jobs.Execution) bool {
-		for _, st := range []struct {
+	sumOf := func(st *sent) string { return hex.EncodeToString(st.sum.Sum(nil)) }
+	// emit sends what is new and reports whether to go on, and whether
+	// anything was sent.
+	emit := func(t *jobs.OutputTail) (ok, wrote bool) {
+		for _, part := range []struct {
 			name string
-			text *string
-		}{{"stdout", e.Stdout}, {"stderr", e.Stderr}} {
-			if (stream != "" && stream != st.name) || st.text == nil || len(*st.text) <= sent[st.name] {
+			text string
+			same bool
+		}{{"stdout", t.Stdout, t.StdoutSame}, {"stderr", t.Stderr, t.StderrSame}} {
+			if stream != "" && stream != part.name {
 				continue
 			}
-			// Stored output only grows while an execution runs, so the new
-			// part starts on a character boundary.
-			chunk, _ := json.Marshal((*st.text)[sent[st.name]:])
-			if !send(st.name, chunk) {
-				return false
+			st := streams[part.name]
+			if !part.same {
+				name, _ := json.Marshal(part.name)
+				if !send("reset", name) {
+					return false, wrote
+				}
+				st.chars, st.sum = 0, md5.New()
+				wrote = true
+				continue // the next read starts over
 			}
-			sent[st.name] = len(*st.text)
+			if part.text == "" {
+				continue
+			}
+			chunk, _ := json.Marshal(part.text)
+			if !send(part.name, chunk) {
+				return false, wrote
+			}
+			st.chars += utf8.RuneCountInString(part.text)
+			st.sum.Write([]byte(part.text))
+			wrote = true
 		}
-		return rc.Flush() == nil
+		return rc.Flush() == nil, wrote
 	}
-	if !emit(e) {
-		return
+	read := func() (*jobs.OutputTail, error) {
+		return jobs.TailOutput(r.Context(), s.pool, e.ID, streams["stdout"].chars, sumOf(streams["stdout"]),
+			streams["stderr"].chars, sumOf(streams["stderr"]))
 	}
 	poll := time.NewTicker(streamPoll)
 	defer poll.Stop()
 	lastWrite := time.Now()
-	for !jobs.Finished(e.Status) {
-		select {
-		case <-r.Context().Done():
-			return
-		case <-s.stopping:
-			_, _ = fmt.Fprint(w, ": server shutting down; reconnect to another replica\n\n")
-			_ = rc.Flush()
-			return
-		case <-poll.C:
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-s.stopping:
+				_, _ = fmt.Fprint(w, ": server shutting down; reconnect to another replica\n\n")
+				_ = rc.Flush()
+				return
+			case <-poll.C:
+			}
 		}
-		next, err := jobs.Get(r.Context(), s.pool, e.ID)
+		t, err := read()
 		if err != nil {
 			if r.Context().Err() == nil {
 				s.log.Warn("log stream: reading the execution failed", "id", e.ID, "err", err)
 			}
 			return
 		}
-		before := sent["stdout"] + sent["stderr"]
-		e = next
-		if !emit(e) {
+		ok, wrote := emit(t)
+		switch {
+		case !ok:
 			return
-		}
-		if sent["stdout"]+sent["stderr"] != before {
+		case wrote:
 			lastWrite = time.Now()
-		} else if time.Since(lastWrite) > streamKeepalive {
+			if !t.StdoutSame || !t.StderrSame {
+				continue // resend from the start before ending
+			}
+		case time.Since(lastWrite) > streamKeepalive:
 			if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil || rc.Flush() != nil {
 				return
 			}
 			lastWrite = time.Now()
 		}
+		if jobs.Finished(t.Status) {
+			end, _ := json.Marshal(map[string]any{"id": e.ID, "status": t.Status, "exit_code": t.ExitCode, "error": t.Error,
+				"stdout_truncated": t.StdoutTruncated, "stderr_truncated": t.StderrTruncated})
+			send("end", end)
+			_ = rc.Flush()
+			return
+		}
 	}
-	end, _ := json.Marshal(map[string]any{"id": e.ID, "status": e.Status, "exit_code": e.ExitCode, "error": e.Error,
-		"stdout_truncated": e.StdoutTruncated, "stderr_truncated": e.StderrTruncated})
-	send("end", end)
-	_ = rc.Flush()
 }

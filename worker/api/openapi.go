@@ -59,7 +59,7 @@ func buildDocument(routes []route) map[string]any {
 		}
 		if rt.id == "getExecutionLogs" {
 			okBody["content"].(map[string]any)["text/event-stream"] = map[string]any{"schema": map[string]any{"type": "string",
-				"description": "events stdout and stderr (data: a JSON string of new output), then end (data: the final status)"}}
+				"description": "events stdout and stderr (data: a JSON string of new output), reset (data: the stream whose text follows again whole), then end (data: the final status)"}}
 		}
 		resp[strconv.Itoa(rt.ok)] = okBody
 		errs := rt.errors
