@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // apiError is every error body: what went wrong and what to do.
@@ -111,6 +112,8 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) erro
 				field = "the body"
 			}
 			return errorf(http.StatusUnprocessableEntity, "see /api/v1/openapi.json for the expected shape", "%s must be %s, not %s", field, jsonType(typ.Type.Kind().String()), typ.Value)
+		case errors.As(err, new(*time.ParseError)):
+			return errorf(http.StatusUnprocessableEntity, "give times in RFC 3339, such as 2026-01-02T15:04:05Z", "a time in the body does not parse: %s", err)
 		case strings.HasPrefix(err.Error(), "json: unknown field"):
 			return errorf(http.StatusUnprocessableEntity, "see /api/v1/openapi.json for the accepted fields", "request body has an %s", strings.TrimPrefix(err.Error(), "json: "))
 		}

@@ -60,6 +60,7 @@ func TestCreateExecution(t *testing.T) {
 			{"ParametersNotObject", `{"action": "t.echo", "parameters": [1, 2]}`, 422, "parameters"},
 			{"UnknownField", `{"action": "t.echo", "params": {}}`, 422, "params"},
 			{"RuleRefNotAllowed", `{"action": "t.echo", "options": {"rule_ref": "x"}}`, 422, "rule_ref"},
+			{"BadTime", `{"action": "t.echo", "parameters": {"name": "x"}, "options": {"scheduled_at": "tomorrow"}}`, 422, "time"},
 			{"NoAction", `{"parameters": {}}`, 422, "action"},
 			{"MalformedJSON", `{"action": "t.echo",`, 400, "not valid JSON"},
 			{"NotJSON", `action=t.echo`, 400, "not valid JSON"},
