@@ -52,6 +52,7 @@ func runWithEnv(ctx context.Context, args, environ []string, stdin io.Reader, st
 	// cobra's argument errors say what is wrong but not what to type.
 	switch {
 	case err == nil:
+	case errors.As(err, new(usageError)):
 	case strings.HasPrefix(err.Error(), "unknown command"):
 		return usageError{fmt.Errorf("%w (see %s --help)", err, cmd.CommandPath())}
 	case strings.Contains(err.Error(), "arg(s)"):
@@ -85,7 +86,33 @@ func (a *app) rootCommand() *cobra.Command {
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%w (see %s --help)", err, cmd.CommandPath())}
 	})
+	refuseUnknownSubcommands(root)
 	return root
+}
+
+// refuseUnknownSubcommands makes every command group fail on a word it does
+// not know. Cobra prints a group's help and exits 0 for "attune execution
+// cancle 5", so a script with a typo would "succeed"; and its root message
+// spreads the suggestion over several lines.
+func refuseUnknownSubcommands(cmd *cobra.Command) {
+	for _, sub := range cmd.Commands() {
+		refuseUnknownSubcommands(sub)
+	}
+	if !cmd.HasSubCommands() || cmd.Runnable() {
+		return
+	}
+	cmd.SuggestionsMinimumDistance = 2
+	cmd.Args = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return nil
+		}
+		hint := fmt.Sprintf("see %s --help", cmd.CommandPath())
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			hint = fmt.Sprintf("did you mean %q?", s[0])
+		}
+		return usageError{fmt.Errorf("unknown command %q for %q (%s)", args[0], cmd.CommandPath(), hint)}
+	}
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
 }
 
 func newLogger(cfg worker.Config, w io.Writer) *slog.Logger {

@@ -292,6 +292,10 @@ func TestCLIBadInput(t *testing.T) {
 		{name: "HugeLimit", args: []string{"execution", "list", "--limit", "100000"}, code: 2, msg: `--limit 100000 is invalid`},
 		{name: "EventListLimit", args: []string{"event", "list", "--limit", "-1"}, code: 2, msg: `--limit -1 is invalid`},
 		{name: "UnknownCommand", args: []string{"frobnicate"}, code: 2, msg: `unknown command "frobnicate"`},
+		{name: "GroupTypo", args: []string{"execution", "cancle", "5"}, code: 2, msg: `^attune: unknown command "cancle" for "attune execution" \(did you mean "cancel"\?\)$`},
+		{name: "RuleTypo", args: []string{"rule", "disabel", "X"}, code: 2, msg: `^attune: unknown command "disabel" for "attune rule" \(did you mean "disable"\?\)$`},
+		{name: "RootTypo", args: []string{"exection", "list"}, code: 2, msg: `^attune: unknown command "exection" for "attune" \(did you mean "execution"\?\)$`},
+		{name: "GroupUnknownNoSuggestion", args: []string{"worker", "zzzzzz"}, code: 2, msg: `^attune: unknown command "zzzzzz" for "attune worker" \(see attune worker --help\)$`},
 		{name: "UnknownFlag", args: []string{"execution", "list", "--colour"}, code: 2, msg: `unknown flag: --colour`},
 		{name: "KillGraceNotDuration", args: []string{"version"}, env: []string{"ATTUNE_KILL_GRACE=soon"}, code: 1,
 			msg: `^attune: ATTUNE_KILL_GRACE="soon" is invalid: must be a duration such as 90s or 5m$`},
@@ -359,4 +363,15 @@ func requireProcessesGone(t *testing.T, within time.Duration, pids ...int) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
+}
+
+// TestCLIGroupWithoutCommand: a group alone still prints its help and
+// succeeds; only an unknown word after it is an error.
+func TestCLIGroupWithoutCommand(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	err := runWithEnv(context.Background(), []string{"execution"}, nil, strings.NewReader(""), &stdout, &stderr)
+	require.NoError(t, err, stderr.String())
+	require.Contains(t, stdout.String(), "Available Commands:")
+	require.Contains(t, stdout.String(), "cancel")
 }
