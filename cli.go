@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"regexp"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -84,10 +85,39 @@ func (a *app) rootCommand() *cobra.Command {
 		a.sensorCommand(), a.triggerCommand(), a.eventCommand(), a.ruleCommand(), a.secretCommand(),
 	)
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
-		return usageError{fmt.Errorf("%w (see %s --help)", err, cmd.CommandPath())}
+		return usageError{fmt.Errorf("%w (see %s --help)", flagValueError(cmd, err), cmd.CommandPath())}
 	})
 	refuseUnknownSubcommands(root)
 	return root
+}
+
+var invalidFlagRE = regexp.MustCompile(`^invalid argument "(.*)" for "(?:-\w, )?--([\w-]+)" flag: `)
+
+// flagValueError says in attune's words what a flag takes, instead of the
+// Go parser's text ("strconv.ParseInt: parsing "abc": invalid syntax").
+func flagValueError(cmd *cobra.Command, err error) error {
+	m := invalidFlagRE.FindStringSubmatch(err.Error())
+	if m == nil {
+		return err
+	}
+	f := cmd.Flags().Lookup(m[2])
+	if f == nil {
+		return err
+	}
+	var want string
+	switch f.Value.Type() {
+	case "int", "int32", "int64", "uint", "uint32", "uint64":
+		want = "a whole number"
+	case "duration":
+		want = "a duration such as 30s, 5m or 2h"
+	case "bool":
+		want = "true or false"
+	case "float32", "float64":
+		want = "a number"
+	default:
+		return err
+	}
+	return fmt.Errorf("--%s must be %s, got %q", f.Name, want, m[1])
 }
 
 // refuseUnknownSubcommands makes every command group fail on a word it does

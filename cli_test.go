@@ -271,7 +271,9 @@ func TestCLIBadInput(t *testing.T) {
 		{name: "FractionalTimeout", args: []string{"action", "execute", "c.echo", "--param", "n=1", "--param", "s=x", "--timeout", "1500ms"}, code: 2, msg: `--timeout 1.5s is invalid`},
 		{name: "AbsurdTimeout", args: []string{"action", "execute", "c.echo", "--param", "n=1", "--param", "s=x", "--timeout", "10000h"}, code: 1, msg: `option timeout_seconds must be an integer from 1 to 604800, got 36000000`},
 		// The hint names the command as typed, not its last word alone.
-		{name: "TimeoutNotDuration", args: []string{"action", "execute", "c.echo", "--timeout", "soon"}, code: 2, msg: `invalid argument "soon" for "--timeout" flag.* \(see attune action execute --help\)$`},
+		{name: "TimeoutNotDuration", args: []string{"action", "execute", "c.echo", "--timeout", "soon"}, code: 2, msg: `^attune: --timeout must be a duration such as 30s, 5m or 2h, got "soon" \(see attune action execute --help\)$`},
+		{name: "TimeoutNoUnit", args: []string{"action", "execute", "c.echo", "--timeout", "5"}, code: 2, msg: `^attune: --timeout must be a duration such as 30s, 5m or 2h, got "5" \(see attune action execute --help\)$`},
+		{name: "LimitNotNumber", args: []string{"execution", "list", "--limit", "abc"}, code: 2, msg: `^attune: --limit must be a whole number, got "abc" \(see attune execution list --help\)$`},
 		{name: "ParamsJSONTrailing", args: []string{"action", "execute", "c.echo", "--params-json", `{"n": 1, "s": "x"} {"zz": 1}`}, code: 2, msg: `--params-json holds more than one JSON value`},
 		{name: "ZeroLimit", args: []string{"execution", "list", "--limit", "0"}, code: 2, msg: `--limit 0 is invalid: use 1 to 10000`},
 		{name: "SecretBadActionRef", args: []string{"secret", "set", "x", "--action", "echo"}, code: 2, msg: `--action "echo" is not an action ref; give \{pack\}\.\{name\}`},
