@@ -116,7 +116,7 @@ by default), then in one run measures:
 				return usageError{fmt.Errorf("-n and --pickups must be positive")}
 			}
 			ctx := cmd.Context()
-			pool, err := a.db(ctx)
+			pool, err := a.installDB(ctx)
 			if err != nil {
 				return err
 			}

@@ -162,9 +162,24 @@ func newLogger(cfg worker.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-// db opens the configured database, creating and migrating it as needed, so
-// every command works on a fresh install.
+// db opens the configured database for a command that uses it: the
+// database and attune's schema must exist at this binary's version. Only
+// the installing commands (installDB) create or migrate anything.
 func (a *app) db(ctx context.Context) (*pgxpool.Pool, error) {
+	pool, err := schema.Connect(ctx, a.cfg.DatabaseURL, 4)
+	if err != nil {
+		return nil, err
+	}
+	if err := schema.Check(ctx, pool); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
+}
+
+// installDB opens the configured database for serve and demo, creating and
+// migrating it as needed, so they work on a fresh install.
+func (a *app) installDB(ctx context.Context) (*pgxpool.Pool, error) {
 	pool, err := schema.Open(ctx, a.cfg.DatabaseURL, int32(a.cfg.MaxConcurrentExecutions+10))
 	if err != nil {
 		return nil, err

@@ -10,7 +10,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -376,4 +378,96 @@ func TestCLIGroupWithoutCommand(t *testing.T) {
 	require.NoError(t, err, stderr.String())
 	require.Contains(t, stdout.String(), "Available Commands:")
 	require.Contains(t, stdout.String(), "cancel")
+}
+
+// TestCLIReadCommandsNeverInstall: only migrate, serve and demo create or
+// migrate; every other command says what is missing and changes nothing.
+func TestCLIReadCommandsNeverInstall(t *testing.T) {
+	t.Parallel()
+	b := setupCLI(t)
+	admin := b.pool
+
+	// A typo'd database name is reported, not created.
+	typo := "attune_typo_" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	r := b.attuneWith(t, b.env("ATTUNE_DATABASE_URL="+withDatabaseName(t, b.url, typo)), "", "execution", "list")
+	require.Equal(t, 1, exitCode(r.err))
+	require.Regexp(t, `^attune: database does not exist: "`+typo+`" at \S+:\d+; check ATTUNE_DATABASE_URL, or create it with attune migrate$`, r.line())
+	var exists bool
+	require.NoError(t, admin.QueryRow(b.ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", typo).Scan(&exists))
+	require.False(t, exists, "execution list created the database")
+
+	// A schema one migration behind is reported, not upgraded.
+	var latest int
+	require.NoError(t, admin.QueryRow(b.ctx, "SELECT max(version) FROM attune.schema_migration").Scan(&latest))
+	_, err := admin.Exec(b.ctx, "DELETE FROM attune.schema_migration WHERE version = $1", latest)
+	require.NoError(t, err)
+	r = b.attune(t, "execution", "list")
+	require.Equal(t, fmt.Sprintf("attune: schema is not at this attune's version: schema is at version %d, this attune needs %d: run attune migrate", latest-1, latest), r.line())
+	r = b.attune(t, "pack", "register")
+	require.Contains(t, r.line(), "run attune migrate")
+	var n int
+	require.NoError(t, admin.QueryRow(b.ctx, "SELECT count(*) FROM attune.schema_migration WHERE version = $1", latest).Scan(&n))
+	require.Zero(t, n, "a read command migrated")
+
+	// No schema at all.
+	_, err = admin.Exec(b.ctx, "DROP SCHEMA attune CASCADE")
+	require.NoError(t, err)
+	r = b.attune(t, "worker", "list")
+	require.Regexp(t, `^attune: schema is not at this attune's version: no attune schema in database "\w+": run attune migrate$`, r.line())
+	require.NoError(t, admin.QueryRow(b.ctx, "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'attune')").Scan(&exists))
+	require.False(t, exists, "worker list created the schema")
+
+	// migrate installs; then reads work.
+	b.ok(t, "migrate")
+	b.ok(t, "execution", "list")
+}
+
+// TestCLIReadOnlyRole: a role granted only SELECT on the schema (README,
+// "Database roles") can list and show.
+func TestCLIReadOnlyRole(t *testing.T) {
+	t.Parallel()
+	b := setupCLI(t)
+	b.startWorker(t)
+	id := b.execute(t, "c.echo", "--param", "n=1", "--param", "s=x")
+	b.waitStatus(t, id, 30*time.Second, "completed")
+
+	role := "attune_ro_" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	for _, sql := range []string{
+		"CREATE ROLE " + role + " LOGIN PASSWORD 'ro-pass'",
+		// The README's read-only grants.
+		"GRANT USAGE ON SCHEMA attune TO " + role,
+		"GRANT SELECT ON ALL TABLES IN SCHEMA attune TO " + role,
+	} {
+		_, err := b.pool.Exec(b.ctx, sql)
+		require.NoError(t, err, sql)
+	}
+	t.Cleanup(func() {
+		_, _ = b.pool.Exec(b.ctx, "DROP OWNED BY "+role)
+		_, _ = b.pool.Exec(b.ctx, "DROP ROLE "+role)
+	})
+	u, err := url.Parse(b.url)
+	require.NoError(t, err)
+	u.User = url.UserPassword(role, "ro-pass")
+	env := b.env("ATTUNE_DATABASE_URL=" + u.String())
+
+	for _, args := range [][]string{
+		{"execution", "list"}, {"execution", "show", strconv.FormatInt(id, 10)}, {"action", "list"},
+		{"worker", "list"}, {"rule", "list"}, {"pack", "list"},
+	} {
+		r := b.attuneWith(t, env, "", args...)
+		require.NoError(t, r.err, "attune %v as a read-only role: %s", args, r.line())
+	}
+	r := b.attuneWith(t, env, "", "execution", "list")
+	require.Contains(t, r.stdout, "c.echo")
+	// Writing is refused by PostgreSQL, with its own words.
+	r = b.attuneWith(t, env, "", "action", "execute", "c.echo", "--param", "n=1", "--param", "s=x")
+	require.ErrorContains(t, r.err, "permission denied")
+}
+
+func withDatabaseName(t *testing.T, u, db string) string {
+	t.Helper()
+	parsed, err := url.Parse(u)
+	require.NoError(t, err)
+	parsed.Path = "/" + db
+	return parsed.String()
 }

@@ -60,7 +60,7 @@ func (a *app) demoCommand() *cobra.Command {
 			say := func(format string, args ...any) { fmt.Fprintf(a.stdout, "==> "+format+"\n", args...) }
 
 			say("database %s", redactURL(a.cfg.DatabaseURL))
-			pool, err := a.db(ctx)
+			pool, err := a.installDB(ctx)
 			if err != nil {
 				return err
 			}

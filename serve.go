@@ -18,7 +18,7 @@ func (a *app) serveCommand() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			pool, err := a.db(ctx)
+			pool, err := a.installDB(ctx)
 			if err != nil {
 				return err
 			}
