@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/attune-system/attune/jobs"
+	"github.com/attune-system/attune/packs"
 )
 
 func (a *app) actionCommand() *cobra.Command {
@@ -62,8 +64,8 @@ func (a *app) executeCommand() *cobra.Command {
 		Short: "Enqueue an execution of an action",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := parseParams(params, paramsJSON)
-			if err != nil {
+			// Flag syntax first: a malformed command line needs no database.
+			if _, err := parseParams(params, paramsJSON, nil); err != nil {
 				return usageError{err}
 			}
 			var opts jobs.Options
@@ -79,6 +81,14 @@ func (a *app) executeCommand() *cobra.Command {
 				return err
 			}
 			defer pool.Close()
+			decl, err := actionParams(ctx, pool, args[0])
+			if err != nil {
+				return err
+			}
+			p, err := parseParams(params, paramsJSON, decl)
+			if err != nil {
+				return usageError{err}
+			}
 			var id int64
 			err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 				id, err = jobs.Enqueue(ctx, tx, args[0], p, &opts)
@@ -95,15 +105,18 @@ func (a *app) executeCommand() *cobra.Command {
 			return a.watch(ctx, pool, id)
 		},
 	}
-	cmd.Flags().StringArrayVar(&params, "param", nil, "parameter k=v; v parses as JSON when it can (n=3 is a number, s=hi a string)")
+	cmd.Flags().StringArrayVar(&params, "param", nil, "parameter k=v, v converted by k's declared type (array: a,b or JSON; object: JSON)")
 	cmd.Flags().StringVar(&paramsJSON, "params-json", "", "all parameters as one JSON object")
 	cmd.Flags().BoolVar(&watch, "watch", false, "wait for the outcome; exit 0 only when completed")
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "execution timeout (overrides the action's), e.g. 30s")
 	return cmd
 }
 
-// parseParams merges --params-json and --param k=v flags.
-func parseParams(kvs []string, raw string) (map[string]any, error) {
+// parseParams merges --params-json and --param k=v flags. decl, when the
+// action is known, converts each v by its declared type (packs.Param
+// ParseText); an undeclared k is left for Enqueue to refuse, naming the
+// declared ones.
+func parseParams(kvs []string, raw string, decl packs.Params) (map[string]any, error) {
 	p := map[string]any{}
 	if raw != "" {
 		dec := json.NewDecoder(strings.NewReader(raw))
@@ -126,15 +139,27 @@ func parseParams(kvs []string, raw string) (map[string]any, error) {
 		if !ok || k == "" {
 			return nil, fmt.Errorf("--param %q is not key=value; write --param name=value", kv)
 		}
-		var parsed any
-		dec := json.NewDecoder(strings.NewReader(v))
-		dec.UseNumber()
-		if err := dec.Decode(&parsed); err != nil || !atEOF(dec) {
-			parsed = v
+		parsed, err := decl[k].ParseText(k, v) // undeclared: no type, JSON or text
+		if err != nil {
+			return nil, err
 		}
 		p[k] = parsed
 	}
 	return p, nil
+}
+
+// actionParams returns the declared parameters of action ref, or nil when
+// no such action is registered (Enqueue then says so).
+func actionParams(ctx context.Context, pool *pgxpool.Pool, ref string) (packs.Params, error) {
+	var decl packs.Params
+	err := pool.QueryRow(ctx, "SELECT parameters FROM attune.action WHERE ref = $1", ref).Scan(&decl)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("error reading the parameters of action %s: %w", ref, err)
+	}
+	return decl, nil
 }
 
 // atEOF reports whether dec has nothing but white space left.
