@@ -7,7 +7,6 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
@@ -97,7 +96,7 @@ func (a *app) secretCommand() *cobra.Command {
 			return a.print(list, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "NAME\tSCOPE\tSCOPE_REF\tUPDATED")
 				for _, s := range list {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", s.Name, s.Scope, s.ScopeRef, s.Updated.Local().Format(time.RFC3339))
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", s.Name, s.Scope, s.ScopeRef, tableTime(s.Updated))
 				}
 			})
 		}),
