@@ -58,7 +58,7 @@ func LoadAll(base string) ([]*Pack, []Problem) {
 		}
 		file := filepath.Join(dir, "pack.yaml")
 		if first, dup := seen[p.Ref]; dup {
-			problems = append(problems, Problem{File: file, Line: p.refLine,
+			problems = append(problems, Problem{File: file, Line: p.refLine, PackDir: p.Dir,
 				Msg: fmt.Sprintf("duplicate pack ref %q, already used by %s; only the first is loaded", p.Ref, first)})
 			continue
 		}
@@ -79,6 +79,13 @@ func LoadAll(base string) ([]*Pack, []Problem) {
 func Load(dir string) (*Pack, []Problem) {
 	l := &loader{dir: dir}
 	p := l.load()
+	packDir := l.absDir
+	if packDir == "" {
+		packDir = dir // the directory could not be made absolute
+	}
+	for i := range l.problems {
+		l.problems[i].PackDir = packDir
+	}
 	return p, l.problems
 }
 

@@ -481,3 +481,59 @@ func TestLoadRuleChecks(t *testing.T) {
 	}, problems)
 	require.Equal(t, []string{"r.ok"}, refs(p.Rules, func(r *Rule) string { return r.Ref }))
 }
+
+// TestLoadProblemPackDir: every problem names the directory of its pack, so
+// registration can leave that pack out without walking the disk again.
+func TestLoadProblemPackDir(t *testing.T) {
+	t.Parallel()
+
+	abs := func(dir string) string {
+		t.Helper()
+		a, err := filepath.Abs(dir)
+		require.NoError(t, err)
+		return a
+	}
+
+	t.Run("load", func(t *testing.T) {
+		t.Parallel()
+		// One bad file in a pack that loads, and a pack that does not load.
+		for _, dir := range []string{"testdata/bad_runner", "testdata/bad_pack_ref", "testdata/no_pack_yaml"} {
+			_, problems := Load(dir)
+			require.NotEmpty(t, problems, dir)
+			for _, p := range problems {
+				require.Equal(t, abs(dir), p.PackDir, "%s", p)
+			}
+		}
+	})
+
+	t.Run("load all", func(t *testing.T) {
+		t.Parallel()
+		ps, problems := LoadAll("testdata")
+		require.NotEmpty(t, problems)
+		for _, p := range problems {
+			require.Equal(t, abs("testdata"), filepath.Dir(p.PackDir), "%s", p)
+			require.True(t, strings.HasPrefix(abs(p.File), p.PackDir+string(filepath.Separator)), "%s is not inside %s", p.File, p.PackDir)
+		}
+		// A pack that loads with a bad file: its problems carry its Dir.
+		i := slices.IndexFunc(ps, func(p *Pack) bool { return p.Ref == "bad_runner" })
+		require.GreaterOrEqual(t, i, 0)
+		require.True(t, slices.ContainsFunc(problems, func(p Problem) bool { return p.PackDir == ps[i].Dir }))
+	})
+
+	t.Run("duplicate pack ref", func(t *testing.T) {
+		t.Parallel()
+		base := t.TempDir()
+		writeFile(t, filepath.Join(base, "a", "pack.yaml"), "ref: same\n")
+		writeFile(t, filepath.Join(base, "b", "pack.yaml"), "ref: same\n")
+		_, problems := LoadAll(base)
+		require.Len(t, problems, 3)
+		require.Equal(t, filepath.Join(base, "b"), problems[2].PackDir, "the duplicate spoils the second pack, not the first")
+	})
+
+	t.Run("no pack", func(t *testing.T) {
+		t.Parallel()
+		_, problems := LoadAll(filepath.Join(t.TempDir(), "nope"))
+		require.Len(t, problems, 1)
+		require.Empty(t, problems[0].PackDir)
+	})
+}
