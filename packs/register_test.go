@@ -3,6 +3,7 @@ package packs
 import (
 	"context"
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 	"testing"
@@ -217,4 +218,34 @@ func TestRegisterResults(t *testing.T) {
 		pool := schematest.Pool(t)
 		check(t, RegisterPool(context.Background(), pool, ps, problems), pool)
 	})
+}
+
+// TestRegisterAgain: registering a pack again disables the actions and
+// rules gone from disk instead of deleting them, also when the last one of
+// its kind is gone.
+func TestRegisterAgain(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := schematest.Pool(t)
+	base := t.TempDir()
+	files := map[string]string{
+		"zeta/sensors/s.yaml": "name: s\nentry_point: s.sh\ntrigger_types: [tick]\n",
+		"zeta/sensors/s.sh":   "#!/bin/sh\n",
+	}
+	maps.Copy(files, twoPacks)
+	ps, problems := writePacks(t, base, files)
+	require.NoError(t, RegisterPool(ctx, pool, ps, problems).Err())
+
+	for _, gone := range []string{"zeta/actions/a.yaml", "zeta/sensors/s.yaml", "alpha/rules/r.yaml"} {
+		require.NoError(t, os.Remove(filepath.Join(base, gone)))
+	}
+	ps, problems = LoadAll(base)
+	rs := RegisterPool(ctx, pool, ps, problems)
+	require.NoError(t, rs.Err())
+	require.Equal(t, []string{"zeta.a"}, rs[1].DisabledActions)
+	for _, row := range []struct{ table, ref string }{{"action", "zeta.a"}, {"sensor", "zeta.s"}, {"rule", "alpha.r"}} {
+		var enabled bool
+		require.NoError(t, pool.QueryRow(ctx, "SELECT enabled FROM attune."+row.table+" WHERE ref = $1", row.ref).Scan(&enabled))
+		require.False(t, enabled, "%s %s is kept, disabled", row.table, row.ref)
+	}
 }

@@ -29,7 +29,9 @@ func writePack(ctx context.Context, tx pgx.Tx, p *Pack) (*RegisterResult, error)
 		return nil, fmt.Errorf("error writing pack %s: %w", p.Ref, err)
 	}
 
-	var actionRefs []string
+	// Not nil: nil is sent as NULL, and NOT ref = ANY(NULL) is NULL, so the
+	// last action gone from disk would stay enabled.
+	actionRefs := []string{}
 	for _, a := range p.Actions {
 		params, resultSchema, extra, err := marshal3(a.Parameters, a.ResultSchema, a.Extra)
 		if err != nil {
@@ -87,7 +89,7 @@ func writePack(ctx context.Context, tx pgx.Tx, p *Pack) (*RegisterResult, error)
 		res.Triggers++
 	}
 
-	var sensorRefs []string
+	sensorRefs := []string{} // not nil, as actionRefs
 	for _, s := range p.Sensors {
 		params, _, extra, err := marshal3(s.Parameters, nil, s.Extra)
 		if err != nil {
@@ -116,7 +118,7 @@ func writePack(ctx context.Context, tx pgx.Tx, p *Pack) (*RegisterResult, error)
 		return nil, fmt.Errorf("error disabling removed sensors: %w", err)
 	}
 
-	var ruleRefs []string
+	ruleRefs := []string{} // not nil, as actionRefs
 	for _, r := range p.Rules {
 		for _, ref := range []struct{ table, ref string }{{"action", r.ActionRef}, {"trigger", r.TriggerRef}} {
 			var exists bool
