@@ -15,6 +15,8 @@
 // others; [RegisterPool] does the same with a transaction per pack for a
 // caller that has none. Either orders the packs itself (a rule may name
 // another pack's action) and reports on each pack in a [RegisterResult].
+// [SetRuleEnabled] turns a rule on or off and tells the running sensor
+// supervisors ([RuleChannel]).
 //
 // The package also holds the small pieces of pack semantics the rest of
 // attune shares: parameter declarations turned into JSON Schema and checked

@@ -9,10 +9,6 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// RuleChannel is the NOTIFY channel on which rule changes reach the sensor
-// supervisors of every replica. The payload is the rule ref.
-const RuleChannel = "attune_rule_changed"
-
 // writePack writes one loaded pack inside tx and counts what it wrote.
 // Re-registering updates rows in place; actions, sensors and rules of the
 // pack that are gone from disk are disabled, not deleted, so executions that
