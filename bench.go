@@ -184,7 +184,7 @@ func (a *app) bench(ctx context.Context, pool *pgxpool.Pool, binary string, n, p
 	if packs.HasErrors(problems) {
 		return nil, packs.AsError(problems)
 	}
-	if _, err := packs.Register(ctx, pool, p); err != nil {
+	if err := packs.RegisterPool(ctx, pool, []*packs.Pack{p}, problems).Err(); err != nil {
 		return nil, err
 	}
 

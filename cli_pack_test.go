@@ -56,6 +56,36 @@ func TestCLIRegisterAcrossPacks(t *testing.T) {
 	require.Empty(t, r.stdout)
 }
 
+// TestCLIRegisterBadAmongGood: in a directory of packs, a pack with a load
+// error and one whose pack.yaml does not load are reported and not
+// registered, the good pack still is, and the command fails naming how many
+// did not make it.
+func TestCLIRegisterBadAmongGood(t *testing.T) {
+	t.Parallel()
+	b := &cliBundle{ctx: context.Background(), url: schematest.URL(t), packs: t.TempDir()}
+	write := func(path, body string) {
+		t.Helper()
+		path = filepath.Join(b.packs, path)
+		require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
+		require.NoError(t, os.WriteFile(path, []byte(body), 0o755))
+	}
+	write("bad/pack.yaml", "ref: bad\n")
+	write("bad/actions/a.yaml", "name: a\nentry_point: a.sh\nrunner_type: ruby\n")
+	write("bad/actions/a.sh", "#!/bin/sh\n")
+	write("broken/pack.yaml", "ref: Not.A.Ref\n")
+	write("good/pack.yaml", "ref: good\n")
+	write("good/actions/a.yaml", "name: a\nentry_point: a.sh\n")
+	write("good/actions/a.sh", "#!/bin/sh\n")
+
+	r := b.attune(t, "pack", "register")
+	require.Error(t, r.err)
+	require.Equal(t, "registered pack good: 1 actions, 0 sensors, 0 triggers, 0 rules\n", r.stdout)
+	require.Contains(t, r.stderr, filepath.Join(b.packs, "bad", "actions", "a.yaml")+`:3: unknown runner_type "ruby"`)
+	require.Contains(t, r.stderr, "pack bad not registered: fix the errors above\n")
+	require.Contains(t, r.stderr, "pack "+filepath.Join(b.packs, "broken")+" not registered: fix the errors above\n")
+	require.Equal(t, "attune: 2 pack(s) not registered", r.line())
+}
+
 func TestCLIPackListAndCheck(t *testing.T) {
 	t.Parallel()
 	b := setupCLI(t)

@@ -207,14 +207,10 @@ func runDemoRule(ctx context.Context, pool *pgxpool.Pool, ref string, n int, lim
 // supervisors, as `attune rule enable|disable` does.
 func setRuleEnabled(ctx context.Context, pool *pgxpool.Pool, ref string, enabled bool) error {
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, "UPDATE attune.rule SET enabled = $2, updated = now() WHERE ref = $1", ref, enabled)
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() == 0 {
+		_, err := packs.SetRuleEnabled(ctx, tx, ref, enabled)
+		if errors.Is(err, packs.ErrUnknownRule) {
 			return fmt.Errorf("rule %s is not registered; run the demo from the repository, or set ATTUNE_PACKS_DIR to its packs directory", ref)
 		}
-		_, err = tx.Exec(ctx, "SELECT pg_notify($1, $2)", packs.RuleChannel, ref)
 		return err
 	})
 }

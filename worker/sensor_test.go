@@ -140,7 +140,7 @@ func (b *sensorBundle) register(t *testing.T, pack string, files map[string]stri
 	}
 	p, problems := packs.Load(dir)
 	require.False(t, packs.HasErrors(problems), "%v", problems)
-	_, err := packs.Register(b.ctx, b.pool, p)
+	err := packs.RegisterPool(b.ctx, b.pool, []*packs.Pack{p}, problems).Err()
 	require.NoError(t, err)
 }
 
