@@ -15,7 +15,8 @@ import (
 )
 
 func (a *app) packCommand() *cobra.Command {
-	cmd := &cobra.Command{Use: "pack", Short: "Check, register and list packs"}
+	cmd := &cobra.Command{Use: "pack", Short: "Check, register, list and remove packs"}
+	cmd.AddCommand(a.packRemoveCommand())
 	cmd.AddCommand(&cobra.Command{
 		Use:   "check PATH",
 		Short: "Validate a pack (or a directory of packs) without a database",
