@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -69,7 +70,7 @@ func (a *app) rootCommand() *cobra.Command {
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := worker.LoadConfig(a.environ)
+			cfg, err := a.loadConfig(cmd)
 			if err != nil {
 				return err
 			}
@@ -143,6 +144,31 @@ func refuseUnknownSubcommands(cmd *cobra.Command) {
 		return usageError{fmt.Errorf("unknown command %q for %q (%s)", args[0], cmd.CommandPath(), hint)}
 	}
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+}
+
+// Settings by what uses them: a command validates only those it reads.
+var (
+	clientSettings = []string{"ATTUNE_DATABASE_URL", "ATTUNE_LOG_LEVEL", "ATTUNE_LOG_FORMAT"}
+	secretSettings = append(slices.Clip(clientSettings), "ATTUNE_SECRETS_KEY")
+	packSettings   = append(slices.Clip(clientSettings), "ATTUNE_PACKS_DIR")
+)
+
+// loadConfig reads the configuration, validating what cmd uses: serve, demo
+// and bench run a worker and use everything; version, help, completion and
+// pack check use nothing; the rest talk to the database.
+func (a *app) loadConfig(cmd *cobra.Command) (worker.Config, error) {
+	path := strings.TrimPrefix(cmd.CommandPath(), "attune ")
+	switch {
+	case path == "serve" || path == "demo" || path == "bench":
+		return worker.LoadConfig(a.environ)
+	case path == "version" || path == "help" || path == "pack check" || strings.HasPrefix(path, "completion") || path == "attune":
+		return worker.LoadConfigOf(a.environ, nil)
+	case strings.HasPrefix(path, "secret ") || path == "action execute":
+		return worker.LoadConfigOf(a.environ, secretSettings)
+	case strings.HasPrefix(path, "pack "):
+		return worker.LoadConfigOf(a.environ, packSettings)
+	}
+	return worker.LoadConfigOf(a.environ, clientSettings)
 }
 
 func newLogger(cfg worker.Config, w io.Writer) *slog.Logger {

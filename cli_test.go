@@ -302,10 +302,10 @@ func TestCLIBadInput(t *testing.T) {
 		{name: "RootTypo", args: []string{"exection", "list"}, code: 2, msg: `^attune: unknown command "exection" for "attune" \(did you mean "execution"\?\)$`},
 		{name: "GroupUnknownNoSuggestion", args: []string{"worker", "zzzzzz"}, code: 2, msg: `^attune: unknown command "zzzzzz" for "attune worker" \(see attune worker --help\)$`},
 		{name: "UnknownFlag", args: []string{"execution", "list", "--colour"}, code: 2, msg: `unknown flag: --colour`},
-		{name: "KillGraceNotDuration", args: []string{"version"}, env: []string{"ATTUNE_KILL_GRACE=soon"}, code: 1,
+		{name: "KillGraceNotDuration", args: []string{"serve"}, env: []string{"ATTUNE_KILL_GRACE=soon"}, code: 1,
 			msg: `^attune: ATTUNE_KILL_GRACE="soon" is invalid: must be a duration such as 90s or 5m$`},
-		{name: "NegativeKillGrace", args: []string{"execution", "list"}, env: []string{"ATTUNE_KILL_GRACE=-1s"}, code: 1, msg: `ATTUNE_KILL_GRACE=-1s is invalid`},
-		{name: "BadSecretsKey", args: []string{"version"}, env: []string{"ATTUNE_SECRETS_KEY=short"}, code: 1, msg: `ATTUNE_SECRETS_KEY=\(hidden\) is invalid`},
+		{name: "NegativeKillGrace", args: []string{"serve"}, env: []string{"ATTUNE_KILL_GRACE=-1s"}, code: 1, msg: `ATTUNE_KILL_GRACE=-1s is invalid`},
+		{name: "BadSecretsKey", args: []string{"secret", "list"}, env: []string{"ATTUNE_SECRETS_KEY=short"}, code: 1, msg: `ATTUNE_SECRETS_KEY=\(hidden\) is invalid`},
 		{name: "NoSecretsKey", args: []string{"secret", "set", "x"}, code: 1, msg: `ATTUNE_SECRETS_KEY is not set`},
 		{name: "DatabaseDown", args: []string{"execution", "list"}, env: []string{"ATTUNE_DATABASE_URL=postgres://127.0.0.1:1/attune?sslmode=disable&connect_timeout=2"}, code: 1, msg: `cannot reach PostgreSQL at 127\.0\.0\.1:1`},
 		{name: "PackCheckMissing", args: []string{"pack", "check", "/nonexistent/pack"}, code: 1, msg: `^attune: /nonexistent/pack: no such directory; give a pack.s directory`},
@@ -471,4 +471,22 @@ func withDatabaseName(t *testing.T, u, db string) string {
 	require.NoError(t, err)
 	parsed.Path = "/" + db
 	return parsed.String()
+}
+
+// TestCLIValidatesOnlyWhatItUses: a bad value of a setting a command does
+// not read does not stop it; one it reads does.
+func TestCLIValidatesOnlyWhatItUses(t *testing.T) {
+	t.Parallel()
+	b := setupCLI(t)
+	bad := []string{"ATTUNE_MAX_CONCURRENT_EXECUTIONS=abc", "ATTUNE_KILL_GRACE=soon", "ATTUNE_SECRETS_KEY=short"}
+	for _, args := range [][]string{{"version"}, {"execution", "list"}, {"worker", "list"}, {"pack", "list"}} {
+		r := b.attuneWith(t, b.env(bad...), "", args...)
+		require.NoError(t, r.err, "attune %v: %s", args, r.line())
+	}
+	r := b.attuneWith(t, b.env(bad...), "", "secret", "list")
+	require.Equal(t, "attune: ATTUNE_SECRETS_KEY=(hidden) is invalid: must be base64 of 32 random bytes (head -c32 /dev/urandom | base64)", r.line())
+	r = b.attuneWith(t, b.env("ATTUNE_MAX_CONCURRENT_EXECUTIONS=abc"), "", "serve")
+	require.Equal(t, `attune: ATTUNE_MAX_CONCURRENT_EXECUTIONS="abc" is invalid: must be a whole number`, r.line())
+	r = b.attuneWith(t, b.env("ATTUNE_LOG_LEVEL=loud"), "", "execution", "list")
+	require.Equal(t, "attune: ATTUNE_LOG_LEVEL=loud is invalid: must be debug, info, warn or error", r.line())
 }
