@@ -13,6 +13,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
 	"github.com/attune-system/attune/jobs"
+	"github.com/attune-system/attune/schema"
 )
 
 // settlement is one finished attempt waiting to be written.
@@ -103,7 +104,7 @@ func (c *completer) loop(ctx context.Context) {
 			if len(batch) > 1 {
 				err = c.write([]*settlement{s})
 			}
-			if err != nil && !isConnError(err) {
+			if err != nil && !schema.Transient(err) {
 				err = c.writeBare(s, err)
 			}
 			c.finish(s, err)
@@ -179,7 +180,7 @@ func (c *completer) write(batch []*settlement) error {
 		outTrunc[i], errTrunc[i], errs[i], retries[i] = s.out.StdoutTruncated, s.out.StderrTruncated, s.err, s.out.retry
 	}
 	ctx := context.WithoutCancel(batch[0].ctx)
-	return withRetry(ctx, c.log, func() error {
+	return schema.Retry(ctx, schema.RetryPolicy{GiveUpAfter: dbOutageRetry, Log: c.log}, func() error {
 		return pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
 			// Only this worker's current attempt is written: a replica
 			// wrongly declared dead must not overwrite what the reaper

@@ -8,20 +8,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
@@ -29,6 +25,7 @@ import (
 
 	"github.com/attune-system/attune/jobs"
 	"github.com/attune-system/attune/packs"
+	"github.com/attune-system/attune/schema"
 )
 
 // executor is the River worker of executions.
@@ -147,7 +144,7 @@ func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs])
 	// that it is unknown whether the row says running; once claimed, a
 	// cancelled execution is settled like any other.
 	var c *claimed
-	err := withRetry(ctx, w.log, func() (err error) {
+	err := schema.Retry(ctx, w.outageRetry(), func() (err error) {
 		c, err = w.claim(context.WithoutCancel(ctx), job)
 		return err
 	})
@@ -194,7 +191,7 @@ func (w *executor) claim(ctx context.Context, job *river.Job[jobs.ExecutionArgs]
 // cancelled while queued, already finished, or whose action is gone.
 func (w *executor) notRunnable(ctx context.Context, job *river.Job[jobs.ExecutionArgs]) error {
 	ctx = context.WithoutCancel(ctx)
-	return withRetry(ctx, w.log, func() error {
+	return schema.Retry(ctx, w.outageRetry(), func() error {
 		return pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
 			_, err := tx.Exec(ctx, `UPDATE attune.execution SET status = 'failed', finished_at = now(), worker = $2,
 				error = 'Action ' || action_ref || ' no longer exists; register its pack again'
@@ -478,45 +475,19 @@ func (w *executor) abort(ctx context.Context, job *river.Job[jobs.ExecutionArgs]
 	return river.JobSnooze(time.Second)
 }
 
-// withRetry retries fn while the database is unreachable, so a claim or a
-// result is not lost to a restart of PostgreSQL.
-func withRetry(ctx context.Context, log *slog.Logger, fn func() error) error {
-	delay := 100 * time.Millisecond
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		err := fn()
-		if err == nil || !isConnError(err) || time.Now().After(deadline) {
-			return err
-		}
-		log.Warn("database unavailable; retrying", "err", err, "in", delay)
-		select {
-		case <-time.After(delay):
-		case <-ctx.Done():
-			return err
-		}
-		delay = min(delay*2, 5*time.Second)
-	}
+// dbOutageRetry bounds how long a claim or a result write is retried while
+// the database is unreachable, so that neither is lost to a restart of
+// PostgreSQL.
+const dbOutageRetry = 5 * time.Minute
+
+// outageRetry is the retry policy of the writes an execution depends on.
+func (w *executor) outageRetry() schema.RetryPolicy {
+	return schema.RetryPolicy{GiveUpAfter: dbOutageRetry, Log: w.log}
 }
 
-// isConnError reports errors that a later attempt may not meet: the
-// connection, not the statement, failed. Statement errors (a constraint, a
-// bug, River's ErrNotFound) are not retried: they would only fail again.
-func isConnError(err error) bool {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return false
-	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		// connection_exception, admin_shutdown, crash_shutdown,
-		// cannot_connect_now (starting up, shutting down, in recovery).
-		return strings.HasPrefix(pgErr.Code, "08") || pgErr.Code == "57P01" || pgErr.Code == "57P02" || pgErr.Code == "57P03"
-	}
-	var connectErr *pgconn.ConnectError
-	var netErr net.Error
-	return errors.As(err, &connectErr) || errors.As(err, &netErr) || pgconn.SafeToRetry(err) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE)
-}
+// isConnError is schema.Transient under the name sensor.go still calls; it
+// goes once sensor.go calls schema.Transient itself.
+func isConnError(err error) bool { return schema.Transient(err) }
 
 func lastLine(s string) string {
 	s = strings.TrimRight(s, "\n\r \t")
