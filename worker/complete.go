@@ -182,29 +182,10 @@ func (c *completer) write(batch []*settlement) error {
 	ctx := context.WithoutCancel(batch[0].ctx)
 	return schema.Retry(ctx, schema.RetryPolicy{GiveUpAfter: dbOutageRetry, Log: c.log}, func() error {
 		return pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
-			// Only this worker's current attempt is written: a replica
-			// wrongly declared dead must not overwrite what the reaper
-			// settled, nor complete a job another replica now runs. An
-			// attempt that would be retried but was cancelled meanwhile (the
-			// remote cancel had not reached us) ends cancelled: River
-			// cancels rather than retries such a job.
-			rows, err := tx.Query(ctx, `
-WITH written AS (
-	UPDATE attune.execution e SET
-		status = CASE WHEN u.retry AND e.status = 'canceling' THEN 'cancelled' ELSE u.status END,
-		result = u.result, exit_code = u.exit_code,
-		stdout = u.stdout, stderr = u.stderr, stdout_truncated = u.out_trunc, stderr_truncated = u.err_trunc,
-		error = CASE WHEN u.retry AND e.status = 'canceling' THEN 'Cancelled while running' ELSE u.error END,
-		finished_at = CASE WHEN u.retry AND e.status <> 'canceling' THEN NULL ELSE now() END
-	FROM unnest($1::bigint[], $2::int[], $3::text[], $4::jsonb[], $5::int[], $6::text[], $7::text[], $8::bool[],
-		$9::bool[], $10::text[], $11::bool[])
-		AS u(id, attempt, status, result, exit_code, stdout, stderr, out_trunc, err_trunc, error, retry)
-	WHERE e.id = u.id AND e.worker = $12 AND e.attempt = u.attempt AND e.status IN ('running', 'canceling')
-	RETURNING e.id, e.status = 'requested' AS retry
-), gone AS (
-	DELETE FROM attune.execution_secret WHERE execution_id IN (SELECT id FROM written WHERE NOT retry)
-)
-SELECT id, retry FROM written`,
+			// Only this worker's current attempt is written, and an attempt
+			// cancelled meanwhile ends cancelled rather than retried
+			// (attune.settle, schema/migrations/005_state_machine.sql).
+			rows, err := tx.Query(ctx, "SELECT id, retry FROM attune.settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
 				ids, attempts, statuses, results, exitCodes, stdouts, stderrs, outTrunc, errTrunc, errs, retries, c.worker)
 			if err != nil {
 				return fmt.Errorf("error writing %d execution(s): %w", n, err)

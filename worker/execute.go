@@ -103,7 +103,7 @@ type claimed struct {
 }
 
 // claimSQL marks the execution running and reads everything needed to
-// start it in one round trip (schema/migrations/004_claim.sql).
+// start it in one round trip (schema/migrations/005_state_machine.sql).
 const claimSQL = `SELECT * FROM attune.claim($1, $2, $3)`
 
 // maxSlotWait is how long a fetched job waits for a free process slot
@@ -193,17 +193,15 @@ func (w *executor) notRunnable(ctx context.Context, job *river.Job[jobs.Executio
 	ctx = context.WithoutCancel(ctx)
 	return schema.Retry(ctx, w.outageRetry(), func() error {
 		return pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
-			_, err := tx.Exec(ctx, `UPDATE attune.execution SET status = 'failed', finished_at = now(), worker = $2,
-				error = 'Action ' || action_ref || ' no longer exists; register its pack again'
-			WHERE id = $1 AND status IN ('requested', 'scheduled', 'running')`, job.Args.ExecutionID, w.cfg.WorkerName)
-			if err != nil {
-				return err
+			// schema/migrations/005_state_machine.sql: failed when the action
+			// is gone, unchanged when cancelled or finished meanwhile.
+			if _, err := tx.Exec(ctx, "SELECT attune.fail_unrunnable($1, $2)", job.Args.ExecutionID, w.cfg.WorkerName); err != nil {
+				return fmt.Errorf("error settling execution %d: %w", job.Args.ExecutionID, err)
 			}
-			if _, err := tx.Exec(ctx, "DELETE FROM attune.execution_secret WHERE execution_id = $1", job.Args.ExecutionID); err != nil {
-				return err
+			if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
+				return fmt.Errorf("error completing River job %d: %w", job.ID, err)
 			}
-			_, err = river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job)
-			return err
+			return nil
 		})
 	})
 }
@@ -540,9 +538,8 @@ func (l *liveOutput) publish(stdout, stderr string) {
 		defer cancel()
 		// Only while this attempt runs here: once the result is written
 		// (or another replica settled it) a late write must not land.
-		_, err := l.w.pool.Exec(ctx, `UPDATE attune.execution SET stdout = $2, stderr = $3
-			WHERE id = $1 AND worker = $4 AND attempt = $5 AND status IN ('running', 'canceling')`,
-			l.id, stdout, stderr, l.w.cfg.WorkerName, l.attempt)
+		_, err := l.w.pool.Exec(ctx, "SELECT attune.record_output($1, $2, $3, $4, $5)",
+			l.id, l.w.cfg.WorkerName, l.attempt, stdout, stderr)
 		if err != nil {
 			l.w.log.Debug("writing live output failed", "id", l.id, "err", err)
 		}
