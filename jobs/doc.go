@@ -1,6 +1,7 @@
 // Package jobs is attune's executions as data: the River job that carries an
 // execution, enqueueing from Go inside the caller's transaction, reading,
-// listing and cancelling executions, and the encrypted secret store.
+// listing, waiting for and cancelling executions, and the encrypted secret
+// store.
 //
 // Enqueueing validates in the database (attune.enqueue_prepare), once for
 // every path, so SQL, Go and CLI callers get the same checks and rows.
@@ -50,4 +51,7 @@
 // Beside the statuses, record_output stores a running attempt's output so
 // far (live output), and lost_fetches and requeue_lost_fetches return to the
 // queue jobs River fetched for a replica that never received them.
+//
+// Wait blocks until executions finish, reading them every
+// DefaultWaitInterval.
 package jobs
