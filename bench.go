@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -21,6 +22,7 @@ import (
 	"github.com/mattn/go-isatty"
 	"github.com/spf13/cobra"
 
+	"github.com/attune-system/attune/jobs"
 	"github.com/attune-system/attune/packs"
 	"github.com/attune-system/attune/worker"
 )
@@ -342,24 +344,22 @@ func enqueueAndWait(ctx context.Context, pool *pgxpool.Pool, finished <-chan str
 	return nil
 }
 
+// waitFinished waits until one bench execution has finished, reading it
+// every millisecond: the pickup loop enqueues the next one only then.
 func waitFinished(ctx context.Context, pool *pgxpool.Pool, id int64) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var status string
-		if err := pool.QueryRow(ctx, "SELECT status FROM attune.execution WHERE id = $1", id).Scan(&status); err != nil {
-			return err
-		}
-		switch status {
-		case "completed":
-			return nil
-		case "failed", "timeout", "cancelled", "abandoned":
-			return fmt.Errorf("bench execution %d %s", id, status)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("bench execution %d still %s after 30s; is the worker running?", id, status)
-		}
-		time.Sleep(time.Millisecond)
+	const limit = 30 * time.Second
+	wctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	es, err := jobs.WaitWith(wctx, pool, jobs.WaitOptions{Interval: time.Millisecond}, id)
+	switch {
+	case err != nil && ctx.Err() == nil && es != nil && errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("bench execution %d still %s after %s; is the worker running?", id, es[0].Status, limit)
+	case err != nil:
+		return err
+	case es[0].Status != jobs.StatusCompleted:
+		return fmt.Errorf("bench execution %d %s", id, es[0].Status)
 	}
+	return nil
 }
 
 func copyFile(from, to string, mode os.FileMode) error {

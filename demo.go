@@ -237,32 +237,18 @@ func buildMissing(ctx context.Context, packsDir string, say func(string, ...any)
 	return nil
 }
 
-// waitAll polls until every execution has finished.
+// waitAll waits until every execution has finished, for at most limit.
 func waitAll(ctx context.Context, pool *pgxpool.Pool, ids []int64, limit time.Duration) ([]*jobs.Execution, error) {
-	deadline := time.Now().Add(limit)
-	for {
-		out := make([]*jobs.Execution, len(ids))
-		done := true
-		for i, id := range ids {
-			e, err := jobs.Get(ctx, pool, id)
-			if err != nil {
-				return nil, err
-			}
-			out[i] = e
-			done = done && jobs.Finished(e.Status)
-		}
-		if done {
-			return out, nil
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("executions still unfinished after %s; is a worker running? (attune worker list)", limit)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
+	wctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	out, err := jobs.Wait(wctx, pool, ids...)
+	if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		return nil, fmt.Errorf("executions still unfinished after %s; is a worker running? (attune worker list)", limit)
 	}
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func redactURL(u string) string {

@@ -8,20 +8,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
@@ -29,6 +25,7 @@ import (
 
 	"github.com/attune-system/attune/jobs"
 	"github.com/attune-system/attune/packs"
+	"github.com/attune-system/attune/schema"
 )
 
 // executor is the River worker of executions.
@@ -106,7 +103,7 @@ type claimed struct {
 }
 
 // claimSQL marks the execution running and reads everything needed to
-// start it in one round trip (schema/migrations/004_claim.sql).
+// start it in one round trip (schema/migrations/005_state_machine.sql).
 const claimSQL = `SELECT * FROM attune.claim($1, $2, $3)`
 
 // maxSlotWait is how long a fetched job waits for a free process slot
@@ -147,7 +144,7 @@ func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs])
 	// that it is unknown whether the row says running; once claimed, a
 	// cancelled execution is settled like any other.
 	var c *claimed
-	err := withRetry(ctx, w.log, func() (err error) {
+	err := schema.Retry(ctx, w.outageRetry(), func() (err error) {
 		c, err = w.claim(context.WithoutCancel(ctx), job)
 		return err
 	})
@@ -194,19 +191,17 @@ func (w *executor) claim(ctx context.Context, job *river.Job[jobs.ExecutionArgs]
 // cancelled while queued, already finished, or whose action is gone.
 func (w *executor) notRunnable(ctx context.Context, job *river.Job[jobs.ExecutionArgs]) error {
 	ctx = context.WithoutCancel(ctx)
-	return withRetry(ctx, w.log, func() error {
+	return schema.Retry(ctx, w.outageRetry(), func() error {
 		return pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
-			_, err := tx.Exec(ctx, `UPDATE attune.execution SET status = 'failed', finished_at = now(), worker = $2,
-				error = 'Action ' || action_ref || ' no longer exists; register its pack again'
-			WHERE id = $1 AND status IN ('requested', 'scheduled', 'running')`, job.Args.ExecutionID, w.cfg.WorkerName)
-			if err != nil {
-				return err
+			// schema/migrations/005_state_machine.sql: failed when the action
+			// is gone, unchanged when cancelled or finished meanwhile.
+			if _, err := tx.Exec(ctx, "SELECT attune.fail_unrunnable($1, $2)", job.Args.ExecutionID, w.cfg.WorkerName); err != nil {
+				return fmt.Errorf("error settling execution %d: %w", job.Args.ExecutionID, err)
 			}
-			if _, err := tx.Exec(ctx, "DELETE FROM attune.execution_secret WHERE execution_id = $1", job.Args.ExecutionID); err != nil {
-				return err
+			if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
+				return fmt.Errorf("error completing River job %d: %w", job.ID, err)
 			}
-			_, err = river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job)
-			return err
+			return nil
 		})
 	})
 }
@@ -478,45 +473,19 @@ func (w *executor) abort(ctx context.Context, job *river.Job[jobs.ExecutionArgs]
 	return river.JobSnooze(time.Second)
 }
 
-// withRetry retries fn while the database is unreachable, so a claim or a
-// result is not lost to a restart of PostgreSQL.
-func withRetry(ctx context.Context, log *slog.Logger, fn func() error) error {
-	delay := 100 * time.Millisecond
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		err := fn()
-		if err == nil || !isConnError(err) || time.Now().After(deadline) {
-			return err
-		}
-		log.Warn("database unavailable; retrying", "err", err, "in", delay)
-		select {
-		case <-time.After(delay):
-		case <-ctx.Done():
-			return err
-		}
-		delay = min(delay*2, 5*time.Second)
-	}
+// dbOutageRetry bounds how long a claim or a result write is retried while
+// the database is unreachable, so that neither is lost to a restart of
+// PostgreSQL.
+const dbOutageRetry = 5 * time.Minute
+
+// outageRetry is the retry policy of the writes an execution depends on.
+func (w *executor) outageRetry() schema.RetryPolicy {
+	return schema.RetryPolicy{GiveUpAfter: dbOutageRetry, Log: w.log}
 }
 
-// isConnError reports errors that a later attempt may not meet: the
-// connection, not the statement, failed. Statement errors (a constraint, a
-// bug, River's ErrNotFound) are not retried: they would only fail again.
-func isConnError(err error) bool {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return false
-	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		// connection_exception, admin_shutdown, crash_shutdown,
-		// cannot_connect_now (starting up, shutting down, in recovery).
-		return strings.HasPrefix(pgErr.Code, "08") || pgErr.Code == "57P01" || pgErr.Code == "57P02" || pgErr.Code == "57P03"
-	}
-	var connectErr *pgconn.ConnectError
-	var netErr net.Error
-	return errors.As(err, &connectErr) || errors.As(err, &netErr) || pgconn.SafeToRetry(err) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE)
-}
+// isConnError is schema.Transient under the name sensor.go still calls; it
+// goes once sensor.go calls schema.Transient itself.
+func isConnError(err error) bool { return schema.Transient(err) }
 
 func lastLine(s string) string {
 	s = strings.TrimRight(s, "\n\r \t")
@@ -569,9 +538,8 @@ func (l *liveOutput) publish(stdout, stderr string) {
 		defer cancel()
 		// Only while this attempt runs here: once the result is written
 		// (or another replica settled it) a late write must not land.
-		_, err := l.w.pool.Exec(ctx, `UPDATE attune.execution SET stdout = $2, stderr = $3
-			WHERE id = $1 AND worker = $4 AND attempt = $5 AND status IN ('running', 'canceling')`,
-			l.id, stdout, stderr, l.w.cfg.WorkerName, l.attempt)
+		_, err := l.w.pool.Exec(ctx, "SELECT attune.record_output($1, $2, $3, $4, $5)",
+			l.id, l.w.cfg.WorkerName, l.attempt, stdout, stderr)
 		if err != nil {
 			l.w.log.Debug("writing live output failed", "id", l.id, "err", err)
 		}
