@@ -1,9 +1,10 @@
 package worker
 
 import (
-	"context"
+	"cmp"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -23,11 +24,16 @@ type Spec struct {
 	// interpreter.
 	Args []string
 	// Env is the complete environment, KEY=VALUE. Nothing is inherited: nil
-	// means an empty environment. Run appends TMPDIR (replacing any given).
+	// means an empty environment. Start appends TMPDIR (replacing any given).
 	Env []string
 	// Stdin is written to the child's stdin, which is then closed (EOF). A
 	// child that does not read it is not waited for.
 	Stdin []byte
+	// StdinPipe keeps the child's stdin open for the caller to write through
+	// Handle.Stdin while the child runs, for input that is not known at
+	// start (a sensor's rule changes). It excludes Stdin; with neither, the
+	// child reads /dev/null.
+	StdinPipe bool
 	// ParameterFile, when non-nil, is written to a 0400 file in the work
 	// directory and ATTUNE_PARAMETER_FILE=<its absolute path> is appended to
 	// Env.
@@ -35,11 +41,28 @@ type Spec struct {
 	// MaxStdout and MaxStderr bound the stored bytes per stream, truncation
 	// notice included.
 	MaxStdout, MaxStderr int
+	// ReadStdout and ReadStderr, when set, consume the stream instead of
+	// the bounded capture (which then stays empty): each runs on a goroutine
+	// of its own with our end of the pipe and must return at EOF or at the
+	// first read error. Wait waits for them.
+	ReadStdout, ReadStderr func(io.Reader)
+	// DrainTimeout bounds how long Wait goes on reading output, and feeding
+	// stdin, once the process group is dead; reads and writes fail after
+	// it. Only a descendant that left the group (setsid) can hold the pipes
+	// open that long. Defaults to DefaultDrainTimeout.
+	DrainTimeout time.Duration
+	// KillGrace is the time between SIGTERM and SIGKILL to the process group
+	// when Run stops the process on timeout or cancel; 0 means SIGKILL at
+	// once.
+	KillGrace time.Duration
+	// WorkDirPrefix names the private work directory made under the
+	// worker's TMPDIR (a random suffix follows). Defaults to "attune-exec-".
+	WorkDirPrefix string
+
+	// The fields below are Run's; Start ignores them.
+
 	// Timeout is counted from process start; 0 means none.
 	Timeout time.Duration
-	// KillGrace is the time between SIGTERM and SIGKILL to the process group
-	// on timeout or cancel; 0 means SIGKILL at once.
-	KillGrace time.Duration
 	// OnStart, if set, is called on Run's goroutine right after the process
 	// started (the timeout is already running, so keep it short).
 	OnStart func(pid int, at time.Time)
@@ -48,42 +71,6 @@ type Spec struct {
 	// far. It must not block: Run waits on nothing else meanwhile.
 	OnOutput    func(stdout, stderr string)
 	OutputEvery time.Duration
-	// WorkDirPrefix names the private work directory made under the
-	// worker's TMPDIR (a random suffix follows). Defaults to "attune-exec-".
-	WorkDirPrefix string
-}
-
-// Outcome says how a Run ended.
-type Outcome int
-
-const (
-	// OutcomeExited: the process exited by itself; see ExitCode.
-	OutcomeExited Outcome = iota
-	// OutcomeSignaled: the process was killed by a signal we did not send.
-	OutcomeSignaled
-	// OutcomeTimedOut: Spec.Timeout expired and we killed the process group.
-	OutcomeTimedOut
-	// OutcomeCanceled: the context was cancelled and we killed the process
-	// group (or never started it).
-	OutcomeCanceled
-	// OutcomeStartFailed: the process never started; see StartErr.
-	OutcomeStartFailed
-)
-
-func (o Outcome) String() string {
-	switch o {
-	case OutcomeExited:
-		return "exited"
-	case OutcomeSignaled:
-		return "signaled"
-	case OutcomeTimedOut:
-		return "timed out"
-	case OutcomeCanceled:
-		return "canceled"
-	case OutcomeStartFailed:
-		return "start failed"
-	}
-	return fmt.Sprintf("Outcome(%d)", int(o))
 }
 
 // Result is what became of one child process.
@@ -112,31 +99,49 @@ type Result struct {
 	StartedAt, FinishedAt time.Time
 }
 
-// drainTimeout bounds how long Run reads output, and feeds stdin, after the
-// process group is dead. Only a descendant that left the group (setsid) can
-// still hold the pipes then; we do not wait for it.
-const drainTimeout = 500 * time.Millisecond
+// DefaultDrainTimeout is Spec.DrainTimeout's default: ample for copying
+// what is left in a pipe, short enough that a descendant that escaped the
+// group does not noticeably delay the result.
+const DefaultDrainTimeout = 500 * time.Millisecond
 
 // parameterFileName is the name of Spec.ParameterFile in the work directory.
 const parameterFileName = "parameters"
 
-// Run starts the process described by spec and waits for it. On timeout or
-// when ctx is cancelled it sends SIGTERM to the process group, then SIGKILL
-// after spec.KillGrace; whenever the process ends, what is left of its group
-// is SIGKILLed, so no descendant outlives the execution.
-func Run(ctx context.Context, spec Spec) (res Result) {
-	res.ExitCode = -1
-	if ctx.Err() != nil {
-		res.Outcome, res.Cause, res.FinishedAt = OutcomeCanceled, context.Cause(ctx), time.Now()
-		return res
-	}
-	fail := func(err error) Result {
-		res.Outcome, res.StartErr, res.FinishedAt = OutcomeStartFailed, err, time.Now()
-		return res
-	}
+// Handle is a started child, the leader of a process group of its own, and
+// the goroutines that serve its pipes. Terminate may be called any number
+// of times; Wait must be called exactly once, and it releases everything.
+type Handle struct {
+	cmd       *exec.Cmd
+	pid       int
+	startedAt time.Time
+	dir       string
+	drain     time.Duration
+
+	// exited is closed when the child has exited. Where the platform can
+	// wait without reaping, the child is still a zombie then, so its pid
+	// (the group id) cannot be reused until Wait reaps it.
+	exited chan struct{}
+	// reaped is set, before exited closes, when waiting for the exit had to
+	// reap the child (no WNOWAIT on this platform).
+	reaped bool
+
+	stdout, stderr   *capture
+	stdoutR, stderrR *os.File // our ends of the output pipes
+	stdinW           *os.File // our end of the stdin pipe, nil without Stdin or StdinPipe
+	io               sync.WaitGroup
+}
+
+// Start starts the process described by spec in a private work directory
+// (its working directory and TMPDIR, removed by Wait), as the leader of a
+// new process group, and returns at once. The error is user-facing and
+// wraps one of the Err* sentinels where one applies.
+func Start(spec Spec) (_ *Handle, err error) {
 	if !filepath.IsAbs(spec.Path) {
 		// The child runs in its work dir, where a relative path means nothing.
-		return fail(fmt.Errorf("binary path %q is not absolute", spec.Path))
+		return nil, fmt.Errorf("binary path %q is not absolute", spec.Path)
+	}
+	if spec.StdinPipe && len(spec.Stdin) > 0 {
+		return nil, errors.New("Spec.Stdin and Spec.StdinPipe exclude each other")
 	}
 
 	prefix := spec.WorkDirPrefix
@@ -145,9 +150,13 @@ func Run(ctx context.Context, spec Spec) (res Result) {
 	}
 	dir, err := os.MkdirTemp("", prefix) // 0700
 	if err != nil {
-		return fail(fmt.Errorf("error creating work directory: %w", err))
+		return nil, fmt.Errorf("error creating work directory: %w", err)
 	}
-	defer func() { res.CleanupErr = removeWorkDir(dir) }()
+	defer func() {
+		if err != nil {
+			_ = removeWorkDir(dir) // the start error is what matters
+		}
+	}()
 
 	env := make([]string, 0, len(spec.Env)+2) // non-nil: nil would inherit ours
 	for _, kv := range spec.Env {
@@ -160,111 +169,34 @@ func Run(ctx context.Context, spec Spec) (res Result) {
 	if spec.ParameterFile != nil {
 		path := filepath.Join(dir, parameterFileName)
 		if err := os.WriteFile(path, spec.ParameterFile, 0o400); err != nil {
-			return fail(fmt.Errorf("error writing parameter file: %w", err))
+			return nil, fmt.Errorf("error writing parameter file: %w", err)
 		}
 		env = append(env, "ATTUNE_PARAMETER_FILE="+path)
 	}
 	argv := append([]string{spec.Path}, spec.Args...)
 	if err := checkExecArgs(argv, env); err != nil {
-		return fail(err)
+		return nil, err
 	}
 
-	p, err := startProcess(spec, argv, env, dir)
-	if err != nil {
-		return fail(err)
-	}
-	res.Pid, res.StartedAt = p.pid, p.startedAt
-
-	// The timer counts from the start of the process (SPEC §6).
-	var expired <-chan time.Time
-	if spec.Timeout > 0 {
-		timer := time.NewTimer(spec.Timeout - time.Since(p.startedAt))
-		defer timer.Stop()
-		expired = timer.C
-	}
-	if spec.OnStart != nil {
-		spec.OnStart(p.pid, p.startedAt)
-	}
-
-	var progress <-chan time.Time
-	if spec.OnOutput != nil && spec.OutputEvery > 0 {
-		ticker := time.NewTicker(spec.OutputEvery)
-		defer ticker.Stop()
-		progress = ticker.C
-	}
-	var seenOut, seenErr int64
-
-	res.Outcome = OutcomeExited
-wait:
-	for {
-		select {
-		case <-p.exited:
-		case <-expired:
-			res.Outcome = OutcomeTimedOut
-			p.terminate(spec.KillGrace)
-		case <-ctx.Done():
-			res.Outcome, res.Cause = OutcomeCanceled, context.Cause(ctx)
-			p.terminate(spec.KillGrace)
-		case <-progress:
-			out, nOut, grewOut := p.stdout.snapshot("stdout", seenOut)
-			errText, nErr, grewErr := p.stderr.snapshot("stderr", seenErr)
-			if grewOut || grewErr {
-				if !grewOut {
-					out, _ = p.stdout.text("stdout")
-				}
-				if !grewErr {
-					errText, _ = p.stderr.text("stderr")
-				}
-				seenOut, seenErr = nOut, nErr
-				spec.OnOutput(out, errText)
-			}
-			continue
-		}
-		break wait
-	}
-
-	state := p.reap()
-	res.FinishedAt = time.Now()
-	p.drain()
-	res.ExitCode, res.Signal = exitStatus(state)
-	if res.Signal != "" && res.Outcome == OutcomeExited {
-		res.Outcome = OutcomeSignaled
-	}
-	res.Stdout, res.StdoutTruncated = p.stdout.text("stdout")
-	res.Stderr, res.StderrTruncated = p.stderr.text("stderr")
-	return res
-}
-
-// group is a started child that leads its own process group; actions and
-// sensors stop it the same way.
-type group struct {
-	cmd    *exec.Cmd
-	pid    int
-	exited chan struct{} // closed when the child has exited (not yet reaped)
-}
-
-// process is a started action child and the goroutines that serve it.
-type process struct {
-	group
-	startedAt time.Time
-
-	stdout, stderr   *capture
-	stdoutR, stderrR *os.File // our ends of the output pipes
-	stdinW           *os.File // our end of the stdin pipe, nil without Stdin
-	io               sync.WaitGroup
-}
-
-// startProcess starts the child with pipes of our own rather than letting
-// os/exec create them: with *os.File on all three, Cmd.Wait returns as soon
-// as the child exits instead of waiting for pipe EOF, which a grandchild
-// holding the pipes could delay indefinitely. We kill the group first and
-// drain after.
-func startProcess(spec Spec, argv, env []string, dir string) (_ *process, err error) {
-	p := &process{
-		group:  group{exited: make(chan struct{})},
+	h := &Handle{
+		dir:    dir,
+		drain:  cmp.Or(spec.DrainTimeout, DefaultDrainTimeout),
+		exited: make(chan struct{}),
 		stdout: newCapture(spec.MaxStdout),
 		stderr: newCapture(spec.MaxStderr),
 	}
+	if err := h.start(spec, argv, env); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// start starts the child with pipes of our own rather than letting os/exec
+// create them: with *os.File on all three, Cmd.Wait returns as soon as the
+// child exits instead of waiting for pipe EOF, which a grandchild holding
+// the pipes could delay indefinitely. We kill the group first and drain
+// after.
+func (h *Handle) start(spec Spec, argv, env []string) (err error) {
 	var ours, theirs []*os.File
 	defer func() {
 		closeAll(theirs) // the child has its copies; ours would hide EOF
@@ -273,35 +205,35 @@ func startProcess(spec Spec, argv, env []string, dir string) (_ *process, err er
 		}
 	}()
 	var stdoutW, stderrW, stdinR *os.File
-	if p.stdoutR, stdoutW, err = os.Pipe(); err != nil {
-		return nil, fmt.Errorf("error creating pipe: %w", err)
+	if h.stdoutR, stdoutW, err = os.Pipe(); err != nil {
+		return fmt.Errorf("error creating pipe: %w", err)
 	}
-	ours, theirs = append(ours, p.stdoutR), append(theirs, stdoutW)
-	if p.stderrR, stderrW, err = os.Pipe(); err != nil {
-		return nil, fmt.Errorf("error creating pipe: %w", err)
+	ours, theirs = append(ours, h.stdoutR), append(theirs, stdoutW)
+	if h.stderrR, stderrW, err = os.Pipe(); err != nil {
+		return fmt.Errorf("error creating pipe: %w", err)
 	}
-	ours, theirs = append(ours, p.stderrR), append(theirs, stderrW)
-	if len(spec.Stdin) > 0 {
-		if stdinR, p.stdinW, err = os.Pipe(); err != nil {
-			return nil, fmt.Errorf("error creating pipe: %w", err)
+	ours, theirs = append(ours, h.stderrR), append(theirs, stderrW)
+	if len(spec.Stdin) > 0 || spec.StdinPipe {
+		if stdinR, h.stdinW, err = os.Pipe(); err != nil {
+			return fmt.Errorf("error creating pipe: %w", err)
 		}
-		ours, theirs = append(ours, p.stdinW), append(theirs, stdinR)
+		ours, theirs = append(ours, h.stdinW), append(theirs, stdinR)
 	}
 
 	for attempt := 1; ; attempt++ {
-		p.cmd = exec.Command(spec.Path, spec.Args...) // absolute: no PATH lookup
-		p.cmd.Env = env
-		p.cmd.Dir = dir
-		p.cmd.Stdout, p.cmd.Stderr = stdoutW, stderrW
-		p.cmd.SysProcAttr = sysProcAttr()
+		h.cmd = exec.Command(spec.Path, spec.Args...) // absolute: no PATH lookup
+		h.cmd.Env = env
+		h.cmd.Dir = h.dir
+		h.cmd.Stdout, h.cmd.Stderr = stdoutW, stderrW
+		h.cmd.SysProcAttr = sysProcAttr()
 		// A backstop only: with *os.File streams os/exec starts no copying
 		// goroutines, but should that change, a grandchild holding a pipe must
 		// still not hang Wait.
-		p.cmd.WaitDelay = max(spec.KillGrace+time.Second, 500*time.Millisecond)
+		h.cmd.WaitDelay = max(spec.KillGrace+time.Second, 500*time.Millisecond)
 		if stdinR != nil {
-			p.cmd.Stdin = stdinR // else /dev/null: EOF at once
+			h.cmd.Stdin = stdinR // else /dev/null: EOF at once
 		}
-		err = p.cmd.Start()
+		err = h.cmd.Start()
 		// ETXTBSY: another goroutine forked while a binary was still open for
 		// writing (golang.org/issue/22315); the window is short.
 		if err == nil || !errors.Is(err, syscall.ETXTBSY) || attempt == 5 {
@@ -311,77 +243,130 @@ func startProcess(spec Spec, argv, env []string, dir string) (_ *process, err er
 	}
 	if err != nil {
 		if errors.Is(err, syscall.E2BIG) {
-			return nil, errArgTooLong(envSize(argv, env), err)
+			return errArgTooLong(envSize(argv, env), err)
 		}
 		if uerr := explainStartError(spec.Path, err); uerr != nil {
-			return nil, uerr
+			return uerr
 		}
-		return nil, fmt.Errorf("error starting %s: %w", spec.Path, err)
+		return fmt.Errorf("error starting %s: %w", spec.Path, err)
 	}
-	p.startedAt = time.Now()
-	p.pid = p.cmd.Process.Pid
+	h.startedAt = time.Now()
+	h.pid = h.cmd.Process.Pid
 
 	go func() {
-		_ = waitExited(p.pid) // ECHILD cannot happen: only reap reaps
-		close(p.exited)
+		h.reaped = waitExited(h.cmd)
+		close(h.exited)
 	}()
-	p.io.Add(2)
-	go func() { defer p.io.Done(); p.stdout.readFrom(p.stdoutR) }()
-	go func() { defer p.io.Done(); p.stderr.readFrom(p.stderrR) }()
-	if p.stdinW != nil {
-		p.io.Add(1)
+	h.io.Add(2)
+	go func() { defer h.io.Done(); consume(h.stdoutR, spec.ReadStdout, h.stdout) }()
+	go func() { defer h.io.Done(); consume(h.stderrR, spec.ReadStderr, h.stderr) }()
+	if len(spec.Stdin) > 0 {
+		h.io.Add(1)
 		go func() {
-			defer p.io.Done()
+			defer h.io.Done()
 			// A child may exit without reading; EPIPE is its right, not our error.
-			_, _ = p.stdinW.Write(spec.Stdin)
-			_ = p.stdinW.Close()
+			_, _ = h.stdinW.Write(spec.Stdin)
+			_ = h.stdinW.Close()
 		}()
 	}
-	return p, nil
+	return nil
 }
 
-// terminate stops the process group: SIGTERM, then SIGKILL after grace
-// unless the child exited first. It returns once the child has exited.
-func (p *group) terminate(grace time.Duration) {
+// consume hands r to read, or captures it when read is nil.
+func consume(r io.Reader, read func(io.Reader), c *capture) {
+	if read != nil {
+		read(r)
+		return
+	}
+	c.readFrom(r)
+}
+
+// Pid is the child's pid, which is also its process group id.
+func (h *Handle) Pid() int { return h.pid }
+
+// StartedAt is when the child started.
+func (h *Handle) StartedAt() time.Time { return h.startedAt }
+
+// Dir is the child's work directory.
+func (h *Handle) Dir() string { return h.dir }
+
+// Exited is closed when the child has exited; Wait then returns promptly.
+func (h *Handle) Exited() <-chan struct{} { return h.exited }
+
+// Stdin is our end of the child's stdin with Spec.StdinPipe, else nil.
+// Writes fail once the child is gone (EPIPE) or Wait gave up draining;
+// closing it sends EOF; Wait closes it.
+func (h *Handle) Stdin() io.WriteCloser {
+	if h.stdinW == nil {
+		return nil
+	}
+	return h.stdinW
+}
+
+// Terminate stops the process group: SIGTERM, then SIGKILL after grace
+// unless the child exited first (0: SIGKILL at once). It returns once the
+// child has exited.
+func (h *Handle) Terminate(grace time.Duration) {
 	if grace > 0 {
-		_ = signalGroup(p.pid, syscall.SIGTERM)
-		_ = signalGroup(p.pid, syscall.SIGCONT) // a stopped process cannot act on SIGTERM
+		_ = signalGroup(h.pid, syscall.SIGTERM)
+		_ = signalGroup(h.pid, syscall.SIGCONT) // a stopped process cannot act on SIGTERM
 		timer := time.NewTimer(grace)
 		defer timer.Stop()
 		select {
-		case <-p.exited:
+		case <-h.exited:
 		case <-timer.C:
 		}
 	}
-	_ = signalGroup(p.pid, syscall.SIGKILL)
-	<-p.exited
+	_ = signalGroup(h.pid, syscall.SIGKILL)
+	<-h.exited
+}
+
+// Wait waits for the child to exit, SIGKILLs what is left of its group (no
+// descendant outlives it), reaps it, finishes reading its output and
+// removes its work directory. Outcome is OutcomeExited or OutcomeSignaled.
+func (h *Handle) Wait() Result {
+	state := h.reap()
+	res := Result{Outcome: OutcomeExited, Pid: h.pid, StartedAt: h.startedAt, FinishedAt: time.Now()}
+	h.drainPipes()
+	res.ExitCode, res.Signal = exitStatus(state)
+	if res.Signal != "" {
+		res.Outcome = OutcomeSignaled
+	}
+	res.Stdout, res.StdoutTruncated = h.stdout.text("stdout")
+	res.Stderr, res.StderrTruncated = h.stderr.text("stderr")
+	res.CleanupErr = removeWorkDir(h.dir)
+	return res
 }
 
 // reap runs once the child has exited: it kills what is left of the group
 // and reaps the child.
-func (p *group) reap() *os.ProcessState {
-	<-p.exited
-	// The child is a zombie still, so its pid (the group id) is not reusable.
-	_ = signalGroup(p.pid, syscall.SIGKILL)
-	_ = p.cmd.Wait() // the status is in ProcessState; a non-zero exit is no error here
-	return p.cmd.ProcessState
+func (h *Handle) reap() *os.ProcessState {
+	<-h.exited
+	// Unless the platform had to reap it already, the child is a zombie
+	// still, so its pid (the group id) is not reusable.
+	_ = signalGroup(h.pid, syscall.SIGKILL)
+	if !h.reaped {
+		_ = h.cmd.Wait() // the status is in ProcessState; a non-zero exit is no error here
+	}
+	return h.cmd.ProcessState
 }
 
-// drain waits for the output readers and the stdin writer, then closes our
-// pipe ends. The group is dead, so EOF is imminent unless a process that left
-// the group holds a pipe; we give up on it after drainTimeout.
-func (p *process) drain() {
-	deadline := time.Now().Add(drainTimeout)
-	_ = p.stdoutR.SetReadDeadline(deadline)
-	_ = p.stderrR.SetReadDeadline(deadline)
-	if p.stdinW != nil {
-		_ = p.stdinW.SetWriteDeadline(deadline)
+// drainPipes waits for the output readers and the stdin writer, then closes
+// our pipe ends. The group is dead, so EOF is imminent unless a process
+// that left the group holds a pipe; we give up on it after the drain
+// timeout.
+func (h *Handle) drainPipes() {
+	deadline := time.Now().Add(h.drain)
+	_ = h.stdoutR.SetReadDeadline(deadline)
+	_ = h.stderrR.SetReadDeadline(deadline)
+	if h.stdinW != nil {
+		_ = h.stdinW.SetWriteDeadline(deadline)
 	}
-	p.io.Wait()
-	p.stdoutR.Close()
-	p.stderrR.Close()
-	if p.stdinW != nil {
-		p.stdinW.Close()
+	h.io.Wait()
+	h.stdoutR.Close()
+	h.stderrR.Close()
+	if h.stdinW != nil {
+		h.stdinW.Close()
 	}
 }
 
@@ -439,7 +424,7 @@ func hasKey(kv, key string) bool {
 	return strings.HasPrefix(kv, key) && len(kv) > len(key) && kv[len(key)] == '='
 }
 
-// removeWorkDir removes the work directory even when the child left
+// removeWorkDir removes a work directory even when the child left
 // directories without write or search permission in it.
 func removeWorkDir(dir string) error {
 	if err := os.RemoveAll(dir); err == nil {

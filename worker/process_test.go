@@ -380,7 +380,7 @@ func TestRunGrandchildren(t *testing.T) {
 		require.Equal(t, OutcomeExited, res.Outcome)
 		require.Equal(t, 0, res.ExitCode)
 		require.Equal(t, "bye\n", res.Stdout)
-		require.Less(t, returned.Sub(res.FinishedAt), drainTimeout, "output must end with the group kill, not the drain timeout")
+		require.Less(t, returned.Sub(res.FinishedAt), DefaultDrainTimeout, "output must end with the group kill, not the drain timeout")
 		t.Logf("Run took %s, of which %s after the child was reaped", returned.Sub(start), returned.Sub(res.FinishedAt))
 	})
 
@@ -388,7 +388,7 @@ func TestRunGrandchildren(t *testing.T) {
 		t.Parallel()
 
 		// A grandchild that left the process group (setsid) is out of reach
-		// of the group kill; Run gives up on its pipe after drainTimeout.
+		// of the group kill; Run gives up on its pipe after DefaultDrainTimeout.
 		b := setupProc(t)
 		res := Run(ctx, helperSpec(t, "escape", pidfileEnv+"="+b.pidfile))
 		returned := time.Now()
@@ -401,8 +401,8 @@ func TestRunGrandchildren(t *testing.T) {
 
 		require.Equal(t, OutcomeExited, res.Outcome)
 		require.Equal(t, "bye\n", res.Stdout)
-		require.GreaterOrEqual(t, returned.Sub(res.FinishedAt), drainTimeout)
-		require.Less(t, returned.Sub(res.FinishedAt), drainTimeout+2*time.Second)
+		require.GreaterOrEqual(t, returned.Sub(res.FinishedAt), DefaultDrainTimeout)
+		require.Less(t, returned.Sub(res.FinishedAt), DefaultDrainTimeout+2*time.Second)
 		require.True(t, alive(pids[1]), "the escaped grandchild is beyond the group kill")
 	})
 }

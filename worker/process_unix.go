@@ -5,6 +5,7 @@ package worker
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -30,15 +31,16 @@ func signalGroup(pid int, sig syscall.Signal) error {
 	return nil
 }
 
-// waitExited blocks until the child pid has exited but leaves it a zombie
-// (WNOWAIT). While the zombie exists its pid, hence its process group id,
-// cannot be reused, so the group kill that follows cannot hit a stranger.
-func waitExited(pid int) error {
+// waitExited blocks until the child has exited but leaves it a zombie
+// (WNOWAIT): it reports that it did not reap it. While the zombie exists
+// its pid, hence its process group id, cannot be reused, so the group kill
+// that follows cannot hit a stranger.
+func waitExited(cmd *exec.Cmd) (reaped bool) {
 	for {
 		var info unix.Siginfo
-		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		err := unix.Waitid(unix.P_PID, cmd.Process.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
 		if !errors.Is(err, syscall.EINTR) {
-			return err
+			return false // ECHILD cannot happen: only Handle.reap reaps
 		}
 	}
 }

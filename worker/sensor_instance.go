@@ -5,11 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
-	"os"
-	"os/exec"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -147,18 +145,11 @@ func (in *sensorInstance) setState(status string, pid *int, restarts int, lastEr
 	}
 }
 
-// sensorProcess is one started sensor process and its pipes.
-type sensorProcess struct {
-	group
-
-	stdoutR, stderrR, stdinW *os.File
-	readers                  sync.WaitGroup
-	lines                    chan []byte // rule-change lines for stdin
-	writerDone               chan struct{}
-
-	mu         sync.Mutex
-	lastStderr string
-}
+// sensorDrain is how long a stopped sensor's stdout and stderr are still
+// read: longer than an action's, since each event line costs a database
+// transaction, and an event the sensor wrote before it stopped should be
+// stored rather than lost.
+const sensorDrain = 2 * time.Second
 
 // runOnce runs the process once: it returns why it ended, errSensorRestart
 // when it must start again at once, or nil after stop.
@@ -176,43 +167,41 @@ func (in *sensorInstance) runOnce(restarts int, lastErr string) error {
 	if err != nil {
 		return fmt.Errorf("error encoding ATTUNE_SENSOR_TRIGGERS: %w", err)
 	}
-	if len(triggers)+len("ATTUNE_SENSOR_TRIGGERS=")+1 > maxArgStrlen {
+	// Checked here too, for a message that says what to do about it.
+	if limit := maxArgStrlen; len(triggers)+len("ATTUNE_SENSOR_TRIGGERS=")+1 > limit {
 		return fmt.Errorf("ATTUNE_SENSOR_TRIGGERS is %d bytes with %d rules, over the %d bytes an environment variable may hold; disable some rules",
-			len(triggers), len(rules), maxArgStrlen-1)
+			len(triggers), len(rules), limit-1)
 	}
-	dir, err := os.MkdirTemp("", "attune-sensor-")
-	if err != nil {
-		return fmt.Errorf("error creating work directory: %w", err)
-	}
-	defer func() {
-		if err := removeWorkDir(dir); err != nil {
-			in.log.Warn("error removing work directory", "dir", dir, "err", err)
-		}
-	}()
 	env := baseEnv(in.sup.cfg.Environ, in.sup.cfg.PassthroughEnv)
-	env = append(env, "TMPDIR="+dir, "ATTUNE_SENSOR_REF="+def.Ref, "ATTUNE_SENSOR_TRIGGERS="+string(triggers))
+	env = append(env, "ATTUNE_SENSOR_REF="+def.Ref, "ATTUNE_SENSOR_TRIGGERS="+string(triggers))
 
-	p, err := startSensor(prog, args, env, dir)
+	// Events are handled with a context that outlives a stop by the drain,
+	// so an event read before the stop is stored, not lost.
+	evCtx, evCancel := context.WithCancel(context.Background())
+	defer evCancel()
+	var tail stderrTail
+	p, err := Start(Spec{
+		Path: prog, Args: args, Env: env,
+		WorkDirPrefix: "attune-sensor-",
+		StdinPipe:     true,
+		ReadStdout:    func(r io.Reader) { in.readEvents(evCtx, r, def) },
+		ReadStderr:    func(r io.Reader) { in.readLogs(r, &tail) },
+		KillGrace:     in.sup.cfg.KillGrace,
+		DrainTimeout:  sensorDrain,
+	})
 	if err != nil {
 		return err
 	}
-	in.log.Info("sensor started", "pid", p.pid, "rules", len(rules), "restarts", restarts)
-	in.setState("running", &p.pid, restarts, lastErr)
+	pid := p.Pid()
+	in.log.Info("sensor started", "pid", pid, "rules", len(rules), "restarts", restarts)
+	in.setState("running", &pid, restarts, lastErr)
 
-	// Events are handled with a context that outlives a stop by the drain
-	// below, so an event read before the stop is stored, not lost.
-	evCtx, evCancel := context.WithCancel(context.Background())
-	defer evCancel()
-	p.readers.Add(2)
+	lines := make(ruleQueue, stdinQueue)
+	writerDone := make(chan struct{})
 	go func() {
-		defer p.readers.Done()
-		in.readEvents(evCtx, p.stdoutR, def)
+		defer close(writerDone)
+		writeStdin(p.Stdin(), lines, in.log)
 	}()
-	go func() {
-		defer p.readers.Done()
-		in.readLogs(p)
-	}()
-	go p.writeStdin(in.log)
 
 	known := map[int64]sensorRule{}
 	announced := map[int64]bool{}
@@ -223,113 +212,50 @@ func (in *sensorInstance) runOnce(restarts int, lastErr string) error {
 loop:
 	for {
 		select {
-		case <-p.exited:
+		case <-p.Exited():
 			break loop
 		case <-in.ctx.Done():
 			stopped = in.ctx.Err()
-			p.terminate(in.sup.cfg.KillGrace)
+			p.Terminate(in.sup.cfg.KillGrace)
 			break loop
 		case <-in.changed:
 			next := in.latest()
 			if !def.sameProgram(next) {
 				in.log.Info("sensor definition changed; restarting it")
 				stopped = errSensorRestart
-				p.terminate(in.sup.cfg.KillGrace)
+				p.Terminate(in.sup.cfg.KillGrace)
 				break loop
 			}
-			if !p.queue(ruleChanges(known, announced, def.ReadAt, next)) {
+			if !lines.queue(ruleChanges(known, announced, def.ReadAt, next)) {
 				in.log.Warn("sensor does not read its stdin; restarting it so it gets the current rules", "queued", stdinQueue)
 				stopped = errSensorRestart
-				p.terminate(in.sup.cfg.KillGrace)
+				p.Terminate(in.sup.cfg.KillGrace)
 				break loop
 			}
 		}
 	}
 
-	state := p.reap()
-	close(p.lines)
-	// Read what it wrote before it ended; a process that escaped the group
-	// and holds the pipes is not waited for long.
-	drained := make(chan struct{})
-	go func() { p.readers.Wait(); close(drained) }()
-	select {
-	case <-drained:
-	case <-time.After(2 * time.Second):
-		_ = p.stdoutR.SetReadDeadline(time.Now())
-		_ = p.stderrR.SetReadDeadline(time.Now())
-		evCancel()
-		<-drained
+	close(lines)
+	// Wait reads what the sensor wrote before it ended, for up to the drain;
+	// an event still being dispatched then (the database is down) is given
+	// up with it rather than holding the restart back.
+	giveUp := time.AfterFunc(sensorDrain, evCancel)
+	res := p.Wait()
+	giveUp.Stop()
+	<-writerDone // Wait closed stdin, so a blocked write has failed
+	if res.CleanupErr != nil {
+		in.log.Warn("error removing work directory", "dir", p.Dir(), "err", res.CleanupErr)
 	}
-	_ = p.stdinW.SetWriteDeadline(time.Now())
-	<-p.writerDone
-	p.stdoutR.Close()
-	p.stderrR.Close()
-	p.stdinW.Close()
 
 	if stopped != nil {
 		return stopped
 	}
-	code, sig := exitStatus(state)
-	msg := fmt.Sprintf("exited with code %d", code)
-	if sig != "" {
-		msg = fmt.Sprintf("killed by signal %s (exit code %d)", sig, code)
+	msg := fmt.Sprintf("exited with code %d", res.ExitCode)
+	if res.Signal != "" {
+		msg = fmt.Sprintf("killed by signal %s (exit code %d)", res.Signal, res.ExitCode)
 	}
-	p.mu.Lock()
-	if p.lastStderr != "" {
-		msg += ": " + p.lastStderr
+	if last := tail.get(); last != "" {
+		msg += ": " + last
 	}
-	p.mu.Unlock()
 	return errors.New(msg)
-}
-
-// startSensor starts the process in a process group of its own, with pipes
-// of ours on all three streams (see startProcess).
-func startSensor(prog string, args, env []string, dir string) (_ *sensorProcess, err error) {
-	p := &sensorProcess{group: group{exited: make(chan struct{})}, lines: make(chan []byte, stdinQueue), writerDone: make(chan struct{})}
-	var ours, theirs []*os.File
-	defer func() {
-		closeAll(theirs)
-		if err != nil {
-			closeAll(ours)
-		}
-	}()
-	var stdinR, stdoutW, stderrW *os.File
-	if stdinR, p.stdinW, err = os.Pipe(); err != nil {
-		return nil, fmt.Errorf("error creating pipe: %w", err)
-	}
-	ours, theirs = append(ours, p.stdinW), append(theirs, stdinR)
-	if p.stdoutR, stdoutW, err = os.Pipe(); err != nil {
-		return nil, fmt.Errorf("error creating pipe: %w", err)
-	}
-	ours, theirs = append(ours, p.stdoutR), append(theirs, stdoutW)
-	if p.stderrR, stderrW, err = os.Pipe(); err != nil {
-		return nil, fmt.Errorf("error creating pipe: %w", err)
-	}
-	ours, theirs = append(ours, p.stderrR), append(theirs, stderrW)
-
-	for attempt := 1; ; attempt++ {
-		p.cmd = exec.Command(prog, args...)
-		p.cmd.Env, p.cmd.Dir = env, dir
-		p.cmd.Stdin, p.cmd.Stdout, p.cmd.Stderr = stdinR, stdoutW, stderrW
-		p.cmd.SysProcAttr = sysProcAttr()
-		err = p.cmd.Start()
-		// ETXTBSY: another goroutine forked while the file was open for
-		// writing (golang.org/issue/22315); the window is short.
-		if err == nil || !errors.Is(err, syscall.ETXTBSY) || attempt == 5 {
-			break
-		}
-		time.Sleep(time.Duration(attempt) * 10 * time.Millisecond)
-	}
-	if err != nil {
-		if uerr := explainStartError(prog, err); uerr != nil {
-			return nil, uerr
-		}
-		return nil, fmt.Errorf("error starting %s: %w", prog, err)
-	}
-	p.pid = p.cmd.Process.Pid
-	go func() {
-		_ = waitExited(p.pid)
-		close(p.exited)
-	}()
-	return p, nil
 }

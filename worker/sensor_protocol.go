@@ -26,11 +26,15 @@ const (
 	stdinQueue = 256
 )
 
+// ruleQueue holds the rule-change lines waiting to be written to a
+// sensor's stdin; it never blocks the supervisor.
+type ruleQueue chan []byte
+
 // queue queues rule-change lines for stdin; false when the queue is full.
-func (p *sensorProcess) queue(lines [][]byte) bool {
+func (q ruleQueue) queue(lines [][]byte) bool {
 	for _, l := range lines {
 		select {
-		case p.lines <- l:
+		case q <- l:
 		default:
 			return false
 		}
@@ -81,14 +85,13 @@ func ruleChanges(known map[int64]sensorRule, announced map[int64]bool, started t
 
 // writeStdin writes the queued rule-change lines until the queue closes. A
 // sensor that closed its stdin does not get them; that is its choice.
-func (p *sensorProcess) writeStdin(log *slog.Logger) {
-	defer close(p.writerDone)
+func writeStdin(w io.Writer, lines <-chan []byte, log *slog.Logger) {
 	broken := false
-	for line := range p.lines {
+	for line := range lines {
 		if broken {
 			continue
 		}
-		if _, err := p.stdinW.Write(line); err != nil {
+		if _, err := w.Write(line); err != nil {
 			broken = true
 			log.Debug("sensor stdin closed; rule changes are not delivered", "err", err)
 		}
@@ -145,17 +148,15 @@ func (in *sensorInstance) handleEvent(ctx context.Context, line []byte, def sens
 
 // readLogs copies stderr lines to the log, each cut at maxLogLine, at a
 // bounded rate.
-func (in *sensorInstance) readLogs(p *sensorProcess) {
+func (in *sensorInstance) readLogs(r io.Reader, tail *stderrTail) {
 	limit := newLogLimiter(20, 100)
-	_ = scanLines(p.stderrR, maxLogLine, func(line []byte, over bool) {
+	_ = scanLines(r, maxLogLine, func(line []byte, over bool) {
 		text := string(bytes.ToValidUTF8(bytes.TrimRight(line, "\r\n"), []byte("\uFFFD")))
 		if text == "" {
 			return
 		}
 		if !over {
-			p.mu.Lock()
-			p.lastStderr = truncate(text, 500)
-			p.mu.Unlock()
+			tail.set(truncate(text, 500))
 		}
 		ok, dropped := limit.allow()
 		if !ok {
@@ -173,6 +174,25 @@ func (in *sensorInstance) readLogs(p *sensorProcess) {
 	if n := limit.dropped(); n > 0 {
 		in.log.Warn("sensor stderr lines not logged (rate limit)", "suppressed", n)
 	}
+}
+
+// stderrTail is a sensor's last complete stderr line, which ends the error
+// its exit is recorded with: usually the reason it gave up.
+type stderrTail struct {
+	mu   sync.Mutex
+	line string
+}
+
+func (t *stderrTail) set(line string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.line = line
+}
+
+func (t *stderrTail) get() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.line
 }
 
 // scanLines calls fn with each line of r, without its line ending, until
