@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/attune-system/attune/worker/process"
 )
 
 // sensorInstance is one sensor this replica holds: its process, restarted
@@ -168,7 +170,7 @@ func (in *sensorInstance) runOnce(restarts int, lastErr string) error {
 		return fmt.Errorf("error encoding ATTUNE_SENSOR_TRIGGERS: %w", err)
 	}
 	// Checked here too, for a message that says what to do about it.
-	if limit := maxArgStrlen; len(triggers)+len("ATTUNE_SENSOR_TRIGGERS=")+1 > limit {
+	if limit := process.MaxArgLen(); len(triggers)+len("ATTUNE_SENSOR_TRIGGERS=")+1 > limit {
 		return fmt.Errorf("ATTUNE_SENSOR_TRIGGERS is %d bytes with %d rules, over the %d bytes an environment variable may hold; disable some rules",
 			len(triggers), len(rules), limit-1)
 	}
@@ -180,7 +182,7 @@ func (in *sensorInstance) runOnce(restarts int, lastErr string) error {
 	evCtx, evCancel := context.WithCancel(context.Background())
 	defer evCancel()
 	var tail stderrTail
-	p, err := Start(Spec{
+	p, err := process.Start(process.Spec{
 		Path: prog, Args: args, Env: env,
 		WorkDirPrefix: "attune-sensor-",
 		StdinPipe:     true,

@@ -1,4 +1,4 @@
-package worker
+package process
 
 import (
 	"cmp"
@@ -154,7 +154,7 @@ func Start(spec Spec) (_ *Handle, err error) {
 	}
 	defer func() {
 		if err != nil {
-			_ = removeWorkDir(dir) // the start error is what matters
+			_ = RemoveWorkDir(dir) // the start error is what matters
 		}
 	}()
 
@@ -334,7 +334,7 @@ func (h *Handle) Wait() Result {
 	}
 	res.Stdout, res.StdoutTruncated = h.stdout.text("stdout")
 	res.Stderr, res.StderrTruncated = h.stderr.text("stderr")
-	res.CleanupErr = removeWorkDir(h.dir)
+	res.CleanupErr = RemoveWorkDir(h.dir)
 	return res
 }
 
@@ -424,9 +424,9 @@ func hasKey(kv, key string) bool {
 	return strings.HasPrefix(kv, key) && len(kv) > len(key) && kv[len(key)] == '='
 }
 
-// removeWorkDir removes a work directory even when the child left
+// RemoveWorkDir removes a work directory even when the child left
 // directories without write or search permission in it.
-func removeWorkDir(dir string) error {
+func RemoveWorkDir(dir string) error {
 	if err := os.RemoveAll(dir); err == nil {
 		return nil
 	}

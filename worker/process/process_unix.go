@@ -1,6 +1,6 @@
 //go:build unix
 
-package worker
+package process
 
 import (
 	"errors"
@@ -57,6 +57,11 @@ func exitStatus(state *os.ProcessState) (code int, signal string) {
 	}
 	return ws.ExitStatus(), ""
 }
+
+// MaxArgLen is the longest single argument or environment string, NUL
+// included, that execve takes: a variable longer than this fails to start
+// however small the rest.
+func MaxArgLen() int { return maxArgStrlen }
 
 // maxArgStrlen is Linux's MAX_ARG_STRLEN (32 pages): execve refuses any
 // single argument or environment string longer than this, NUL included.
