@@ -143,6 +143,9 @@ func checkFormat(path string) error {
 	case bytes.HasPrefix(hdr, []byte(elf.ELFMAG)):
 		return checkELF(path, hdr)
 	case isMachO(hdr):
+		if runtime.GOOS == "darwin" {
+			return nil // our own format; exec judges the architecture
+		}
 		return errForeign(path, "macOS (Mach-O)")
 	case bytes.HasPrefix(hdr, []byte("MZ")):
 		return errForeign(path, "Windows (PE)")
@@ -184,6 +187,9 @@ func checkELF(path string, hdr []byte) error {
 	goos := runtime.GOOS
 	switch osabi := elf.OSABI(hdr[elf.EI_OSABI]); osabi {
 	case elf.ELFOSABI_NONE, elf.ELFOSABI_LINUX:
+		if runtime.GOOS == "darwin" {
+			goos = "linux" // macOS runs no ELF; an unbranded one is most likely Linux's
+		}
 	case elf.ELFOSABI_FREEBSD:
 		goos = "freebsd"
 	case elf.ELFOSABI_NETBSD:

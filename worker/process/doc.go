@@ -26,4 +26,27 @@
 //
 // KillOrphans finds and kills what the children of a dead worker left
 // behind on this host.
+//
+// # Platforms
+//
+// Linux is the platform attune runs on, and the one everything above holds
+// for. The Linux-only parts live in *_linux.go files; other Unix systems
+// (macOS, the BSDs) build with portable fallbacks in *_other.go, and get
+// less:
+//   - No parent-death signal (Pdeathsig): a child outlives a worker that is
+//     killed with SIGKILL, and so does its group. A worker that stops in
+//     order still stops its children.
+//   - No waitid(WNOWAIT): learning that the child exited means reaping it,
+//     before what is left of its group is SIGKILLed. The group id cannot be
+//     reused while any member lives, so that kill is still safe in every
+//     case that matters; only an empty group's id, recycled by a new group
+//     leader in that instant, could be hit. On Linux the child stays a
+//     zombie until the group is dead, so its pid, the group id, is reserved.
+//   - No per-string execve limit (MAX_ARG_STRLEN) to check in advance:
+//     MaxArgLen is unbounded and an environment too large in total is
+//     reported when execve refuses it (E2BIG), as on Linux.
+//   - KillOrphans, which reads /proc, kills nothing.
+//   - CheckBinary takes Mach-O as native on macOS and ELF as foreign there.
+//
+// Windows is not supported: process groups and signals are POSIX.
 package process
