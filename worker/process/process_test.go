@@ -490,3 +490,42 @@ func BenchmarkRunTrue(b *testing.B) {
 		}
 	}
 }
+
+func TestOutput(t *testing.T) {
+	t.Parallel()
+
+	ctx := context.Background()
+	out, err := Output(ctx, helperSpec(t, "json"))
+	require.NoError(t, err)
+	require.Equal(t, "{\"ok\": true, \"n\": 3}\n", out)
+
+	out, err = Output(ctx, helperSpec(t, "exit3"))
+	require.EqualError(t, err, "exited with code 3")
+	require.Equal(t, "starting\nworking\nboom: last line\n", out, "stderr follows stdout")
+
+	spec := helperSpec(t, "json")
+	spec.MaxStdout, spec.MaxStderr = 0, 0
+	out, err = Output(ctx, spec)
+	require.NoError(t, err)
+	require.Equal(t, "{\"ok\": true, \"n\": 3}\n", out, "zero limits mean the default, not nothing")
+
+	missing := filepath.Join(t.TempDir(), "missing")
+	_, err = Output(ctx, Spec{Path: missing})
+	require.ErrorIs(t, err, ErrBinaryNotFound)
+
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err = Output(cctx, helperSpec(t, "json"))
+	require.ErrorIs(t, err, context.Canceled)
+}
+
+func TestResultErr(t *testing.T) {
+	t.Parallel()
+
+	res := Run(context.Background(), helperSpec(t, "selfkill", signalEnv+"=SIGABRT"))
+	require.EqualError(t, res.Err(), "killed by signal SIGABRT (exit code 134)")
+
+	spec := helperSpec(t, "hang")
+	spec.Timeout, spec.KillGrace = 100*time.Millisecond, 0
+	require.EqualError(t, Run(context.Background(), spec).Err(), "timed out")
+}

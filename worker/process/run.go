@@ -2,6 +2,7 @@ package process
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -106,4 +107,39 @@ wait:
 		res.Outcome, res.Cause = stopped, cause
 	}
 	return res
+}
+
+// Err says why the process did not succeed, or nil when it exited with
+// code 0; it wraps StartErr or Cause.
+func (r Result) Err() error {
+	switch r.Outcome {
+	case OutcomeExited:
+		if r.ExitCode == 0 {
+			return nil
+		}
+		return fmt.Errorf("exited with code %d", r.ExitCode)
+	case OutcomeSignaled:
+		return fmt.Errorf("killed by signal %s (exit code %d)", r.Signal, r.ExitCode)
+	case OutcomeTimedOut:
+		return errors.New("timed out")
+	case OutcomeCanceled:
+		return fmt.Errorf("canceled: %w", r.Cause)
+	case OutcomeStartFailed:
+		return r.StartErr
+	}
+	return fmt.Errorf("ended as %s", r.Outcome)
+}
+
+// Output runs spec, like Run, for a tool whose output matters when it
+// fails: it returns what the tool wrote, stdout then stderr, and an error
+// unless it exited with code 0. MaxStdout and MaxStderr default to 1 MiB.
+func Output(ctx context.Context, spec Spec) (string, error) {
+	if spec.MaxStdout == 0 {
+		spec.MaxStdout = 1 << 20
+	}
+	if spec.MaxStderr == 0 {
+		spec.MaxStderr = 1 << 20
+	}
+	res := Run(ctx, spec)
+	return res.Stdout + res.Stderr, res.Err()
 }
