@@ -33,5 +33,6 @@ var (
 	waitPidfile = processtest.WaitPidfile
 	readPidfile = processtest.ReadPidfile
 	waitGone    = processtest.WaitGone
+	alive       = processtest.Alive
 	elfHeader   = processtest.ELFHeader
 )

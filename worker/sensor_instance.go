@@ -13,6 +13,10 @@ import (
 	"github.com/attune-system/attune/worker/process"
 )
 
+// The lifecycle of one sensor this replica holds the lock of: it starts the
+// process, restarts it with backoff when it exits, tells it of rule changes,
+// and records each state in attune.sensor_state.
+
 // sensorInstance is one sensor this replica holds: its process, restarted
 // with backoff, until stop.
 type sensorInstance struct {

@@ -15,6 +15,13 @@ import (
 	"time"
 )
 
+// The line protocol between the supervisor and a sensor process (SPEC §7):
+// rule changes go to its stdin as JSON lines, events come from its stdout
+// as JSON lines, and its stderr lines go to attune's log. Everything here
+// is bounded (line sizes, queue length, log rate), because a sensor is a
+// long-running program of a pack's that may misbehave for as long as it
+// likes.
+
 // Bounds on what a sensor writes.
 const (
 	// maxEventLine bounds one stdout line; a longer one is skipped whole.

@@ -93,7 +93,7 @@ exec cat >> @DATA@/stdin.log
 	b.setRule(t, "s.r3", false)
 	b.setRule(t, "s.r4", false)
 	b.waitState(t, "s.ticker", "replica", "stopped", 10*time.Second)
-	require.False(t, pidAlive(*st.Pid))
+	require.False(t, alive(*st.Pid))
 	require.True(t, b.logged("stopping sensor: no enabled rule on its triggers, or the sensor is disabled", "sensor", "s.ticker"))
 }
 

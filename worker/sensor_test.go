@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -303,14 +301,6 @@ func (b *sensorBundle) countLogged(msg string, attrs ...string) int {
 	return n
 }
 
-func pidAlive(pid int) bool {
-	if syscall.Kill(pid, 0) != nil {
-		return false
-	}
-	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	return err == nil && !bytes.Contains(st, []byte(") Z "))
-}
-
 // TestSensorTimerRuleExecutesAction runs the real timer sensor under a
 // worker.Server: an interval rule fires a shell action every second, the
 // execution knows its rule, trigger and event, and disabling the rule stops
@@ -368,7 +358,7 @@ action_params: {message: hourly}
 	b.setRule(t, "s.hourly", false)
 	b.setRule(t, "s.every_second", false)
 	b.waitState(t, "core.timer_sensor", "sensor-test", "stopped", 10*time.Second)
-	require.False(t, pidAlive(*st.Pid), "timer sensor process %d still alive", *st.Pid)
+	require.False(t, alive(*st.Pid), "timer sensor process %d still alive", *st.Pid)
 	n := len(b.executions(t, "s.every_second"))
 	time.Sleep(1500 * time.Millisecond)
 	require.Len(t, b.executions(t, "s.every_second"), n)
