@@ -108,8 +108,10 @@ const DefaultDrainTimeout = 500 * time.Millisecond
 const parameterFileName = "parameters"
 
 // Handle is a started child, the leader of a process group of its own, and
-// the goroutines that serve its pipes. Terminate may be called any number
-// of times; Wait must be called exactly once, and it releases everything.
+// the goroutines that serve its pipes. Wait must be called exactly once: it
+// reaps the child and releases everything. Terminate may be called any
+// number of times before Wait, never after: once the child is reaped its
+// pid may belong to a stranger.
 type Handle struct {
 	cmd       *exec.Cmd
 	pid       int

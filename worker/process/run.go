@@ -7,7 +7,8 @@ import (
 	"time"
 )
 
-// Outcome says how a Run ended.
+// Outcome says how a process ended. Handle.Wait reports OutcomeExited or
+// OutcomeSignaled; Run also knows when it stopped the process itself.
 type Outcome int
 
 const (
