@@ -1,6 +1,7 @@
 // Package process starts, feeds, captures, signals and reaps child
 // processes: the one place where attune turns a program into a process, for
-// actions (Run) and sensors (Start) alike. It knows nothing of the
+// actions (Run), sensors (Start) and the tools attune runs itself (Output)
+// alike; only the test helpers in processtest start children of their own. It knows nothing of the
 // database; what a child is for is its caller's business.
 //
 // Every child gets:
@@ -35,7 +36,9 @@
 // less:
 //   - No parent-death signal (Pdeathsig): a child outlives a worker that is
 //     killed with SIGKILL, and so does its group. A worker that stops in
-//     order still stops its children.
+//     order still stops its children. (FreeBSD has one, through procctl,
+//     which Go's SysProcAttr.Pdeathsig could set; it is untested there, so
+//     not used.)
 //   - No waitid(WNOWAIT): learning that the child exited means reaping it,
 //     before what is left of its group is SIGKILLed. The group id cannot be
 //     reused while any member lives, so that kill is still safe in every

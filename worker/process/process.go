@@ -52,8 +52,9 @@ type Spec struct {
 	// open that long. Defaults to DefaultDrainTimeout.
 	DrainTimeout time.Duration
 	// KillGrace is the time between SIGTERM and SIGKILL to the process group
-	// when Run stops the process on timeout or cancel; 0 means SIGKILL at
-	// once.
+	// when Run stops the process on timeout or cancel (a caller of Start
+	// passes it to Terminate); 0 means SIGKILL at once. Start also sizes
+	// os/exec's WaitDelay backstop from it.
 	KillGrace time.Duration
 	// WorkDirPrefix names the private work directory made under the
 	// worker's TMPDIR (a random suffix follows). Defaults to "attune-exec-".
