@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
@@ -25,6 +24,7 @@ import (
 	"github.com/attune-system/attune/jobs"
 	"github.com/attune-system/attune/packs"
 	"github.com/attune-system/attune/worker"
+	"github.com/attune-system/attune/worker/process"
 )
 
 // benchResult is what attune bench measures, in one run.
@@ -291,8 +291,9 @@ func (a *app) bench(ctx context.Context, pool *pgxpool.Pool, binary string, n, p
 	return res, nil
 }
 
-// rawSpawn runs bin n times with conc at once, the way a minimal runner
-// would: fork/exec and wait, nothing else.
+// rawSpawn runs bin n times with conc at once through the process layer
+// alone (fork/exec in a process group of its own, pipes, a work directory,
+// reap): the cost of a process, without attune's queue and database.
 func rawSpawn(ctx context.Context, bin string, n, conc int) error {
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -300,9 +301,7 @@ func rawSpawn(ctx context.Context, bin string, n, conc int) error {
 	for range conc {
 		wg.Go(func() {
 			for next.Add(1) <= int64(n) {
-				cmd := exec.CommandContext(ctx, bin)
-				cmd.Env = []string{}
-				if err := cmd.Run(); err != nil {
+				if err := process.Run(ctx, process.Spec{Path: bin}).Err(); err != nil {
 					errs <- err
 					return
 				}

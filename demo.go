@@ -18,6 +18,7 @@ import (
 	"github.com/attune-system/attune/jobs"
 	"github.com/attune-system/attune/packs"
 	"github.com/attune-system/attune/worker"
+	"github.com/attune-system/attune/worker/process"
 )
 
 // builtBinaries are the pack binaries built from Go source in this
@@ -218,7 +219,10 @@ func setRuleEnabled(ctx context.Context, pool *pgxpool.Pool, ref string, enabled
 // buildMissing builds the pack binaries that come as Go source, when they
 // are not built yet. It needs the go command, as `go run . demo` has.
 func buildMissing(ctx context.Context, packsDir string, say func(string, ...any)) error {
-	root := filepath.Dir(filepath.Clean(packsDir))
+	root, err := filepath.Abs(filepath.Dir(filepath.Clean(packsDir)))
+	if err != nil {
+		return err
+	}
 	for _, b := range builtBinaries {
 		out := filepath.Join(root, b[0])
 		if _, err := os.Stat(out); err == nil {
@@ -228,10 +232,14 @@ func buildMissing(ctx context.Context, packsDir string, say func(string, ...any)
 			continue // not this repository's packs
 		}
 		say("building %s", b[0])
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", out, b[1])
-		cmd.Dir = root
-		if msg, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("building %s failed (%w): %s; build it by hand with go build -o %s %s", b[0], err, strings.TrimSpace(string(msg)), b[0], b[1])
+		var msg string
+		goBin, err := exec.LookPath("go")
+		if err == nil {
+			// -C: the build runs in the module root, not in its work directory.
+			msg, err = process.Output(ctx, process.Spec{Path: goBin, Args: []string{"build", "-C", root, "-o", out, b[1]}, Env: os.Environ()})
+		}
+		if err != nil {
+			return fmt.Errorf("building %s failed (%w): %s; build it by hand with go build -o %s %s", b[0], err, strings.TrimSpace(msg), b[0], b[1])
 		}
 	}
 	return nil

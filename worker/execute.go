@@ -26,6 +26,7 @@ import (
 	"github.com/attune-system/attune/jobs"
 	"github.com/attune-system/attune/packs"
 	"github.com/attune-system/attune/schema"
+	"github.com/attune-system/attune/worker/process"
 )
 
 // executor is the River worker of executions.
@@ -236,7 +237,7 @@ func (w *executor) run(ctx context.Context, c *claimed) outcome {
 	}
 	live := &liveOutput{w: w, id: c.ID, attempt: c.Attempt}
 	spec.OnOutput, spec.OutputEvery = live.publish, liveOutputEvery
-	res := Run(ctx, spec)
+	res := process.Run(ctx, spec)
 	live.wg.Wait()
 
 	out := outcome{
@@ -248,21 +249,21 @@ func (w *executor) run(ctx context.Context, c *claimed) outcome {
 		out.ExitCode = &code
 	}
 	switch res.Outcome {
-	case OutcomeStartFailed:
+	case process.OutcomeStartFailed:
 		out.Status, out.Error, out.Retryable = jobs.StatusFailed, res.StartErr.Error(), true
-	case OutcomeTimedOut:
+	case process.OutcomeTimedOut:
 		out.Status, out.Retryable = jobs.StatusTimeout, true
 		out.Error = fmt.Sprintf("Execution timed out after %s seconds", strconv.FormatFloat(spec.Timeout.Seconds(), 'f', -1, 64))
-	case OutcomeCanceled:
+	case process.OutcomeCanceled:
 		if errors.Is(res.Cause, rivertype.ErrJobCancelledRemotely) {
 			out.Status, out.Error = jobs.StatusCancelled, "Cancelled while running"
 		} else {
 			out.Status, out.Error, out.Retryable = jobs.StatusAbandoned, fmt.Sprintf("Worker %s stopped while the execution ran (%v)", w.cfg.WorkerName, res.Cause), true
 		}
-	case OutcomeSignaled:
+	case process.OutcomeSignaled:
 		out.Status, out.Retryable = jobs.StatusFailed, true
 		out.Error = fmt.Sprintf("killed by signal %s (exit code %d)", res.Signal, res.ExitCode)
-	case OutcomeExited:
+	case process.OutcomeExited:
 		if res.ExitCode != 0 {
 			out.Status, out.Retryable = jobs.StatusFailed, true
 			out.Error = fmt.Sprintf("exited with code %d", res.ExitCode)
@@ -287,10 +288,10 @@ func (w *executor) run(ctx context.Context, c *claimed) outcome {
 
 // spec builds the child process of SPEC §6: argv without a shell, an
 // environment built from nothing, parameters delivered as the action says.
-func (w *executor) spec(c *claimed) (Spec, error) {
+func (w *executor) spec(c *claimed) (process.Spec, error) {
 	prog, args, err := w.runtimes.command(c.RunnerType, c.Path)
 	if err != nil {
-		return Spec{}, err
+		return process.Spec{}, err
 	}
 
 	all := map[string]any{}
@@ -302,17 +303,17 @@ func (w *executor) spec(c *claimed) (Spec, error) {
 	}
 	params, err := w.validate(c, all)
 	if err != nil {
-		return Spec{}, err
+		return process.Spec{}, err
 	}
 
 	secrets := map[string]any{}
 	if len(c.Sealed) > 0 {
 		if w.key == nil {
-			return Spec{}, fmt.Errorf("action %s needs secrets but %w", c.ActionRef, jobs.ErrNoSecretsKey)
+			return process.Spec{}, fmt.Errorf("action %s needs secrets but %w", c.ActionRef, jobs.ErrNoSecretsKey)
 		}
 		opened, err := jobs.OpenSecrets(w.key, c.Sealed)
 		if err != nil {
-			return Spec{}, err
+			return process.Spec{}, err
 		}
 		for k, v := range opened {
 			secrets[k] = v
@@ -336,7 +337,7 @@ func (w *executor) spec(c *claimed) (Spec, error) {
 		env = append(env, "ATTUNE_TRIGGER="+*c.TriggerRef)
 	}
 
-	spec := Spec{
+	spec := process.Spec{
 		Path: prog, Args: args,
 		// The execution id in the name lets a replica reaping a dead worker
 		// on this host find and remove what its executions left.
@@ -363,7 +364,7 @@ func (w *executor) spec(c *claimed) (Spec, error) {
 		}
 		b, err := encodeDocument(doc, c.ParameterFormat)
 		if err != nil {
-			return Spec{}, err
+			return process.Spec{}, err
 		}
 		if c.ParameterDelivery == packs.DeliveryStdin {
 			spec.Stdin = b
@@ -373,12 +374,12 @@ func (w *executor) spec(c *claimed) (Spec, error) {
 	default:
 		pe, err := paramEnv(params, c.Decls)
 		if err != nil {
-			return Spec{}, err
+			return process.Spec{}, err
 		}
 		env = append(env, pe...)
 		b, err := json.Marshal(secrets)
 		if err != nil {
-			return Spec{}, err
+			return process.Spec{}, err
 		}
 		spec.Stdin = append(b, '\n')
 	}
@@ -483,31 +484,12 @@ func (w *executor) outageRetry() schema.RetryPolicy {
 	return schema.RetryPolicy{GiveUpAfter: dbOutageRetry, Log: w.log}
 }
 
-// isConnError is schema.Transient under the name sensor.go still calls; it
-// goes once sensor.go calls schema.Transient itself.
-func isConnError(err error) bool { return schema.Transient(err) }
-
-func lastLine(s string) string {
-	s = strings.TrimRight(s, "\n\r \t")
-	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
-		s = s[i+1:]
-	}
-	if len(s) > 500 {
-		n := 500
-		for n > 0 && !utf8.RuneStart(s[n]) {
-			n-- // not in the middle of a rune
-		}
-		s = s[:n]
-	}
-	return strings.TrimSpace(s)
-}
-
 // validText returns s as text PostgreSQL stores: invalid UTF-8 and NUL bytes
 // become U+FFFD. Error texts quote what a pack holds (a #! line, an ELF
 // interpreter, a result value); a refused write would leave the execution
 // running for ever.
 func validText(s string) string {
-	t, _ := sanitize([]byte(s), 3*len(s)) // U+FFFD is 3 bytes per bad byte
+	t, _ := process.Sanitize([]byte(s), 3*len(s)) // U+FFFD is 3 bytes per bad byte
 	return t
 }
 

@@ -20,6 +20,7 @@ import (
 
 	"github.com/attune-system/attune/jobs"
 	"github.com/attune-system/attune/schema"
+	"github.com/attune-system/attune/worker/process"
 )
 
 // maxExecutionTimeout is the longest timeout an enqueue may ask for
@@ -306,7 +307,7 @@ func (s *Server) reap(ctx context.Context, worker string) error {
 		for _, id := range ids {
 			dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), WorkDirPrefix(s.exec.database, worker, id)+"*"))
 			for _, dir := range dirs {
-				if err := removeWorkDir(dir); err != nil {
+				if err := process.RemoveWorkDir(dir); err != nil {
 					s.log.Warn("could not remove a dead worker's work directory", "dir", dir, "err", err)
 				}
 			}
