@@ -484,6 +484,23 @@ func (w *executor) outageRetry() schema.RetryPolicy {
 	return schema.RetryPolicy{GiveUpAfter: dbOutageRetry, Log: w.log}
 }
 
+// lastLine is the last non-empty line of s, at most 500 bytes: the error
+// text of a failed attempt.
+func lastLine(s string) string {
+	s = strings.TrimRight(s, "\n\r \t")
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
+	}
+	if len(s) > 500 {
+		n := 500
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n-- // not in the middle of a rune
+		}
+		s = s[:n]
+	}
+	return strings.TrimSpace(s)
+}
+
 // validText returns s as text PostgreSQL stores: invalid UTF-8 and NUL bytes
 // become U+FFFD. Error texts quote what a pack holds (a #! line, an ELF
 // interpreter, a result value); a refused write would leave the execution
