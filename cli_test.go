@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -335,39 +334,6 @@ func TestCLIBadInput(t *testing.T) {
 		require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM attune.river_job").Scan(&jobsN))
 		require.Zero(t, jobsN)
 	})
-}
-
-// readPids waits for the hang action's pidfile.
-func readPids(t *testing.T, path string) []int {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		data, err := os.ReadFile(path)
-		if err == nil {
-			var pids []int
-			for _, f := range strings.Fields(string(data)) {
-				pid, err := strconv.Atoi(f)
-				require.NoError(t, err)
-				pids = append(pids, pid)
-			}
-			return pids
-		}
-		require.True(t, errors.Is(err, os.ErrNotExist) && time.Now().Before(deadline), "pidfile %s: %v", path, err)
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// requireProcessesGone waits until no pid runs; a zombie counts as gone.
-func requireProcessesGone(t *testing.T, within time.Duration, pids ...int) {
-	t.Helper()
-	require.NotEmpty(t, pids)
-	deadline := time.Now().Add(within)
-	for _, pid := range pids {
-		for processAlive(pid) {
-			require.True(t, time.Now().Before(deadline), "process %d still runs after %s", pid, within)
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
 }
 
 // TestCLIGroupWithoutCommand: a group alone still prints its help and
