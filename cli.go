@@ -174,7 +174,7 @@ func (a *app) loadConfig(cmd *cobra.Command) (worker.Config, error) {
 func newLogger(cfg worker.Config, w io.Writer) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.LogLevel))
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: durationsAsText}
 	format := cfg.LogFormat
 	if format == "" {
 		format = "json"
@@ -186,6 +186,15 @@ func newLogger(cfg worker.Config, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// durationsAsText logs durations as "30s" rather than JSON's nanoseconds,
+// which nobody reads at a glance.
+func durationsAsText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
 }
 
 // db opens the configured database for a command that uses it: the

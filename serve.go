@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
 	"github.com/attune-system/attune/worker"
@@ -18,6 +20,9 @@ func (a *app) serveCommand() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			a.log.Info("attune serve starting", "version", version, "commit", commit,
+				"database", databaseForLog(a.cfg.DatabaseURL), "packs_dir", a.cfg.PacksDir,
+				"max_concurrent_executions", a.cfg.MaxConcurrentExecutions, "secrets_key", a.cfg.SecretsKey != "")
 			pool, err := a.installDB(ctx)
 			if err != nil {
 				return err
@@ -48,7 +53,23 @@ func (a *app) serveCommand() *cobra.Command {
 				case <-stopCtx.Done():
 				}
 			}()
-			return srv.Stop(stopCtx)
+			err = srv.Stop(stopCtx)
+			if err != nil {
+				a.log.Error("stopped with an error", "err", err)
+			} else {
+				a.log.Info("stopped")
+			}
+			return err
 		},
 	}
+}
+
+// databaseForLog names the database without its credentials: host, port
+// and name only.
+func databaseForLog(url string) string {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return "(unparsable ATTUNE_DATABASE_URL)"
+	}
+	return fmt.Sprintf("%s:%d/%s", cfg.Host, cfg.Port, cfg.Database)
 }
