@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -169,7 +171,7 @@ func (in *sensorInstance) readLogs(r io.Reader, tail *stderrTail) {
 		if !ok {
 			return
 		}
-		args := []any{"line", text}
+		args := sensorLogArgs(text)
 		if over {
 			args = append(args, "cut_at_bytes", maxLogLine)
 		}
@@ -181,6 +183,64 @@ func (in *sensorInstance) readLogs(r io.Reader, tail *stderrTail) {
 	if n := limit.dropped(); n > 0 {
 		in.log.Warn("sensor stderr lines not logged (rate limit)", "suppressed", n)
 	}
+}
+
+// sensorLogArgs are the log attributes of one stderr line. A structured
+// line, a JSON object or logfmt with a msg key (what slog's JSON and text
+// handlers print; the core timer sensor uses the latter), becomes a
+// "sensor_log" group of its fields, so they are fields of attune's own log
+// line rather than text nested in one; anything else is "line".
+func sensorLogArgs(text string) []any {
+	fields := parseStructuredLine(text)
+	if fields == nil {
+		return []any{"line", text}
+	}
+	attrs := make([]any, 0, len(fields))
+	for _, k := range slices.Sorted(maps.Keys(fields)) {
+		attrs = append(attrs, slog.Any(k, fields[k]))
+	}
+	return []any{slog.Group("sensor_log", attrs...)}
+}
+
+// maxLogFields bounds the fields taken from one structured stderr line.
+const maxLogFields = 64
+
+func parseStructuredLine(text string) map[string]any {
+	if strings.HasPrefix(text, "{") {
+		var fields map[string]any
+		if json.Unmarshal([]byte(text), &fields) != nil || len(fields) > maxLogFields {
+			return nil
+		}
+		return fields
+	}
+	fields := map[string]any{}
+	for rest := strings.TrimSpace(text); rest != ""; rest = strings.TrimLeft(rest, " ") {
+		key, after, ok := strings.Cut(rest, "=")
+		if !ok || key == "" || strings.ContainsAny(key, " \"") || len(fields) == maxLogFields {
+			return nil
+		}
+		var value string
+		if strings.HasPrefix(after, `"`) {
+			quoted, err := strconv.QuotedPrefix(after)
+			if err != nil {
+				return nil
+			}
+			value, _ = strconv.Unquote(quoted)
+			after = after[len(quoted):]
+		} else {
+			value, after, _ = strings.Cut(after, " ")
+			after = " " + after
+		}
+		if after != "" && after[0] != ' ' {
+			return nil
+		}
+		fields[key] = value
+		rest = after
+	}
+	if _, ok := fields["msg"]; !ok {
+		return nil
+	}
+	return fields
 }
 
 // stderrTail is a sensor's last complete stderr line, which ends the error

@@ -3,6 +3,7 @@ package worker
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
@@ -161,4 +162,27 @@ func TestSensorScanLines(t *testing.T) {
 		got = append(got, fmt.Sprintf("%s/%t", line, over))
 	}))
 	require.Equal(t, []string{"short/false", strings.Repeat("x", 16) + "/true", "last/false"}, got)
+}
+
+func TestSensorLogArgs(t *testing.T) {
+	t.Parallel()
+	group := func(args []any) map[string]string {
+		require.Len(t, args, 1)
+		a := args[0].(slog.Attr)
+		require.Equal(t, "sensor_log", a.Key)
+		out := map[string]string{}
+		for _, f := range a.Value.Group() {
+			out[f.Key] = fmt.Sprint(f.Value.Any())
+		}
+		return out
+	}
+	require.Equal(t, map[string]string{"time": "2026-12-01T10:20:17Z", "level": "INFO", "msg": "timer sensor started", "sensor_ref": "core.timer_sensor", "rules": "4"},
+		group(sensorLogArgs(`time=2026-12-01T10:20:17Z level=INFO msg="timer sensor started" sensor_ref=core.timer_sensor rules=4`)))
+	require.Equal(t, map[string]string{"msg": `a "quoted" one`, "error": "x y"},
+		group(sensorLogArgs(`msg="a \"quoted\" one" error="x y"`)))
+	require.Equal(t, map[string]string{"level": "ERROR", "msg": "boom", "n": "3"},
+		group(sensorLogArgs(`{"level":"ERROR","msg":"boom","n":3}`)))
+	for _, plain := range []string{"just some text", "a=b but no msg", `msg="unterminated`, "msg=x=y z", "{not json", `msg="x"y`} {
+		require.Equal(t, []any{"line", plain}, sensorLogArgs(plain), plain)
+	}
 }
