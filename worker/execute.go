@@ -156,7 +156,11 @@ func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs])
 		}
 		return fmt.Errorf("error claiming execution %d: %w", job.Args.ExecutionID, err)
 	}
+	w.log.Debug("execution picked up", "id", c.ID, "action", c.ActionRef, "attempt", job.Attempt,
+		"waited", time.Since(job.ScheduledAt).Round(time.Millisecond))
+	started := time.Now()
 	out := w.run(ctx, c)
+	out.took = time.Since(started)
 	<-w.slots
 	return w.settle(ctx, job, c, out)
 }
@@ -220,6 +224,8 @@ type outcome struct {
 	Retryable bool
 	// retry is set when this attempt will be retried.
 	retry bool
+	// took is how long the attempt ran, for the log.
+	took time.Duration
 }
 
 func failed(msg string) outcome {
@@ -458,7 +464,20 @@ func (w *executor) settle(ctx context.Context, job *river.Job[jobs.ExecutionArgs
 	if err := w.completer.submit(s); err != nil {
 		return fmt.Errorf("error recording execution %d: %w", c.ID, err)
 	}
-	w.log.Debug("execution finished", "id", c.ID, "action", c.ActionRef, "status", s.out.Status, "retry", s.retried)
+	// One line per finished attempt at the default level: what an operator
+	// tails serve's log for.
+	args := []any{"id", c.ID, "action", c.ActionRef, "status", s.out.Status, "attempt", job.Attempt,
+		"duration", s.out.took.Round(time.Millisecond)}
+	if s.out.ExitCode != nil {
+		args = append(args, "exit_code", *s.out.ExitCode)
+	}
+	if s.out.Error != "" {
+		args = append(args, "error", s.out.Error)
+	}
+	if s.retried {
+		args = append(args, "retry", true)
+	}
+	w.log.Info("execution finished", args...)
 	if s.retried {
 		return fmt.Errorf("execution %d attempt %d: %s", c.ID, job.Attempt, s.out.Error)
 	}
