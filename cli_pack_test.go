@@ -20,12 +20,7 @@ import (
 func TestCLIRegisterAcrossPacks(t *testing.T) {
 	t.Parallel()
 	b := &cliBundle{ctx: context.Background(), url: schematest.URL(t), packs: t.TempDir()}
-	write := func(path, body string) {
-		t.Helper()
-		path = filepath.Join(b.packs, path)
-		require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
-		require.NoError(t, os.WriteFile(path, []byte(body), 0o755))
-	}
+	write := func(path, body string) { b.writeFile(t, path, body) }
 	// alpha sorts first, but its rule needs zeta's trigger and action.
 	write("alpha/pack.yaml", "ref: alpha\n")
 	write("alpha/rules/r.yaml", "name: r\ntrigger_ref: zeta.tick\naction_ref: zeta.a\naction_params: {n: 1}\n")
@@ -63,12 +58,7 @@ func TestCLIRegisterAcrossPacks(t *testing.T) {
 func TestCLIRegisterBadAmongGood(t *testing.T) {
 	t.Parallel()
 	b := &cliBundle{ctx: context.Background(), url: schematest.URL(t), packs: t.TempDir()}
-	write := func(path, body string) {
-		t.Helper()
-		path = filepath.Join(b.packs, path)
-		require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
-		require.NoError(t, os.WriteFile(path, []byte(body), 0o755))
-	}
+	write := func(path, body string) { b.writeFile(t, path, body) }
 	write("bad/pack.yaml", "ref: bad\n")
 	write("bad/actions/a.yaml", "name: a\nentry_point: a.sh\nrunner_type: ruby\n")
 	write("bad/actions/a.sh", "#!/bin/sh\n")
@@ -129,4 +119,13 @@ func TestCLIPackListAndCheck(t *testing.T) {
 	require.Equal(t, filepath.Join(broken, "actions", "bad.yaml"), check.Problems[1].File)
 	require.Equal(t, 5, check.Problems[1].Line)
 	require.Contains(t, check.Problems[1].Message, "integr")
+}
+
+// writeFile writes body to path below the bundle's packs directory,
+// executable, creating the directories.
+func (b *cliBundle) writeFile(t *testing.T, path, body string) {
+	t.Helper()
+	path = filepath.Join(b.packs, path)
+	require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
+	require.NoError(t, os.WriteFile(path, []byte(body), 0o755))
 }

@@ -14,12 +14,9 @@ import (
 // default with a raw rt_sigaction (an all-zero struct is SIG_DFL, no flags,
 // no mask on every Linux ABI).
 func selfKill() int {
-	sig := syscall.SIGSEGV
-	if name := os.Getenv(SignalEnv); name != "" {
-		sig = unix.SignalNum(name)
-		if sig == 0 {
-			return 2
-		}
+	sig, ok := selfKillSignal()
+	if !ok {
+		return 2
 	}
 	// No core file: the dump would only slow the test down.
 	_ = unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{})

@@ -16,12 +16,9 @@ import (
 // as a Go crash (exit status 2) instead; the tests that check signal exits
 // run on Linux.
 func selfKill() int {
-	sig := syscall.SIGSEGV
-	if name := os.Getenv(SignalEnv); name != "" {
-		sig = unix.SignalNum(name)
-		if sig == 0 {
-			return 2
-		}
+	sig, ok := selfKillSignal()
+	if !ok {
+		return 2
 	}
 	_ = unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{})
 	signal.Reset(sig)
