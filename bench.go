@@ -2,10 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
@@ -21,8 +21,10 @@ import (
 	"github.com/mattn/go-isatty"
 	"github.com/spf13/cobra"
 
+	"github.com/attune-system/attune/jobs"
 	"github.com/attune-system/attune/packs"
 	"github.com/attune-system/attune/worker"
+	"github.com/attune-system/attune/worker/process"
 )
 
 // benchResult is what attune bench measures, in one run.
@@ -116,7 +118,7 @@ by default), then in one run measures:
 				return usageError{fmt.Errorf("-n and --pickups must be positive")}
 			}
 			ctx := cmd.Context()
-			pool, err := a.db(ctx)
+			pool, err := a.installDB(ctx)
 			if err != nil {
 				return err
 			}
@@ -184,7 +186,7 @@ func (a *app) bench(ctx context.Context, pool *pgxpool.Pool, binary string, n, p
 	if packs.HasErrors(problems) {
 		return nil, packs.AsError(problems)
 	}
-	if _, err := packs.Register(ctx, pool, p); err != nil {
+	if err := packs.RegisterPool(ctx, pool, []*packs.Pack{p}, problems).Err(); err != nil {
 		return nil, err
 	}
 
@@ -289,8 +291,9 @@ func (a *app) bench(ctx context.Context, pool *pgxpool.Pool, binary string, n, p
 	return res, nil
 }
 
-// rawSpawn runs bin n times with conc at once, the way a minimal runner
-// would: fork/exec and wait, nothing else.
+// rawSpawn runs bin n times with conc at once through the process layer
+// alone (fork/exec in a process group of its own, pipes, a work directory,
+// reap): the cost of a process, without attune's queue and database.
 func rawSpawn(ctx context.Context, bin string, n, conc int) error {
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -298,9 +301,7 @@ func rawSpawn(ctx context.Context, bin string, n, conc int) error {
 	for range conc {
 		wg.Go(func() {
 			for next.Add(1) <= int64(n) {
-				cmd := exec.CommandContext(ctx, bin)
-				cmd.Env = []string{}
-				if err := cmd.Run(); err != nil {
+				if err := process.Run(ctx, process.Spec{Path: bin}).Err(); err != nil {
 					errs <- err
 					return
 				}
@@ -342,24 +343,22 @@ func enqueueAndWait(ctx context.Context, pool *pgxpool.Pool, finished <-chan str
 	return nil
 }
 
+// waitFinished waits until one bench execution has finished, reading it
+// every millisecond: the pickup loop enqueues the next one only then.
 func waitFinished(ctx context.Context, pool *pgxpool.Pool, id int64) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var status string
-		if err := pool.QueryRow(ctx, "SELECT status FROM attune.execution WHERE id = $1", id).Scan(&status); err != nil {
-			return err
-		}
-		switch status {
-		case "completed":
-			return nil
-		case "failed", "timeout", "cancelled", "abandoned":
-			return fmt.Errorf("bench execution %d %s", id, status)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("bench execution %d still %s after 30s; is the worker running?", id, status)
-		}
-		time.Sleep(time.Millisecond)
+	const limit = 30 * time.Second
+	wctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	es, err := jobs.WaitWith(wctx, pool, jobs.WaitOptions{Interval: time.Millisecond}, id)
+	switch {
+	case err != nil && ctx.Err() == nil && es != nil && errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("bench execution %d still %s after %s; is the worker running?", id, es[0].Status, limit)
+	case err != nil:
+		return err
+	case es[0].Status != jobs.StatusCompleted:
+		return fmt.Errorf("bench execution %d %s", id, es[0].Status)
 	}
+	return nil
 }
 
 func copyFile(from, to string, mode os.FileMode) error {

@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -52,6 +54,7 @@ func runWithEnv(ctx context.Context, args, environ []string, stdin io.Reader, st
 	// cobra's argument errors say what is wrong but not what to type.
 	switch {
 	case err == nil:
+	case errors.As(err, new(usageError)):
 	case strings.HasPrefix(err.Error(), "unknown command"):
 		return usageError{fmt.Errorf("%w (see %s --help)", err, cmd.CommandPath())}
 	case strings.Contains(err.Error(), "arg(s)"):
@@ -67,7 +70,7 @@ func (a *app) rootCommand() *cobra.Command {
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := worker.LoadConfig(a.environ)
+			cfg, err := a.loadConfig(cmd)
 			if err != nil {
 				return err
 			}
@@ -83,15 +86,95 @@ func (a *app) rootCommand() *cobra.Command {
 		a.sensorCommand(), a.triggerCommand(), a.eventCommand(), a.ruleCommand(), a.secretCommand(),
 	)
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
-		return usageError{fmt.Errorf("%w (see %s --help)", err, cmd.CommandPath())}
+		return usageError{fmt.Errorf("%w (see %s --help)", flagValueError(cmd, err), cmd.CommandPath())}
 	})
+	refuseUnknownSubcommands(root)
 	return root
+}
+
+var invalidFlagRE = regexp.MustCompile(`^invalid argument "(.*)" for "(?:-\w, )?--([\w-]+)" flag: `)
+
+// flagValueError says in attune's words what a flag takes, instead of the
+// Go parser's text ("strconv.ParseInt: parsing "abc": invalid syntax").
+func flagValueError(cmd *cobra.Command, err error) error {
+	m := invalidFlagRE.FindStringSubmatch(err.Error())
+	if m == nil {
+		return err
+	}
+	f := cmd.Flags().Lookup(m[2])
+	if f == nil {
+		return err
+	}
+	var want string
+	switch f.Value.Type() {
+	case "int", "int32", "int64", "uint", "uint32", "uint64":
+		want = "a whole number"
+	case "duration":
+		want = "a duration such as 30s, 5m or 2h"
+	case "bool":
+		want = "true or false"
+	case "float32", "float64":
+		want = "a number"
+	default:
+		return err
+	}
+	return fmt.Errorf("--%s must be %s, got %q", f.Name, want, m[1])
+}
+
+// refuseUnknownSubcommands makes every command group fail on a word it does
+// not know. Cobra prints a group's help and exits 0 for "attune execution
+// cancle 5", so a script with a typo would "succeed"; and its root message
+// spreads the suggestion over several lines.
+func refuseUnknownSubcommands(cmd *cobra.Command) {
+	for _, sub := range cmd.Commands() {
+		refuseUnknownSubcommands(sub)
+	}
+	if !cmd.HasSubCommands() || cmd.Runnable() {
+		return
+	}
+	cmd.SuggestionsMinimumDistance = 2
+	cmd.Args = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return nil
+		}
+		hint := fmt.Sprintf("see %s --help", cmd.CommandPath())
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			hint = fmt.Sprintf("did you mean %q?", s[0])
+		}
+		return usageError{fmt.Errorf("unknown command %q for %q (%s)", args[0], cmd.CommandPath(), hint)}
+	}
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+}
+
+// Settings by what uses them: a command validates only those it reads.
+var (
+	clientSettings = []string{"ATTUNE_DATABASE_URL", "ATTUNE_LOG_LEVEL", "ATTUNE_LOG_FORMAT"}
+	secretSettings = append(slices.Clip(clientSettings), "ATTUNE_SECRETS_KEY")
+	packSettings   = append(slices.Clip(clientSettings), "ATTUNE_PACKS_DIR")
+)
+
+// loadConfig reads the configuration, validating what cmd uses: serve, demo
+// and bench run a worker and use everything; version, help, completion and
+// pack check use nothing; the rest talk to the database.
+func (a *app) loadConfig(cmd *cobra.Command) (worker.Config, error) {
+	path := strings.TrimPrefix(cmd.CommandPath(), "attune ")
+	switch {
+	case path == "serve" || path == "demo" || path == "bench":
+		return worker.LoadConfig(a.environ)
+	case path == "version" || path == "help" || path == "pack check" || strings.HasPrefix(path, "completion") || path == "attune":
+		return worker.LoadConfigOf(a.environ, nil)
+	case strings.HasPrefix(path, "secret ") || path == "action execute":
+		return worker.LoadConfigOf(a.environ, secretSettings)
+	case strings.HasPrefix(path, "pack "):
+		return worker.LoadConfigOf(a.environ, packSettings)
+	}
+	return worker.LoadConfigOf(a.environ, clientSettings)
 }
 
 func newLogger(cfg worker.Config, w io.Writer) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.LogLevel))
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: durationsAsText}
 	format := cfg.LogFormat
 	if format == "" {
 		format = "json"
@@ -105,9 +188,33 @@ func newLogger(cfg worker.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-// db opens the configured database, creating and migrating it as needed, so
-// every command works on a fresh install.
+// durationsAsText logs durations as "30s" rather than JSON's nanoseconds,
+// which nobody reads at a glance.
+func durationsAsText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
+}
+
+// db opens the configured database for a command that uses it: the
+// database and attune's schema must exist at this binary's version. Only
+// the installing commands (installDB) create or migrate anything.
 func (a *app) db(ctx context.Context) (*pgxpool.Pool, error) {
+	pool, err := schema.Connect(ctx, a.cfg.DatabaseURL, 4)
+	if err != nil {
+		return nil, err
+	}
+	if err := schema.Check(ctx, pool); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
+}
+
+// installDB opens the configured database for serve and demo, creating and
+// migrating it as needed, so they work on a fresh install.
+func (a *app) installDB(ctx context.Context) (*pgxpool.Pool, error) {
 	pool, err := schema.Open(ctx, a.cfg.DatabaseURL, int32(a.cfg.MaxConcurrentExecutions+10))
 	if err != nil {
 		return nil, err

@@ -17,8 +17,8 @@ import (
 	"github.com/attune-system/attune/jobs"
 )
 
-// watch polls an execution until it finishes, printing the outcome. On a
-// terminal it shows the elapsed time while it waits.
+// watch waits until an execution finishes, printing the outcome. On a
+// terminal it shows the status and elapsed time while it waits.
 func (a *app) watch(ctx context.Context, pool *pgxpool.Pool, id int64) error {
 	tty := false
 	if f, ok := a.stderr.(*os.File); ok && !a.json {
@@ -26,21 +26,9 @@ func (a *app) watch(ctx context.Context, pool *pgxpool.Pool, id int64) error {
 	}
 	start := time.Now()
 	hinted := false
-	for {
-		e, err := jobs.Get(ctx, pool, id)
-		if err != nil {
-			return err
-		}
+	progress := func(es []*jobs.Execution) error {
+		e := es[0]
 		if jobs.Finished(e.Status) {
-			if tty {
-				fmt.Fprint(a.stderr, "\r\033[K")
-			}
-			if err := a.showExecution(e); err != nil {
-				return err
-			}
-			if e.Status != jobs.StatusCompleted {
-				return exitError{1, fmt.Sprintf("execution %d %s", id, e.Status)}
-			}
 			return nil
 		}
 		if tty {
@@ -53,12 +41,29 @@ func (a *app) watch(ctx context.Context, pool *pgxpool.Pool, id int64) error {
 				fmt.Fprintf(a.stderr, "\rexecution %d is waiting, but no worker is active: start one with attune serve (attune worker list)\n", id)
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("stopped watching execution %d (still %s): %w", id, e.Status, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
+		return nil
 	}
+	es, err := jobs.WaitWith(ctx, pool, jobs.WaitOptions{Progress: progress}, id)
+	if err != nil {
+		if ctx.Err() != nil {
+			if es == nil {
+				return fmt.Errorf("stopped watching execution %d: %w", id, ctx.Err())
+			}
+			return fmt.Errorf("stopped watching execution %d (still %s): %w", id, es[0].Status, ctx.Err())
+		}
+		return err
+	}
+	e := es[0]
+	if tty {
+		fmt.Fprint(a.stderr, "\r\033[K")
+	}
+	if err := a.showExecution(e); err != nil {
+		return err
+	}
+	if e.Status != jobs.StatusCompleted {
+		return exitError{1, fmt.Sprintf("execution %d %s", id, e.Status)}
+	}
+	return nil
 }
 
 func (a *app) showExecution(e *jobs.Execution) error {
@@ -130,6 +135,9 @@ func parseID(s string) (int64, error) {
 	}
 	return id, nil
 }
+
+// followInterval is how often logs --follow reads the execution's row.
+const followInterval = 200 * time.Millisecond
 
 func (a *app) executionCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "execution", Short: "Inspect, follow and cancel executions"}
@@ -205,25 +213,6 @@ func (a *app) executionCommand() *cobra.Command {
 	})
 	var follow bool
 	logs := byID("logs", "Print an execution's stdout and stderr", func(ctx context.Context, pool *pgxpool.Pool, e *jobs.Execution) error {
-		next := func() error {
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("stopped following execution %d (still %s): %w", e.ID, e.Status, ctx.Err())
-			case <-time.After(200 * time.Millisecond):
-			}
-			var err error
-			e, err = jobs.Get(ctx, pool, e.ID)
-			return err
-		}
-		if a.json {
-			for follow && !jobs.Finished(e.Status) {
-				if err := next(); err != nil {
-					return err
-				}
-			}
-			return a.print(map[string]any{"id": e.ID, "status": e.Status, "stdout": e.Stdout, "stderr": e.Stderr,
-				"stdout_truncated": e.StdoutTruncated, "stderr_truncated": e.StderrTruncated}, nil)
-		}
 		// A running execution's row holds its output so far (written about
 		// every second), so following prints what is new as it comes.
 		var outN, errN int
@@ -237,15 +226,30 @@ func (a *app) executionCommand() *cobra.Command {
 				errN = len(errs)
 			}
 		}
-		emit()
-		if !follow && !jobs.Finished(e.Status) {
-			fmt.Fprintf(a.stderr, "execution %d is %s; this is its output so far (--follow prints the rest as it comes)\n", e.ID, e.Status)
+		if !a.json {
+			emit()
 		}
-		for follow && !jobs.Finished(e.Status) {
-			if err := next(); err != nil {
+		if follow && !jobs.Finished(e.Status) {
+			opts := jobs.WaitOptions{Interval: followInterval, Progress: func(es []*jobs.Execution) error {
+				e = es[0]
+				if !a.json {
+					emit()
+				}
+				return nil
+			}}
+			if _, err := jobs.WaitWith(ctx, pool, opts, e.ID); err != nil {
+				if ctx.Err() != nil {
+					return fmt.Errorf("stopped following execution %d (still %s): %w", e.ID, e.Status, ctx.Err())
+				}
 				return err
 			}
-			emit()
+		}
+		if a.json {
+			return a.print(map[string]any{"id": e.ID, "status": e.Status, "stdout": e.Stdout, "stderr": e.Stderr,
+				"stdout_truncated": e.StdoutTruncated, "stderr_truncated": e.StderrTruncated}, nil)
+		}
+		if !follow && !jobs.Finished(e.Status) {
+			fmt.Fprintf(a.stderr, "execution %d is %s; this is its output so far (--follow prints the rest as it comes)\n", e.ID, e.Status)
 		}
 		return nil
 	})

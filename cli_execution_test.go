@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/attune-system/attune/jobs"
+	"github.com/attune-system/attune/worker/process/processtest"
 )
 
 // executionFields are the stable field names of an execution in -j output.
@@ -62,7 +63,7 @@ func TestCLIWatchAndInspect(t *testing.T) {
 	require.Error(t, r.err)
 	require.Regexp(t, `(?m)^status\s+timeout$`, r.stdout)
 	require.Contains(t, r.stdout, "Execution timed out after 1 seconds")
-	requireProcessesGone(t, 3*time.Second, readPids(t, pidfile)...)
+	processtest.WaitGone(t, 3*time.Second, processtest.WaitPidfile(t, pidfile)...)
 
 	// show, result and logs of the first execution.
 	out := b.ok(t, "execution", "show", strconv.FormatInt(id, 10))
@@ -144,7 +145,7 @@ func TestCLICancel(t *testing.T) {
 	pidfile := filepath.Join(t.TempDir(), "pids")
 	running := b.execute(t, "c.hang", "--param", "pidfile="+pidfile, "--param", "ignore_term=true")
 	b.waitStatus(t, running, 10*time.Second, jobs.StatusRunning)
-	pids := readPids(t, pidfile)
+	pids := processtest.WaitPidfile(t, pidfile)
 	idArg = strconv.FormatInt(running, 10)
 	start := time.Now()
 	require.Equal(t, fmt.Sprintf("execution %d canceling: its process gets SIGTERM, then SIGKILL after the kill grace\n", running),
@@ -153,7 +154,7 @@ func TestCLICancel(t *testing.T) {
 	took := time.Since(start)
 	require.Equal(t, jobs.StatusCancelled, e.Status)
 	require.Less(t, took, 4*time.Second, "kill grace is 1s")
-	requireProcessesGone(t, 2*time.Second, pids...)
+	processtest.WaitGone(t, 2*time.Second, pids...)
 	t.Logf("cancel of a SIGTERM-ignoring execution → cancelled in %s (kill grace 1s)", took.Round(time.Millisecond))
 
 	// The queued one never ran.

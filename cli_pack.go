@@ -15,7 +15,8 @@ import (
 )
 
 func (a *app) packCommand() *cobra.Command {
-	cmd := &cobra.Command{Use: "pack", Short: "Check, register and list packs"}
+	cmd := &cobra.Command{Use: "pack", Short: "Check, register, list and remove packs"}
+	cmd.AddCommand(a.packRemoveCommand())
 	cmd.AddCommand(&cobra.Command{
 		Use:   "check PATH",
 		Short: "Validate a pack (or a directory of packs) without a database",
@@ -134,58 +135,38 @@ func (a *app) register(ctx context.Context, pool *pgxpool.Pool, path string) err
 	return a.registerLoaded(ctx, pool, path, ps, problems)
 }
 
-// registerLoaded registers packs loaded from path; pool may be nil when
-// none loaded.
+// registerLoaded registers packs loaded from path and prints what became of
+// each; pool may be nil when none loaded. packs.RegisterPool decides which
+// packs to write and in what order; this only reports.
 func (a *app) registerLoaded(ctx context.Context, pool *pgxpool.Pool, path string, ps []*packs.Pack, problems []packs.Problem) error {
 	if len(ps) == 0 && len(problems) == 1 {
 		return exitError{1, problems[0].Error()} // e.g. no such directory: one line says it
 	}
 	a.reportProblems(problems)
-	bad := map[string]bool{}
-	for _, pr := range problems {
-		if !pr.Warning {
-			bad[packDirOf(pr.File)] = true
-		}
-	}
 	if len(ps) == 0 && len(problems) == 0 {
 		return exitError{1, fmt.Sprintf("no pack found in %s: a pack is a directory holding a pack.yaml; give its path or set ATTUNE_PACKS_DIR to the directory of packs", path)}
 	}
-	results := []*packs.RegisterResult{}
+	var results packs.Results
+	if len(ps) > 0 {
+		results = packs.RegisterPool(ctx, pool, ps, problems)
+	}
+	registered := []*packs.RegisterResult{}
 	failed := 0
-	var pending []*packs.Pack
-	for _, p := range ps {
-		if bad[p.Dir] {
-			fmt.Fprintf(a.stderr, "pack %s not registered: fix the errors above\n", p.Ref)
-			failed++
+	for _, r := range results {
+		var loadErr *packs.LoadError
+		switch {
+		case r.Err == nil:
+			registered = append(registered, r)
 			continue
+		case errors.As(r.Err, &loadErr):
+			fmt.Fprintf(a.stderr, "pack %s not registered: fix the errors above\n", r.Name())
+		default:
+			fmt.Fprintf(a.stderr, "pack %s not registered: %s\n", r.Name(), oneLine(r.Err))
 		}
-		pending = append(pending, p)
-	}
-	// A rule may name an action or trigger of a pack that sorts after its
-	// own: register in passes while any pack succeeds, so the order of the
-	// directory does not matter.
-	errs := map[*packs.Pack]error{}
-	for progress := true; progress && len(pending) > 0; {
-		progress = false
-		var retry []*packs.Pack
-		for _, p := range pending {
-			res, err := packs.Register(ctx, pool, p)
-			if err != nil {
-				errs[p] = err
-				retry = append(retry, p)
-				continue
-			}
-			progress = true
-			results = append(results, res)
-		}
-		pending = retry
-	}
-	for _, p := range pending {
-		fmt.Fprintf(a.stderr, "pack %s not registered: %s\n", p.Ref, oneLine(errs[p]))
 		failed++
 	}
-	if err := a.print(results, func(w *tabwriter.Writer) {
-		for _, r := range results {
+	if err := a.print(registered, func(w *tabwriter.Writer) {
+		for _, r := range registered {
 			fmt.Fprintf(w, "registered pack %s: %d actions, %d sensors, %d triggers, %d rules\n", r.Pack, r.Actions, r.Sensors, r.Triggers, r.Rules)
 			for _, d := range r.DisabledActions {
 				fmt.Fprintf(w, "  disabled action %s (gone from disk)\n", d)
@@ -194,30 +175,13 @@ func (a *app) registerLoaded(ctx context.Context, pool *pgxpool.Pool, path strin
 	}); err != nil {
 		return err
 	}
-	if len(ps) == 0 && len(problems) > 0 {
+	if len(ps) == 0 {
 		return exitError{1, fmt.Sprintf("nothing registered from %s: fix the errors above", path)}
 	}
 	if failed > 0 {
 		return exitError{1, fmt.Sprintf("%d pack(s) not registered", failed)}
 	}
 	return nil
-}
-
-// packDirOf finds the pack directory (the one holding pack.yaml) of a file
-// named in a problem.
-func packDirOf(file string) string {
-	abs, err := filepath.Abs(file)
-	if err != nil {
-		return file
-	}
-	for dir := abs; ; dir = filepath.Dir(dir) {
-		if st, err := os.Stat(filepath.Join(dir, "pack.yaml")); err == nil && !st.IsDir() {
-			return dir
-		}
-		if dir == filepath.Dir(dir) {
-			return abs
-		}
-	}
 }
 
 // checkJSON prints pack check's findings for machines: the packs that

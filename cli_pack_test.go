@@ -20,12 +20,7 @@ import (
 func TestCLIRegisterAcrossPacks(t *testing.T) {
 	t.Parallel()
 	b := &cliBundle{ctx: context.Background(), url: schematest.URL(t), packs: t.TempDir()}
-	write := func(path, body string) {
-		t.Helper()
-		path = filepath.Join(b.packs, path)
-		require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
-		require.NoError(t, os.WriteFile(path, []byte(body), 0o755))
-	}
+	write := func(path, body string) { b.writeFile(t, path, body) }
 	// alpha sorts first, but its rule needs zeta's trigger and action.
 	write("alpha/pack.yaml", "ref: alpha\n")
 	write("alpha/rules/r.yaml", "name: r\ntrigger_ref: zeta.tick\naction_ref: zeta.a\naction_params: {n: 1}\n")
@@ -54,6 +49,31 @@ func TestCLIRegisterAcrossPacks(t *testing.T) {
 	r = b.attuneWith(t, b.env("ATTUNE_PACKS_DIR="+t.TempDir()), "", "-j", "pack", "register")
 	require.Error(t, r.err)
 	require.Empty(t, r.stdout)
+}
+
+// TestCLIRegisterBadAmongGood: in a directory of packs, a pack with a load
+// error and one whose pack.yaml does not load are reported and not
+// registered, the good pack still is, and the command fails naming how many
+// did not make it.
+func TestCLIRegisterBadAmongGood(t *testing.T) {
+	t.Parallel()
+	b := &cliBundle{ctx: context.Background(), url: schematest.URL(t), packs: t.TempDir()}
+	write := func(path, body string) { b.writeFile(t, path, body) }
+	write("bad/pack.yaml", "ref: bad\n")
+	write("bad/actions/a.yaml", "name: a\nentry_point: a.sh\nrunner_type: ruby\n")
+	write("bad/actions/a.sh", "#!/bin/sh\n")
+	write("broken/pack.yaml", "ref: Not.A.Ref\n")
+	write("good/pack.yaml", "ref: good\n")
+	write("good/actions/a.yaml", "name: a\nentry_point: a.sh\n")
+	write("good/actions/a.sh", "#!/bin/sh\n")
+
+	r := b.attune(t, "pack", "register")
+	require.Error(t, r.err)
+	require.Equal(t, "registered pack good: 1 actions, 0 sensors, 0 triggers, 0 rules\n", r.stdout)
+	require.Contains(t, r.stderr, filepath.Join(b.packs, "bad", "actions", "a.yaml")+`:3: unknown runner_type "ruby"`)
+	require.Contains(t, r.stderr, "pack bad not registered: fix the errors above\n")
+	require.Contains(t, r.stderr, "pack "+filepath.Join(b.packs, "broken")+" not registered: fix the errors above\n")
+	require.Equal(t, "attune: 2 pack(s) not registered", r.line())
 }
 
 func TestCLIPackListAndCheck(t *testing.T) {
@@ -99,4 +119,13 @@ func TestCLIPackListAndCheck(t *testing.T) {
 	require.Equal(t, filepath.Join(broken, "actions", "bad.yaml"), check.Problems[1].File)
 	require.Equal(t, 5, check.Problems[1].Line)
 	require.Contains(t, check.Problems[1].Message, "integr")
+}
+
+// writeFile writes body to path below the bundle's packs directory,
+// executable, creating the directories.
+func (b *cliBundle) writeFile(t *testing.T, path, body string) {
+	t.Helper()
+	path = filepath.Join(b.packs, path)
+	require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
+	require.NoError(t, os.WriteFile(path, []byte(body), 0o755))
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -24,24 +25,13 @@ func (a *app) ruleCommand() *cobra.Command {
 			Use: verb + " REF", Short: strings.ToUpper(verb[:1]) + verb[1:] + " a rule; running sensors learn it at once", Args: cobra.ExactArgs(1),
 			RunE: a.withDB(func(ctx context.Context, pool *pgxpool.Pool, args []string) error {
 				var changed bool
-				err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-					var was bool
-					if err := tx.QueryRow(ctx, "SELECT enabled FROM attune.rule WHERE ref = $1 FOR UPDATE", args[0]).Scan(&was); err != nil {
-						if err == pgx.ErrNoRows {
-							return fmt.Errorf("unknown rule %q; attune rule list shows the registered rules", args[0])
-						}
-						return err
-					}
-					if was == enable {
-						return nil
-					}
-					changed = true
-					if _, err := tx.Exec(ctx, "UPDATE attune.rule SET enabled = $2, updated = now() WHERE ref = $1", args[0], enable); err != nil {
-						return err
-					}
-					_, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", packs.RuleChannel, args[0])
+				err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) (err error) {
+					changed, err = packs.SetRuleEnabled(ctx, tx, args[0], enable)
 					return err
 				})
+				if errors.Is(err, packs.ErrUnknownRule) {
+					return fmt.Errorf("%w; attune rule list shows the registered rules", err)
+				}
 				if err != nil {
 					return err
 				}

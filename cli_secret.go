@@ -7,11 +7,10 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/mattn/go-isatty"
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/attune-system/attune/jobs"
 	"github.com/attune-system/attune/worker"
@@ -20,6 +19,7 @@ import (
 func (a *app) secretCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "secret", Short: "Manage encrypted secrets (global, per pack, per action)"}
 	var pack, action string
+	var force bool
 	key := func() ([]byte, error) {
 		if a.cfg.SecretsKey == "" {
 			return nil, jobs.ErrNoSecretsKey
@@ -37,13 +37,14 @@ func (a *app) secretCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if f, ok := a.stdin.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
-				// Otherwise a person at a terminal sees attune wait, silently.
-				fmt.Fprintf(a.stderr, "value of secret %s (end with Ctrl-D):\n", ref.Name)
+			if !force {
+				if err := requireSecretScope(ctx, pool, ref); err != nil {
+					return err
+				}
 			}
-			value, err := io.ReadAll(io.LimitReader(a.stdin, 1<<20+1))
+			value, err := a.readSecretValue(ref.Name)
 			if err != nil {
-				return fmt.Errorf("error reading the value from stdin: %w", err)
+				return err
 			}
 			if len(value) > 1<<20 {
 				return fmt.Errorf("secret value is over 1 MiB; store a smaller value")
@@ -81,6 +82,7 @@ func (a *app) secretCommand() *cobra.Command {
 		c.Flags().StringVar(&pack, "pack", "", "scope the secret to this pack")
 		c.Flags().StringVar(&action, "action", "", "scope the secret to this action (pack.name)")
 	}
+	set.Flags().BoolVar(&force, "force", false, "store the secret even though its pack or action is not registered (yet)")
 	list := &cobra.Command{
 		Use: "list", Short: "List secrets (never their values)", Args: cobra.NoArgs,
 		RunE: a.withDB(func(ctx context.Context, pool *pgxpool.Pool, _ []string) error {
@@ -94,7 +96,7 @@ func (a *app) secretCommand() *cobra.Command {
 			return a.print(list, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "NAME\tSCOPE\tSCOPE_REF\tUPDATED")
 				for _, s := range list {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", s.Name, s.Scope, s.ScopeRef, s.Updated.Local().Format(time.RFC3339))
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", s.Name, s.Scope, s.ScopeRef, tableTime(s.Updated))
 				}
 			})
 		}),
@@ -108,4 +110,46 @@ func scopeSuffix(r jobs.SecretRef) string {
 		return ""
 	}
 	return " for " + r.ScopeRef
+}
+
+// requireSecretScope refuses a secret for a pack or action that is not
+// registered: no execution would ever see it, and a typo'd scope would fail
+// silently at run time.
+func requireSecretScope(ctx context.Context, pool *pgxpool.Pool, ref jobs.SecretRef) error {
+	table, list := "", ""
+	switch ref.Scope {
+	case jobs.ScopePack:
+		table, list = "attune.pack", "attune pack list"
+	case jobs.ScopeAction:
+		table, list = "attune.action", "attune action list"
+	default:
+		return nil
+	}
+	var exists bool
+	if err := pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+table+" WHERE ref = $1)", ref.ScopeRef).Scan(&exists); err != nil {
+		return fmt.Errorf("error looking up %s %q: %w", ref.Scope, ref.ScopeRef, err)
+	}
+	if !exists {
+		return exitError{1, fmt.Sprintf("no %s %q is registered (%s shows them); register it first, or pass --force to store the secret anyway", ref.Scope, ref.ScopeRef, list)}
+	}
+	return nil
+}
+
+// readSecretValue reads the value from stdin: at a terminal without echo
+// (after a prompt, so nobody waits on a silent attune), else all of stdin.
+func (a *app) readSecretValue(name string) ([]byte, error) {
+	if f, ok := a.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		fmt.Fprintf(a.stderr, "value of secret %s (not echoed): ", name)
+		value, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(a.stderr)
+		if err != nil {
+			return nil, fmt.Errorf("error reading the value from the terminal: %w", err)
+		}
+		return value, nil
+	}
+	value, err := io.ReadAll(io.LimitReader(a.stdin, 1<<20+1))
+	if err != nil {
+		return nil, fmt.Errorf("error reading the value from stdin: %w", err)
+	}
+	return value, nil
 }

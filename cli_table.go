@@ -86,7 +86,7 @@ func cell(v any) string {
 	case nil:
 		return ""
 	case time.Time:
-		return t.Local().Format("2006-01-02 15:04:05")
+		return tableTime(t)
 	case string:
 		return truncate(t, 60)
 	case []any, map[string]any:
@@ -94,4 +94,20 @@ func cell(v any) string {
 		return truncate(string(b), 60)
 	}
 	return fmt.Sprint(v)
+}
+
+// tableTime is the one format of times in tables: local time with its
+// zone, to the second. -j prints RFC 3339 with the full precision.
+func tableTime(t time.Time) string { return t.Local().Format("2006-01-02 15:04:05 MST") }
+
+// ago renders an age in seconds as "3.2s ago", "5m ago", "2h ago".
+func ago(seconds float64) string {
+	d := time.Duration(seconds * float64(time.Second))
+	switch {
+	case d < time.Minute:
+		return d.Round(100*time.Millisecond).String() + " ago"
+	case d < time.Hour:
+		return d.Round(time.Second).String() + " ago"
+	}
+	return d.Round(time.Minute).String() + " ago"
 }

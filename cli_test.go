@@ -9,8 +9,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
+	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -262,7 +263,8 @@ func TestCLIBadInput(t *testing.T) {
 		{name: "DisabledAction", args: []string{"action", "execute", "c.off"}, code: 1, msg: `action "c\.off" is disabled`},
 		{name: "ParamWithoutEquals", args: []string{"action", "execute", "c.echo", "--param", "n"}, code: 2, msg: `--param "n" is not key=value; write --param name=value`},
 		{name: "ParamEmptyKey", args: []string{"action", "execute", "c.echo", "--param", "=3"}, code: 2, msg: `--param "=3" is not key=value`},
-		{name: "ParamWrongType", args: []string{"action", "execute", "c.echo", "--param", "n=three", "--param", "s=x"}, code: 1, msg: `parameter "n" of action c\.echo must be integer, got string`},
+		{name: "ParamWrongType", args: []string{"action", "execute", "c.echo", "--param", "n=three", "--param", "s=x"}, code: 2, msg: `^attune: --param n=three: n is an integer parameter; give a whole number such as 3$`},
+		{name: "ParamsJSONWrongType", args: []string{"action", "execute", "c.echo", "--params-json", `{"n": "three", "s": "x"}`}, code: 1, msg: `parameter "n" of action c\.echo must be integer, got string`},
 		{name: "MissingParam", args: []string{"action", "execute", "c.echo", "--param", "n=1"}, code: 1, msg: `missing required parameter "s" for action c\.echo`},
 		{name: "UnknownParam", args: []string{"action", "execute", "c.echo", "--param", "n=1", "--param", "s=x", "--param", "zz=1"}, code: 1, msg: `unknown parameter "zz" for action c\.echo\. The action declares: n, s\.$`},
 		{name: "ParamsJSONNotObject", args: []string{"action", "execute", "c.echo", "--params-json", "[1]"}, code: 2, msg: `--params-json must be a JSON object`},
@@ -271,7 +273,9 @@ func TestCLIBadInput(t *testing.T) {
 		{name: "FractionalTimeout", args: []string{"action", "execute", "c.echo", "--param", "n=1", "--param", "s=x", "--timeout", "1500ms"}, code: 2, msg: `--timeout 1.5s is invalid`},
 		{name: "AbsurdTimeout", args: []string{"action", "execute", "c.echo", "--param", "n=1", "--param", "s=x", "--timeout", "10000h"}, code: 1, msg: `option timeout_seconds must be an integer from 1 to 604800, got 36000000`},
 		// The hint names the command as typed, not its last word alone.
-		{name: "TimeoutNotDuration", args: []string{"action", "execute", "c.echo", "--timeout", "soon"}, code: 2, msg: `invalid argument "soon" for "--timeout" flag.* \(see attune action execute --help\)$`},
+		{name: "TimeoutNotDuration", args: []string{"action", "execute", "c.echo", "--timeout", "soon"}, code: 2, msg: `^attune: --timeout must be a duration such as 30s, 5m or 2h, got "soon" \(see attune action execute --help\)$`},
+		{name: "TimeoutNoUnit", args: []string{"action", "execute", "c.echo", "--timeout", "5"}, code: 2, msg: `^attune: --timeout must be a duration such as 30s, 5m or 2h, got "5" \(see attune action execute --help\)$`},
+		{name: "LimitNotNumber", args: []string{"execution", "list", "--limit", "abc"}, code: 2, msg: `^attune: --limit must be a whole number, got "abc" \(see attune execution list --help\)$`},
 		{name: "ParamsJSONTrailing", args: []string{"action", "execute", "c.echo", "--params-json", `{"n": 1, "s": "x"} {"zz": 1}`}, code: 2, msg: `--params-json holds more than one JSON value`},
 		{name: "ZeroLimit", args: []string{"execution", "list", "--limit", "0"}, code: 2, msg: `--limit 0 is invalid: use 1 to 10000`},
 		{name: "SecretBadActionRef", args: []string{"secret", "set", "x", "--action", "echo"}, code: 2, msg: `--action "echo" is not an action ref; give \{pack\}\.\{name\}`},
@@ -292,11 +296,15 @@ func TestCLIBadInput(t *testing.T) {
 		{name: "HugeLimit", args: []string{"execution", "list", "--limit", "100000"}, code: 2, msg: `--limit 100000 is invalid`},
 		{name: "EventListLimit", args: []string{"event", "list", "--limit", "-1"}, code: 2, msg: `--limit -1 is invalid`},
 		{name: "UnknownCommand", args: []string{"frobnicate"}, code: 2, msg: `unknown command "frobnicate"`},
+		{name: "GroupTypo", args: []string{"execution", "cancle", "5"}, code: 2, msg: `^attune: unknown command "cancle" for "attune execution" \(did you mean "cancel"\?\)$`},
+		{name: "RuleTypo", args: []string{"rule", "disabel", "X"}, code: 2, msg: `^attune: unknown command "disabel" for "attune rule" \(did you mean "disable"\?\)$`},
+		{name: "RootTypo", args: []string{"exection", "list"}, code: 2, msg: `^attune: unknown command "exection" for "attune" \(did you mean "execution"\?\)$`},
+		{name: "GroupUnknownNoSuggestion", args: []string{"worker", "zzzzzz"}, code: 2, msg: `^attune: unknown command "zzzzzz" for "attune worker" \(see attune worker --help\)$`},
 		{name: "UnknownFlag", args: []string{"execution", "list", "--colour"}, code: 2, msg: `unknown flag: --colour`},
-		{name: "KillGraceNotDuration", args: []string{"version"}, env: []string{"ATTUNE_KILL_GRACE=soon"}, code: 1,
+		{name: "KillGraceNotDuration", args: []string{"serve"}, env: []string{"ATTUNE_KILL_GRACE=soon"}, code: 1,
 			msg: `^attune: ATTUNE_KILL_GRACE="soon" is invalid: must be a duration such as 90s or 5m$`},
-		{name: "NegativeKillGrace", args: []string{"execution", "list"}, env: []string{"ATTUNE_KILL_GRACE=-1s"}, code: 1, msg: `ATTUNE_KILL_GRACE=-1s is invalid`},
-		{name: "BadSecretsKey", args: []string{"version"}, env: []string{"ATTUNE_SECRETS_KEY=short"}, code: 1, msg: `ATTUNE_SECRETS_KEY=\(hidden\) is invalid`},
+		{name: "NegativeKillGrace", args: []string{"serve"}, env: []string{"ATTUNE_KILL_GRACE=-1s"}, code: 1, msg: `ATTUNE_KILL_GRACE=-1s is invalid`},
+		{name: "BadSecretsKey", args: []string{"secret", "list"}, env: []string{"ATTUNE_SECRETS_KEY=short"}, code: 1, msg: `ATTUNE_SECRETS_KEY=\(hidden\) is invalid`},
 		{name: "NoSecretsKey", args: []string{"secret", "set", "x"}, code: 1, msg: `ATTUNE_SECRETS_KEY is not set`},
 		{name: "DatabaseDown", args: []string{"execution", "list"}, env: []string{"ATTUNE_DATABASE_URL=postgres://127.0.0.1:1/attune?sslmode=disable&connect_timeout=2"}, code: 1, msg: `cannot reach PostgreSQL at 127\.0\.0\.1:1`},
 		{name: "PackCheckMissing", args: []string{"pack", "check", "/nonexistent/pack"}, code: 1, msg: `^attune: /nonexistent/pack: no such directory; give a pack.s directory`},
@@ -328,35 +336,123 @@ func TestCLIBadInput(t *testing.T) {
 	})
 }
 
-// readPids waits for the hang action's pidfile.
-func readPids(t *testing.T, path string) []int {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		data, err := os.ReadFile(path)
-		if err == nil {
-			var pids []int
-			for _, f := range strings.Fields(string(data)) {
-				pid, err := strconv.Atoi(f)
-				require.NoError(t, err)
-				pids = append(pids, pid)
-			}
-			return pids
-		}
-		require.True(t, errors.Is(err, os.ErrNotExist) && time.Now().Before(deadline), "pidfile %s: %v", path, err)
-		time.Sleep(5 * time.Millisecond)
-	}
+// TestCLIGroupWithoutCommand: a group alone still prints its help and
+// succeeds; only an unknown word after it is an error.
+func TestCLIGroupWithoutCommand(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	err := runWithEnv(context.Background(), []string{"execution"}, nil, strings.NewReader(""), &stdout, &stderr)
+	require.NoError(t, err, stderr.String())
+	require.Contains(t, stdout.String(), "Available Commands:")
+	require.Contains(t, stdout.String(), "cancel")
 }
 
-// requireProcessesGone waits until no pid runs; a zombie counts as gone.
-func requireProcessesGone(t *testing.T, within time.Duration, pids ...int) {
-	t.Helper()
-	require.NotEmpty(t, pids)
-	deadline := time.Now().Add(within)
-	for _, pid := range pids {
-		for processAlive(pid) {
-			require.True(t, time.Now().Before(deadline), "process %d still runs after %s", pid, within)
-			time.Sleep(5 * time.Millisecond)
-		}
+// TestCLIReadCommandsNeverInstall: only migrate, serve and demo create or
+// migrate; every other command says what is missing and changes nothing.
+func TestCLIReadCommandsNeverInstall(t *testing.T) {
+	t.Parallel()
+	b := setupCLI(t)
+	admin := b.pool
+
+	// A typo'd database name is reported, not created.
+	typo := "attune_typo_" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	r := b.attuneWith(t, b.env("ATTUNE_DATABASE_URL="+withDatabaseName(t, b.url, typo)), "", "execution", "list")
+	require.Equal(t, 1, exitCode(r.err))
+	require.Regexp(t, `^attune: database does not exist: "`+typo+`" at \S+:\d+; check ATTUNE_DATABASE_URL, or create it with attune migrate$`, r.line())
+	var exists bool
+	require.NoError(t, admin.QueryRow(b.ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", typo).Scan(&exists))
+	require.False(t, exists, "execution list created the database")
+
+	// A schema one migration behind is reported, not upgraded.
+	var latest int
+	require.NoError(t, admin.QueryRow(b.ctx, "SELECT max(version) FROM attune.schema_migration").Scan(&latest))
+	_, err := admin.Exec(b.ctx, "DELETE FROM attune.schema_migration WHERE version = $1", latest)
+	require.NoError(t, err)
+	r = b.attune(t, "execution", "list")
+	require.Equal(t, fmt.Sprintf("attune: schema is not at this attune's version: schema is at version %d, this attune needs %d: run attune migrate", latest-1, latest), r.line())
+	r = b.attune(t, "pack", "register")
+	require.Contains(t, r.line(), "run attune migrate")
+	var n int
+	require.NoError(t, admin.QueryRow(b.ctx, "SELECT count(*) FROM attune.schema_migration WHERE version = $1", latest).Scan(&n))
+	require.Zero(t, n, "a read command migrated")
+
+	// No schema at all.
+	_, err = admin.Exec(b.ctx, "DROP SCHEMA attune CASCADE")
+	require.NoError(t, err)
+	r = b.attune(t, "worker", "list")
+	require.Regexp(t, `^attune: schema is not at this attune's version: no attune schema in database "\w+": run attune migrate$`, r.line())
+	require.NoError(t, admin.QueryRow(b.ctx, "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'attune')").Scan(&exists))
+	require.False(t, exists, "worker list created the schema")
+
+	// migrate installs; then reads work.
+	b.ok(t, "migrate")
+	b.ok(t, "execution", "list")
+}
+
+// TestCLIReadOnlyRole: a role granted only SELECT on the schema (README,
+// "Database roles") can list and show.
+func TestCLIReadOnlyRole(t *testing.T) {
+	t.Parallel()
+	b := setupCLI(t)
+	b.startWorker(t)
+	id := b.execute(t, "c.echo", "--param", "n=1", "--param", "s=x")
+	b.waitStatus(t, id, 30*time.Second, "completed")
+
+	role := "attune_ro_" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	for _, sql := range []string{
+		"CREATE ROLE " + role + " LOGIN PASSWORD 'ro-pass'",
+		// The README's read-only grants.
+		"GRANT USAGE ON SCHEMA attune TO " + role,
+		"GRANT SELECT ON ALL TABLES IN SCHEMA attune TO " + role,
+	} {
+		_, err := b.pool.Exec(b.ctx, sql)
+		require.NoError(t, err, sql)
 	}
+	t.Cleanup(func() {
+		_, _ = b.pool.Exec(b.ctx, "DROP OWNED BY "+role)
+		_, _ = b.pool.Exec(b.ctx, "DROP ROLE "+role)
+	})
+	u, err := url.Parse(b.url)
+	require.NoError(t, err)
+	u.User = url.UserPassword(role, "ro-pass")
+	env := b.env("ATTUNE_DATABASE_URL=" + u.String())
+
+	for _, args := range [][]string{
+		{"execution", "list"}, {"execution", "show", strconv.FormatInt(id, 10)}, {"action", "list"},
+		{"worker", "list"}, {"rule", "list"}, {"pack", "list"},
+	} {
+		r := b.attuneWith(t, env, "", args...)
+		require.NoError(t, r.err, "attune %v as a read-only role: %s", args, r.line())
+	}
+	r := b.attuneWith(t, env, "", "execution", "list")
+	require.Contains(t, r.stdout, "c.echo")
+	// Writing is refused by PostgreSQL, with its own words.
+	r = b.attuneWith(t, env, "", "action", "execute", "c.echo", "--param", "n=1", "--param", "s=x")
+	require.ErrorContains(t, r.err, "permission denied")
+}
+
+func withDatabaseName(t *testing.T, u, db string) string {
+	t.Helper()
+	parsed, err := url.Parse(u)
+	require.NoError(t, err)
+	parsed.Path = "/" + db
+	return parsed.String()
+}
+
+// TestCLIValidatesOnlyWhatItUses: a bad value of a setting a command does
+// not read does not stop it; one it reads does.
+func TestCLIValidatesOnlyWhatItUses(t *testing.T) {
+	t.Parallel()
+	b := setupCLI(t)
+	bad := []string{"ATTUNE_MAX_CONCURRENT_EXECUTIONS=abc", "ATTUNE_KILL_GRACE=soon", "ATTUNE_SECRETS_KEY=short"}
+	for _, args := range [][]string{{"version"}, {"execution", "list"}, {"worker", "list"}, {"pack", "list"}} {
+		r := b.attuneWith(t, b.env(bad...), "", args...)
+		require.NoError(t, r.err, "attune %v: %s", args, r.line())
+	}
+	r := b.attuneWith(t, b.env(bad...), "", "secret", "list")
+	require.Equal(t, "attune: ATTUNE_SECRETS_KEY=(hidden) is invalid: must be base64 of 32 random bytes (head -c32 /dev/urandom | base64)", r.line())
+	r = b.attuneWith(t, b.env("ATTUNE_MAX_CONCURRENT_EXECUTIONS=abc"), "", "serve")
+	require.Equal(t, `attune: ATTUNE_MAX_CONCURRENT_EXECUTIONS="abc" is invalid: must be a whole number`, r.line())
+	r = b.attuneWith(t, b.env("ATTUNE_LOG_LEVEL=loud"), "", "execution", "list")
+	require.Equal(t, "attune: ATTUNE_LOG_LEVEL=loud is invalid: must be debug, info, warn or error", r.line())
 }

@@ -13,8 +13,9 @@ import (
 
 func (a *app) workerCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "worker", Short: "Inspect workers (replicas)"}
-	cmd.AddCommand(&cobra.Command{
-		Use: "list", Short: "List workers: status, heartbeat age, capabilities, running executions", Args: cobra.NoArgs,
+	var all bool
+	list := &cobra.Command{
+		Use: "list", Short: "List active workers and those inactive for less than a day", Args: cobra.NoArgs,
 		RunE: a.withDB(func(ctx context.Context, pool *pgxpool.Pool, _ []string) error {
 			type row struct {
 				Name         string          `json:"name"`
@@ -30,18 +31,31 @@ func (a *app) workerCommand() *cobra.Command {
 			list, err := queryAll[row](ctx, pool, `SELECT w.name, w.hostname, w.pid, w.status, w.capabilities, w.started_at, w.heartbeat_at,
 				extract(epoch FROM now() - w.heartbeat_at)::float8,
 				(SELECT count(*) FROM attune.execution e WHERE e.worker = w.name AND e.status IN ('running', 'canceling'))::int
-				FROM attune.worker w ORDER BY w.status, w.name`)
+				FROM attune.worker w
+				WHERE $1 OR w.status = 'active' OR w.heartbeat_at > now() - interval '24 hours'
+				ORDER BY w.status, w.name`, all)
 			if err != nil {
 				return err
+			}
+			var hidden int
+			if !all {
+				if err := pool.QueryRow(ctx, `SELECT count(*) FROM attune.worker
+					WHERE status <> 'active' AND heartbeat_at <= now() - interval '24 hours'`).Scan(&hidden); err != nil {
+					return fmt.Errorf("error counting older workers: %w", err)
+				}
 			}
 			return a.print(list, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "NAME\tSTATUS\tHEARTBEAT\tRUNNING\tCAPABILITIES")
 				for _, r := range list {
-					fmt.Fprintf(w, "%s\t%s\t%s ago\t%d\t%s\n", r.Name, r.Status,
-						(time.Duration(r.HeartbeatAge * float64(time.Second))).Round(100*time.Millisecond), r.Running, r.Capabilities)
+					fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\n", r.Name, r.Status, ago(r.HeartbeatAge), r.Running, r.Capabilities)
+				}
+				if hidden > 0 {
+					fmt.Fprintf(w, "(%d workers inactive for over 24 h not shown; --all lists them)\n", hidden)
 				}
 			})
 		}),
-	})
+	}
+	list.Flags().BoolVar(&all, "all", false, "also workers inactive for over 24 h")
+	cmd.AddCommand(list)
 	return cmd
 }

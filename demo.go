@@ -18,6 +18,7 @@ import (
 	"github.com/attune-system/attune/jobs"
 	"github.com/attune-system/attune/packs"
 	"github.com/attune-system/attune/worker"
+	"github.com/attune-system/attune/worker/process"
 )
 
 // builtBinaries are the pack binaries built from Go source in this
@@ -60,7 +61,7 @@ func (a *app) demoCommand() *cobra.Command {
 			say := func(format string, args ...any) { fmt.Fprintf(a.stdout, "==> "+format+"\n", args...) }
 
 			say("database %s", redactURL(a.cfg.DatabaseURL))
-			pool, err := a.db(ctx)
+			pool, err := a.installDB(ctx)
 			if err != nil {
 				return err
 			}
@@ -207,14 +208,10 @@ func runDemoRule(ctx context.Context, pool *pgxpool.Pool, ref string, n int, lim
 // supervisors, as `attune rule enable|disable` does.
 func setRuleEnabled(ctx context.Context, pool *pgxpool.Pool, ref string, enabled bool) error {
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, "UPDATE attune.rule SET enabled = $2, updated = now() WHERE ref = $1", ref, enabled)
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() == 0 {
+		_, err := packs.SetRuleEnabled(ctx, tx, ref, enabled)
+		if errors.Is(err, packs.ErrUnknownRule) {
 			return fmt.Errorf("rule %s is not registered; run the demo from the repository, or set ATTUNE_PACKS_DIR to its packs directory", ref)
 		}
-		_, err = tx.Exec(ctx, "SELECT pg_notify($1, $2)", packs.RuleChannel, ref)
 		return err
 	})
 }
@@ -222,7 +219,10 @@ func setRuleEnabled(ctx context.Context, pool *pgxpool.Pool, ref string, enabled
 // buildMissing builds the pack binaries that come as Go source, when they
 // are not built yet. It needs the go command, as `go run . demo` has.
 func buildMissing(ctx context.Context, packsDir string, say func(string, ...any)) error {
-	root := filepath.Dir(filepath.Clean(packsDir))
+	root, err := filepath.Abs(filepath.Dir(filepath.Clean(packsDir)))
+	if err != nil {
+		return err
+	}
 	for _, b := range builtBinaries {
 		out := filepath.Join(root, b[0])
 		if _, err := os.Stat(out); err == nil {
@@ -232,41 +232,31 @@ func buildMissing(ctx context.Context, packsDir string, say func(string, ...any)
 			continue // not this repository's packs
 		}
 		say("building %s", b[0])
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", out, b[1])
-		cmd.Dir = root
-		if msg, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("building %s failed (%w): %s; build it by hand with go build -o %s %s", b[0], err, strings.TrimSpace(string(msg)), b[0], b[1])
+		var msg string
+		goBin, err := exec.LookPath("go")
+		if err == nil {
+			// -C: the build runs in the module root, not in its work directory.
+			msg, err = process.Output(ctx, process.Spec{Path: goBin, Args: []string{"build", "-C", root, "-o", out, b[1]}, Env: os.Environ()})
+		}
+		if err != nil {
+			return fmt.Errorf("building %s failed (%w): %s; build it by hand with go build -o %s %s", b[0], err, strings.TrimSpace(msg), b[0], b[1])
 		}
 	}
 	return nil
 }
 
-// waitAll polls until every execution has finished.
+// waitAll waits until every execution has finished, for at most limit.
 func waitAll(ctx context.Context, pool *pgxpool.Pool, ids []int64, limit time.Duration) ([]*jobs.Execution, error) {
-	deadline := time.Now().Add(limit)
-	for {
-		out := make([]*jobs.Execution, len(ids))
-		done := true
-		for i, id := range ids {
-			e, err := jobs.Get(ctx, pool, id)
-			if err != nil {
-				return nil, err
-			}
-			out[i] = e
-			done = done && jobs.Finished(e.Status)
-		}
-		if done {
-			return out, nil
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("executions still unfinished after %s; is a worker running? (attune worker list)", limit)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
+	wctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	out, err := jobs.Wait(wctx, pool, ids...)
+	if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		return nil, fmt.Errorf("executions still unfinished after %s; is a worker running? (attune worker list)", limit)
 	}
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func redactURL(u string) string {

@@ -94,7 +94,7 @@ type replicaBundle struct {
 }
 
 // setupReplicas registers the test pack in the database at url (created and
-// migrated by attune itself when missing) and returns what tests need to
+// migrated by attune migrate when missing) and returns what tests need to
 // start replicas on it.
 func setupReplicas(t *testing.T, url string) *replicaBundle {
 	t.Helper()
@@ -106,6 +106,7 @@ func setupReplicas(t *testing.T, url string) *replicaBundle {
 		require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
 		require.NoError(t, os.WriteFile(path, []byte(body), 0o644))
 	}
+	b.attune(t, "migrate")
 	b.attune(t, "pack", "register")
 	pool, err := pgxpool.New(ctx, url)
 	require.NoError(t, err)

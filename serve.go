@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
 	"github.com/attune-system/attune/worker"
@@ -20,12 +22,18 @@ func (a *app) serveCommand() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			if _, _, err := a.cfg.HTTP(); err != nil {
+				return err // before the database: a listener setting is wrong
+			}
+			a.log.Info("attune serve starting", "version", version, "commit", commit,
+				"database", databaseForLog(a.cfg.DatabaseURL), "packs_dir", a.cfg.PacksDir,
+				"max_concurrent_executions", a.cfg.MaxConcurrentExecutions, "secrets_key", a.cfg.SecretsKey != "")
 			stopTracing, err := a.setupTracing(ctx)
 			if err != nil {
 				return err
 			}
 			defer stopTracing()
-			pool, err := a.db(ctx)
+			pool, err := a.installDB(ctx)
 			if err != nil {
 				return err
 			}
@@ -66,7 +74,23 @@ func (a *app) serveCommand() *cobra.Command {
 			err = srv.Stop(stopCtx)
 			httpCtx, cancelHTTP := context.WithTimeout(stopCtx, 10*time.Second)
 			defer cancelHTTP()
-			return errors.Join(err, web.stop(httpCtx))
+			err = errors.Join(err, web.stop(httpCtx))
+			if err != nil {
+				a.log.Error("stopped with an error", "err", err)
+			} else {
+				a.log.Info("stopped")
+			}
+			return err
 		},
 	}
+}
+
+// databaseForLog names the database without its credentials: host, port
+// and name only.
+func databaseForLog(url string) string {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return "(unparsable ATTUNE_DATABASE_URL)"
+	}
+	return fmt.Sprintf("%s:%d/%s", cfg.Host, cfg.Port, cfg.Database)
 }

@@ -15,6 +15,8 @@ type ExecutionArgs struct {
 // Kind implements river.JobArgs.
 func (ExecutionArgs) Kind() string { return Kind }
 
-// InsertOpts implements river.JobArgsWithInsertOpts: one queue per runtime,
-// so a worker takes only executions whose runtime it advertises.
+// InsertOpts implements river.JobArgsWithInsertOpts. It sets nothing: the
+// queue (one per runtime, so a worker takes only executions whose runtime it
+// advertises), priority and max attempts come from the action and the
+// options, and Enqueue passes them with each job.
 func (ExecutionArgs) InsertOpts() river.InsertOpts { return river.InsertOpts{} }

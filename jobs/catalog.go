@@ -8,9 +8,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/attune-system/attune/packs"
 )
 
 // The registered catalog (what attune pack register loaded) and the
@@ -97,40 +94,20 @@ func ListRules(ctx context.Context, db Querier) ([]Rule, error) {
 	return collect[Rule](rows, "rules")
 }
 
-// SetRuleEnabled enables or disables a rule and tells running sensors (the
-// same notification attune rule enable sends). changed is false when the
-// rule already was so.
-func SetRuleEnabled(ctx context.Context, pool *pgxpool.Pool, ref string, enabled bool) (rule *Rule, changed bool, err error) {
-	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		var was bool
-		err := tx.QueryRow(ctx, "SELECT enabled FROM attune.rule WHERE ref = $1 FOR UPDATE", ref).Scan(&was)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("rule %q is %w (attune rule list shows the registered ones)", ref, ErrUnknownRef)
-		}
-		if err != nil {
-			return fmt.Errorf("error reading rule %s: %w", ref, err)
-		}
-		if was != enabled {
-			changed = true
-			if _, err := tx.Exec(ctx, "UPDATE attune.rule SET enabled = $2, updated = now() WHERE ref = $1", ref, enabled); err != nil {
-				return fmt.Errorf("error updating rule %s: %w", ref, err)
-			}
-			if _, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", packs.RuleChannel, ref); err != nil {
-				return fmt.Errorf("error notifying sensors: %w", err)
-			}
-		}
-		rows, err := tx.Query(ctx, "SELECT "+ruleColumns+" FROM attune.rule WHERE ref = $1", ref)
-		if err != nil {
-			return fmt.Errorf("error reading rule %s: %w", ref, err)
-		}
-		list, err := collect[Rule](rows, "rules")
-		if err != nil {
-			return err
-		}
-		rule = &list[0]
-		return nil
-	})
-	return rule, changed, err
+// GetRule reads one rule; an unknown ref wraps ErrUnknownRef.
+func GetRule(ctx context.Context, db Querier, ref string) (*Rule, error) {
+	rows, err := db.Query(ctx, "SELECT "+ruleColumns+" FROM attune.rule WHERE ref = $1", ref)
+	if err != nil {
+		return nil, fmt.Errorf("error reading rule %s: %w", ref, err)
+	}
+	list, err := collect[Rule](rows, "rules")
+	if err != nil {
+		return nil, err
+	}
+	if len(list) == 0 {
+		return nil, fmt.Errorf("rule %q is %w (attune rule list shows the registered ones)", ref, ErrUnknownRef)
+	}
+	return &list[0], nil
 }
 
 // Sensor is one row of attune.sensor with the replica running it.

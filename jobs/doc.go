@@ -1,7 +1,57 @@
 // Package jobs is attune's executions as data: the River job that carries an
 // execution, enqueueing from Go inside the caller's transaction, reading,
-// listing and cancelling executions, and the encrypted secret store.
+// listing, waiting for and cancelling executions, and the encrypted secret
+// store.
 //
 // Enqueueing validates in the database (attune.enqueue_prepare), once for
 // every path, so SQL, Go and CLI callers get the same checks and rows.
+//
+// # Execution states
+//
+// An execution's status (attune.execution.status) changes only in the SQL
+// functions of schema/migrations/005_state_machine.sql; Go calls them. That
+// file is also the only place attune reads or writes River's tables. Where
+// River's job moves with the execution, the caller uses River's API in the
+// same transaction: InsertManyTx to enqueue, JobCompleteTx when a result is
+// final, JobCancelTx to cancel.
+//
+//	status     meaning                                 moved by (SQL function, Go caller) → to
+//	---------  --------------------------------------  --------------------------------------------------
+//	requested  queued: waiting for a worker, or for    enqueue_record (Enqueue, attune.enqueue) → here
+//	           its next attempt after a retry          claim (worker) → running
+//	                                                   cancel_execution (Cancel) → cancelled
+//	                                                   fail_unrunnable (worker: action gone) → failed
+//	scheduled  queued with a scheduled_at in the       enqueue_record → here; then as requested (River
+//	           future                                  makes the job available at scheduled_at; the
+//	                                                   status stays scheduled until claim)
+//	running    a worker's process runs the attempt     settle (worker) → completed | failed | timeout |
+//	           (worker, attempt say whose)               cancelled | abandoned, or requested to retry
+//	                                                   cancel_execution (Cancel) → canceling
+//	                                                   reap_worker (dead worker) → requested to retry,
+//	                                                     else abandoned
+//	                                                   claim (River delivers the job again) → running
+//	canceling  cancel asked while running: the worker  settle (worker) → cancelled, or the attempt's
+//	           kills the process group                   own outcome if it ended first (never retried)
+//	                                                   reap_worker (dead worker) → cancelled
+//	completed  exited 0 (result valid)                 final
+//	failed     exited non-zero, killed by a signal,    final
+//	           could not start, or its action is gone
+//	timeout    killed at its timeout                   final
+//	cancelled  cancelled queued, or killed by cancel   final
+//	abandoned  its worker died or stopped mid-run and  final
+//	           no retry was left
+//
+// Finished tells the final statuses. Retries are River's: settle sends a
+// retryable outcome back to requested only while attempt < max_attempts,
+// and the worker's error makes River schedule the job again; reap_worker
+// makes the job available itself. Only the worker's own current attempt is
+// settled (settle and record_output match worker and attempt), so a replica
+// wrongly declared dead writes nothing over what the reaper decided.
+//
+// Beside the statuses, record_output stores a running attempt's output so
+// far (live output), and lost_fetches and requeue_lost_fetches return to the
+// queue jobs River fetched for a replica that never received them.
+//
+// Wait blocks until executions finish, reading them every
+// DefaultWaitInterval.
 package jobs

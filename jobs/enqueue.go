@@ -147,8 +147,7 @@ func EnqueueMany(ctx context.Context, tx pgx.Tx, reqs []Request) ([]int64, error
 	// transaction rolls back, which would leave the next enqueue waiting
 	// for River's poll.
 	if len(due) > 0 {
-		if _, err := sp.Exec(ctx, `SELECT pg_notify($1, json_build_object('queue', q)::text)
-			FROM (SELECT DISTINCT unnest($2::text[]) AS q) AS queues`, schema.Name+".river_insert", due); err != nil {
+		if _, err := sp.Exec(ctx, "SELECT attune.wake_workers($1)", due); err != nil {
 			return nil, fmt.Errorf("error notifying workers: %w", err)
 		}
 	}

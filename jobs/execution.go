@@ -131,38 +131,23 @@ func Cancel(ctx context.Context, pool *pgxpool.Pool, id int64) (string, error) {
 	}
 	var status string
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		// attune.cancel_execution (schema/migrations/005_state_machine.sql)
+		// locks the row and moves it; River's cancel, in the same
+		// transaction, reaches the replica running it.
 		var jobID *int64
-		err := tx.QueryRow(ctx, "SELECT status, job_id FROM attune.execution WHERE id = $1 FOR UPDATE", id).Scan(&status, &jobID)
+		var changed bool
+		err := tx.QueryRow(ctx, "SELECT status, job_id, changed FROM attune.cancel_execution($1)", id).Scan(&status, &jobID, &changed)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("%w: %d (attune execution list shows recent ones)", ErrNotFound, id)
 		}
 		if err != nil {
-			return fmt.Errorf("error reading execution %d: %w", id, err)
-		}
-		if Finished(status) || status == StatusCanceling {
-			return nil
-		}
-		next := StatusCancelled
-		if status == StatusRunning {
-			next = StatusCanceling
-		}
-		if _, err := tx.Exec(ctx, `UPDATE attune.execution SET status = $2,
-				finished_at = CASE WHEN $2 = 'cancelled' THEN now() END,
-				error = CASE WHEN $2 = 'cancelled' THEN 'Cancelled before it started' END
-			WHERE id = $1`, id, next); err != nil {
 			return fmt.Errorf("error cancelling execution %d: %w", id, err)
 		}
-		if next == StatusCancelled {
-			if _, err := tx.Exec(ctx, "DELETE FROM attune.execution_secret WHERE execution_id = $1", id); err != nil {
-				return fmt.Errorf("error cancelling execution %d: %w", id, err)
-			}
-		}
-		if jobID != nil {
+		if changed && jobID != nil {
 			if _, err := client.JobCancelTx(ctx, tx, *jobID); err != nil {
 				return fmt.Errorf("error cancelling River job %d: %w", *jobID, err)
 			}
 		}
-		status = next
 		return nil
 	})
 	return status, err

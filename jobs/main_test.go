@@ -152,7 +152,7 @@ func registerPack(t testing.TB, pool *pgxpool.Pool, dir string) {
 	t.Helper()
 	p, problems := packs.Load(dir)
 	require.NoError(t, packs.AsError(problems))
-	_, err := packs.Register(context.Background(), pool, p)
+	err := packs.RegisterPool(context.Background(), pool, []*packs.Pack{p}, problems).Err()
 	require.NoError(t, err)
 }
 

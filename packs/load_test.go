@@ -424,50 +424,6 @@ func TestLoadSymlinks(t *testing.T) {
 	})
 }
 
-func TestLoadYAMLErrors(t *testing.T) {
-	t.Parallel()
-
-	tests := []struct {
-		name, content string
-		line          int
-		msg           string
-	}{
-		{"unclosed flow mapping", "name: a\nentry_point: a.sh\nparameters:\n  x: {type: string\n", 4, "YAML syntax error: did not find expected ',' or '}'"},
-		{"bad indent", "name: a\nentry_point: a.sh\n  runner_type: shell\n", 3, "YAML syntax error: mapping values are not allowed in this context"},
-		// The parser names the line where the enclosing mapping starts.
-		{"dedented key", "name: a\nparameters:\n  x:\n    type: string\n   y: 1\n", 3, "YAML syntax error: did not find expected key"},
-		{"unclosed at end", "name: [a,\n", 1, "YAML syntax error: did not find expected node content"},
-		{"not a mapping", "- name: a\n", 1, "the file must be a mapping of keys to values, got a list"},
-		{"repeated key", "name: a\nentry_point: a.sh\nname: b\n", 3, `the file: key "name" repeated (first at line 1)`},
-		{"string expected", "name: a\nentry_point: [a.sh]\n", 2, "entry_point must be a string, got a list"},
-		{"bool expected", "name: a\nentry_point: a.sh\nenabled: maybe\n", 3, `enabled must be true or false, got "maybe"`},
-		{"int expected", "name: a\nentry_point: a.sh\ntimeout_seconds: 1.5\n", 3, `timeout_seconds must be a whole number, got "1.5"`},
-		{"tags", "name: a\nentry_point: a.sh\ntags: demo\n", 3, `tags must be a list of strings, got "demo"`},
-		{"no name", "description: x\nentry_point: a.sh\n", 0, "missing name; give the action a name (its ref is p.{name})"},
-		{"bad name", "name: a.b\nentry_point: a.sh\n", 1, `action name "a.b" may hold only letters, digits, '_' and '-'`},
-		{"ref of another pack", "ref: other.a\nentry_point: a.sh\n", 1, `ref "other.a" must start with the pack ref, as in "p.a"`},
-		{"missing entry point", "name: a\n", 0, "missing entry_point; name the file in actions/ to run"},
-		{"missing param type", "name: a\nentry_point: a.sh\nparameters:\n  x:\n    description: no type\n", 4, `parameter "x": missing type`},
-		{"param not a mapping", "name: a\nentry_point: a.sh\nparameters:\n  x: string\n", 4, `parameter "x" must be a mapping of keys to values, got "string"`},
-		{"bad default", "name: a\nentry_point: a.sh\nparameters:\n  x:\n    type: integer\n    default: three\n", 6, `parameter "x": default "three" is string, not integer`},
-		{"default out of enum", "name: a\nentry_point: a.sh\nparameters:\n  x:\n    type: string\n    enum: [a, b]\n    default: c\n", 7, `default "c" is not one of the enum values "a", "b"`},
-		{"default below minimum", "name: a\nentry_point: a.sh\nparameters:\n  x:\n    type: number\n    minimum: 0.5\n    default: 0\n", 7, `default 0 is below the minimum 0.5`},
-		{"bad result schema", "name: a\nentry_point: a.sh\nresult_schema:\n  type: object\n  properties: 3\n", 4, "result_schema is not a valid JSON Schema"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			dir := filepath.Join(t.TempDir(), "p")
-			writeFile(t, filepath.Join(dir, "pack.yaml"), "ref: p\n")
-			writeFile(t, filepath.Join(dir, "actions", "a.sh"), "#!/bin/sh\n")
-			writeFile(t, filepath.Join(dir, "actions", "a.yaml"), tt.content)
-			p, problems := Load(dir)
-			requireProblems(t, []Problem{{File: filepath.Join(dir, "actions", "a.yaml"), Line: tt.line, Msg: tt.msg}}, problems)
-			require.Empty(t, p.Actions)
-		})
-	}
-}
-
 func TestLoadWarnings(t *testing.T) {
 	t.Parallel()
 
@@ -526,22 +482,58 @@ func TestLoadRuleChecks(t *testing.T) {
 	require.Equal(t, []string{"r.ok"}, refs(p.Rules, func(r *Rule) string { return r.Ref }))
 }
 
-func TestProblemError(t *testing.T) {
+// TestLoadProblemPackDir: every problem names the directory of its pack, so
+// registration can leave that pack out without walking the disk again.
+func TestLoadProblemPackDir(t *testing.T) {
 	t.Parallel()
 
-	require.Equal(t, `packs/x/actions/a.yaml:12: unknown runner_type "ruby"; use native, shell, python or node`,
-		Problem{File: "packs/x/actions/a.yaml", Line: 12, Msg: `unknown runner_type "ruby"; use native, shell, python or node`}.Error())
-	require.Equal(t, "packs/x/pack.yaml: pack.yaml not found", Problem{File: "packs/x/pack.yaml", Msg: "pack.yaml not found"}.Error())
-	require.Equal(t, "a.yaml:3: warning: entry point missing", Problem{File: "a.yaml", Line: 3, Msg: "entry point missing", Warning: true}.Error())
+	abs := func(dir string) string {
+		t.Helper()
+		a, err := filepath.Abs(dir)
+		require.NoError(t, err)
+		return a
+	}
 
-	ps := []Problem{{File: "a.yaml", Line: 1, Msg: "bad"}, {File: "b.yaml", Msg: "worse"}}
-	require.NoError(t, AsError(nil))
-	require.NoError(t, AsError([]Problem{{File: "a", Msg: "w", Warning: true}}))
-	err := AsError(ps)
-	require.EqualError(t, err, "a.yaml:1: bad\nb.yaml: worse")
-	var le *LoadError
-	require.ErrorAs(t, err, &le)
-	var p Problem
-	require.ErrorAs(t, err, &p, "Unwrap exposes each problem")
-	require.Equal(t, ps[0], p)
+	t.Run("load", func(t *testing.T) {
+		t.Parallel()
+		// One bad file in a pack that loads, and a pack that does not load.
+		for _, dir := range []string{"testdata/bad_runner", "testdata/bad_pack_ref", "testdata/no_pack_yaml"} {
+			_, problems := Load(dir)
+			require.NotEmpty(t, problems, dir)
+			for _, p := range problems {
+				require.Equal(t, abs(dir), p.PackDir, "%s", p)
+			}
+		}
+	})
+
+	t.Run("load all", func(t *testing.T) {
+		t.Parallel()
+		ps, problems := LoadAll("testdata")
+		require.NotEmpty(t, problems)
+		for _, p := range problems {
+			require.Equal(t, abs("testdata"), filepath.Dir(p.PackDir), "%s", p)
+			require.True(t, strings.HasPrefix(abs(p.File), p.PackDir+string(filepath.Separator)), "%s is not inside %s", p.File, p.PackDir)
+		}
+		// A pack that loads with a bad file: its problems carry its Dir.
+		i := slices.IndexFunc(ps, func(p *Pack) bool { return p.Ref == "bad_runner" })
+		require.GreaterOrEqual(t, i, 0)
+		require.True(t, slices.ContainsFunc(problems, func(p Problem) bool { return p.PackDir == ps[i].Dir }))
+	})
+
+	t.Run("duplicate pack ref", func(t *testing.T) {
+		t.Parallel()
+		base := t.TempDir()
+		writeFile(t, filepath.Join(base, "a", "pack.yaml"), "ref: same\n")
+		writeFile(t, filepath.Join(base, "b", "pack.yaml"), "ref: same\n")
+		_, problems := LoadAll(base)
+		require.Len(t, problems, 3)
+		require.Equal(t, filepath.Join(base, "b"), problems[2].PackDir, "the duplicate spoils the second pack, not the first")
+	})
+
+	t.Run("no pack", func(t *testing.T) {
+		t.Parallel()
+		_, problems := LoadAll(filepath.Join(t.TempDir(), "nope"))
+		require.Len(t, problems, 1)
+		require.Empty(t, problems[0].PackDir)
+	})
 }

@@ -158,6 +158,14 @@ type Problem struct {
 	Line    int
 	Msg     string
 	Warning bool
+	// PackDir is the absolute directory of the pack the problem belongs to,
+	// the [Pack.Dir] of that pack when it loaded; empty when the problem
+	// belongs to no pack (a packs directory that cannot be read). The loader
+	// sets it, so a caller can tell which packs a problem spoils (see
+	// [Register]) without walking the disk again. It is a directory, not a
+	// ref: a broken pack.yaml may give no ref, and two directories may
+	// claim the same one.
+	PackDir string
 }
 
 // Error formats p as "file:line: msg", "file: msg" without a line, with

@@ -2,244 +2,178 @@ package packs
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// RuleChannel is the NOTIFY channel on which rule changes reach the sensor
-// supervisors of every replica. The payload is the rule ref.
-const RuleChannel = "attune_rule_changed"
-
-// RegisterResult counts what a registration wrote.
+// RegisterResult is what registering one pack came to: what was written
+// when it registered, else why it was not. Its JSON form, the counts, is what
+// `attune pack register -j` prints for each registered pack.
 type RegisterResult struct {
+	// Pack is the pack ref; empty for a pack whose pack.yaml gave none.
 	Pack            string   `json:"pack"`
 	Actions         int      `json:"actions"`
 	Sensors         int      `json:"sensors"`
 	Triggers        int      `json:"triggers"`
 	Rules           int      `json:"rules"`
 	DisabledActions []string `json:"disabled_actions"`
+
+	// Dir is the absolute pack directory, as in [Pack.Dir] and
+	// [Problem.PackDir].
+	Dir string `json:"-"`
+	// Problems are the load problems of this pack, warnings included.
+	Problems []Problem `json:"-"`
+	// Err is why the pack was not registered, nil when it was. For a pack
+	// with load errors it is a *[LoadError] holding its problems; nothing
+	// of such a pack is written.
+	Err error `json:"-"`
 }
 
-// Register writes one loaded pack to the database in one transaction.
-// Re-registering updates rows in place; actions, sensors and rules of the
+// Name is the pack ref, or the pack directory when pack.yaml gave no ref.
+func (r *RegisterResult) Name() string {
+	if r.Pack != "" {
+		return r.Pack
+	}
+	return r.Dir
+}
+
+// Results holds one [RegisterResult] per pack.
+type Results []*RegisterResult
+
+// Err joins the errors of the packs that were not registered, each naming
+// its pack; nil when every pack registered.
+func (rs Results) Err() error {
+	var errs []error
+	for _, r := range rs {
+		if r.Err != nil {
+			errs = append(errs, fmt.Errorf("pack %s not registered: %w", r.Name(), r.Err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Register writes the packs ps, loaded together with problems (as [LoadAll]
+// returns them), inside the caller's transaction tx. Each pack is written
+// under a savepoint of its own: a pack that fails is rolled back to it and
+// spoils neither the others nor tx. Nothing is visible to other sessions,
+// nor notified to the sensor supervisors, before the caller commits tx.
+//
+// A pack that problems name with an error ([Problem.PackDir]) is not
+// written. A rule may name an action or trigger of another pack of ps, in
+// whatever order ps lists them: packs are written in passes, each retrying
+// the packs that failed in the one before, for as long as a pass registers
+// any. Re-registering updates rows in place; actions, sensors and rules of a
 // pack that are gone from disk are disabled, not deleted, so executions that
 // name them stay readable. A rule naming an action or trigger that exists
-// neither in this pack nor in the database fails the whole pack.
-func Register(ctx context.Context, pool *pgxpool.Pool, p *Pack) (*RegisterResult, error) {
-	res := &RegisterResult{Pack: p.Ref}
-	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO attune.pack (ref, label, description, version, path)
-			VALUES ($1, $2, $3, $4, $5)
-			ON CONFLICT (ref) DO UPDATE SET label = EXCLUDED.label, description = EXCLUDED.description,
-				version = EXCLUDED.version, path = EXCLUDED.path, updated = now()`,
-			p.Ref, p.Label, p.Description, p.Version, p.Dir); err != nil {
-			return fmt.Errorf("error writing pack %s: %w", p.Ref, err)
-		}
+// neither in its pack nor in the database fails its pack.
+//
+// The results hold one entry per pack of ps, in that order, then one per
+// pack that problems name with an error but that is not in ps (its
+// pack.yaml did not load, or another pack took its ref), so they account for
+// every pack the load met; [Results.Err] joins the failures. When tx itself
+// fails (a lost connection, a canceled ctx) every pack not registered by
+// then fails with that error, and committing tx fails too.
+func Register(ctx context.Context, tx pgx.Tx, ps []*Pack, problems []Problem) Results {
+	return register(ctx, tx, ps, problems)
+}
 
-		var actionRefs []string
-		for _, a := range p.Actions {
-			params, resultSchema, extra, err := marshal3(a.Parameters, a.ResultSchema, a.Extra)
-			if err != nil {
-				return fmt.Errorf("%s: %w", a.File, err)
-			}
-			var timeout *int
-			if a.TimeoutSeconds > 0 {
-				timeout = &a.TimeoutSeconds
-			}
-			tags := a.Tags
-			if tags == nil {
-				tags = []string{}
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO attune.action (ref, pack_ref, name, label, description, enabled,
-					runner_type, entry_point, path, parameters, result_schema, timeout_seconds, parameter_delivery,
-					parameter_format, output_format, max_retries, tags, extra)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
-				ON CONFLICT (ref) DO UPDATE SET pack_ref = EXCLUDED.pack_ref, name = EXCLUDED.name,
-					label = EXCLUDED.label, description = EXCLUDED.description, enabled = EXCLUDED.enabled,
-					runner_type = EXCLUDED.runner_type, entry_point = EXCLUDED.entry_point, path = EXCLUDED.path,
-					parameters = EXCLUDED.parameters, result_schema = EXCLUDED.result_schema,
-					timeout_seconds = EXCLUDED.timeout_seconds, parameter_delivery = EXCLUDED.parameter_delivery,
-					parameter_format = EXCLUDED.parameter_format, output_format = EXCLUDED.output_format,
-					max_retries = EXCLUDED.max_retries, tags = EXCLUDED.tags, extra = EXCLUDED.extra, updated = now()`,
-				a.Ref, p.Ref, a.Name, a.Label, a.Description, a.Enabled, a.RunnerType, a.EntryPoint, a.Path,
-				params, resultSchema, timeout, a.ParameterDelivery, a.ParameterFormat, a.OutputFormat,
-				a.MaxRetries, tags, extra); err != nil {
-				return fmt.Errorf("%s: error writing action %s: %w", a.File, a.Ref, err)
-			}
-			actionRefs = append(actionRefs, a.Ref)
-			res.Actions++
-		}
-		rows, err := tx.Query(ctx, `UPDATE attune.action SET enabled = false, updated = now()
-			WHERE pack_ref = $1 AND enabled AND NOT ref = ANY($2) RETURNING ref`, p.Ref, actionRefs)
-		if err != nil {
-			return fmt.Errorf("error disabling removed actions: %w", err)
-		}
-		if res.DisabledActions, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
-			return fmt.Errorf("error disabling removed actions: %w", err)
-		}
+// RegisterPool is [Register] for a caller without a transaction: each pack
+// is written in a transaction of its own from pool, committed as soon as it
+// registers, so a pack that fails leaves the others registered and a pack
+// that registers is visible (and notified) at once.
+func RegisterPool(ctx context.Context, pool *pgxpool.Pool, ps []*Pack, problems []Problem) Results {
+	return register(ctx, pool, ps, problems)
+}
 
-		for _, t := range p.Triggers {
-			params, payload, extra, err := marshal3(t.Parameters, t.PayloadSchema, t.Extra)
-			if err != nil {
-				return fmt.Errorf("%s: %w", t.File, err)
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO attune.trigger (ref, pack_ref, name, description, parameters, payload_schema, extra)
-				VALUES ($1, $2, $3, $4, coalesce($5, '{}'::jsonb), $6, $7)
-				ON CONFLICT (ref) DO UPDATE SET pack_ref = EXCLUDED.pack_ref, name = EXCLUDED.name,
-					description = EXCLUDED.description, parameters = EXCLUDED.parameters,
-					payload_schema = EXCLUDED.payload_schema, extra = EXCLUDED.extra, updated = now()`,
-				t.Ref, p.Ref, t.Name, t.Description, params, payload, extra); err != nil {
-				return fmt.Errorf("%s: error writing trigger %s: %w", t.File, t.Ref, err)
-			}
-			res.Triggers++
-		}
+// beginner starts the transaction of one pack: a savepoint of a pgx.Tx, or
+// a transaction of a pool.
+type beginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
 
-		var sensorRefs []string
-		for _, s := range p.Sensors {
-			params, _, extra, err := marshal3(s.Parameters, nil, s.Extra)
-			if err != nil {
-				return fmt.Errorf("%s: %w", s.File, err)
-			}
-			types := s.TriggerTypes
-			if types == nil {
-				types = []string{}
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO attune.sensor (ref, pack_ref, name, description, enabled, runner_type,
-					entry_point, path, trigger_types, parameters, extra)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-				ON CONFLICT (ref) DO UPDATE SET pack_ref = EXCLUDED.pack_ref, name = EXCLUDED.name,
-					description = EXCLUDED.description, enabled = EXCLUDED.enabled, runner_type = EXCLUDED.runner_type,
-					entry_point = EXCLUDED.entry_point, path = EXCLUDED.path, trigger_types = EXCLUDED.trigger_types,
-					parameters = EXCLUDED.parameters, extra = EXCLUDED.extra, updated = now()`,
-				s.Ref, p.Ref, s.Name, s.Description, s.Enabled, s.RunnerType, s.EntryPoint, s.Path, types,
-				params, extra); err != nil {
-				return fmt.Errorf("%s: error writing sensor %s: %w", s.File, s.Ref, err)
-			}
-			sensorRefs = append(sensorRefs, s.Ref)
-			res.Sensors++
+func register(ctx context.Context, db beginner, ps []*Pack, problems []Problem) Results {
+	byDir := map[string][]Problem{}
+	var dirs []string // pack directories named by problems, first seen first
+	for _, pr := range problems {
+		if pr.PackDir == "" {
+			continue // not about a pack: nothing to leave out
 		}
-		if _, err := tx.Exec(ctx, `UPDATE attune.sensor SET enabled = false, updated = now()
-			WHERE pack_ref = $1 AND enabled AND NOT ref = ANY($2)`, p.Ref, sensorRefs); err != nil {
-			return fmt.Errorf("error disabling removed sensors: %w", err)
+		if _, seen := byDir[pr.PackDir]; !seen {
+			dirs = append(dirs, pr.PackDir)
 		}
+		byDir[pr.PackDir] = append(byDir[pr.PackDir], pr)
+	}
 
-		var ruleRefs []string
-		for _, r := range p.Rules {
-			for _, ref := range []struct{ table, ref string }{{"action", r.ActionRef}, {"trigger", r.TriggerRef}} {
-				var exists bool
-				if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM attune."+ref.table+" WHERE ref = $1)", ref.ref).Scan(&exists); err != nil {
-					return err
-				}
-				if !exists {
-					return fmt.Errorf("%s: rule %s names %s %q, which is neither in pack %s nor registered; register its pack first", r.File, r.Ref, ref.table, ref.ref, p.Ref)
-				}
-			}
-			// The loader checks action_params against actions of the rule's
-			// own pack; one of another pack is only known here.
-			var declared Params
-			if err := tx.QueryRow(ctx, "SELECT parameters FROM attune.action WHERE ref = $1", r.ActionRef).Scan(&declared); err != nil {
-				return err
-			}
-			for _, k := range sortedKeys(r.ActionParams) {
-				if _, ok := declared[k]; !ok {
-					names := "no parameters"
-					if len(declared) > 0 {
-						names = strings.Join(sortedNames(declared), ", ")
-					}
-					return fmt.Errorf("%s: rule %s: action_params: unknown parameter %q; %s declares: %s", r.File, r.Ref, k, r.ActionRef, names)
-				}
-			}
-			var schema []byte
-			if err := tx.QueryRow(ctx, "SELECT parameters FROM attune.trigger WHERE ref = $1", r.TriggerRef).Scan(&schema); err != nil {
-				return err
-			}
-			var triggerSchema map[string]any
-			if err := json.Unmarshal(schema, &triggerSchema); err != nil {
-				return err
-			}
-			if len(triggerSchema) > 0 {
-				tp := r.TriggerParams
-				if tp == nil {
-					tp = map[string]any{}
-				}
-				if err := ValidateAgainst(triggerSchema, tp); err != nil {
-					return fmt.Errorf("%s: rule %s: trigger_params do not fit trigger %s: %w", r.File, r.Ref, r.TriggerRef, err)
-				}
-			}
-			tparams, aparams, extra, err := marshal3(r.TriggerParams, r.ActionParams, r.Extra)
-			if err != nil {
-				return fmt.Errorf("%s: %w", r.File, err)
-			}
-			conds, err := json.Marshal(r.Conditions)
-			if err != nil {
-				return fmt.Errorf("%s: %w", r.File, err)
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO attune.rule (ref, pack_ref, name, description, trigger_ref, trigger_params,
-					conditions, action_ref, action_params, enabled, extra)
-				VALUES ($1, $2, $3, $4, $5, coalesce($6, '{}'::jsonb), coalesce($7, '[]'::jsonb), $8, coalesce($9, '{}'::jsonb), $10, $11)
-				ON CONFLICT (ref) DO UPDATE SET pack_ref = EXCLUDED.pack_ref, name = EXCLUDED.name,
-					description = EXCLUDED.description, trigger_ref = EXCLUDED.trigger_ref,
-					trigger_params = EXCLUDED.trigger_params, conditions = EXCLUDED.conditions,
-					action_ref = EXCLUDED.action_ref, action_params = EXCLUDED.action_params,
-					enabled = EXCLUDED.enabled, extra = EXCLUDED.extra, updated = now()`,
-				r.Ref, p.Ref, r.Name, r.Description, r.TriggerRef, tparams, nullIfNull(conds), r.ActionRef, aparams,
-				r.Enabled, extra); err != nil {
-				return fmt.Errorf("%s: error writing rule %s: %w", r.File, r.Ref, err)
-			}
-			ruleRefs = append(ruleRefs, r.Ref)
-			res.Rules++
+	type attempt struct {
+		p *Pack
+		r *RegisterResult
+	}
+	var (
+		results Results
+		pending []attempt
+		given   = map[string]bool{}
+	)
+	for _, p := range ps {
+		if p == nil {
+			continue
 		}
-		if _, err := tx.Exec(ctx, `UPDATE attune.rule SET enabled = false, updated = now()
-			WHERE pack_ref = $1 AND enabled AND NOT ref = ANY($2)`, p.Ref, ruleRefs); err != nil {
-			return fmt.Errorf("error disabling removed rules: %w", err)
+		given[p.Dir] = true
+		r := &RegisterResult{Pack: p.Ref, Dir: p.Dir, Problems: byDir[p.Dir]}
+		results = append(results, r)
+		if err := AsError(r.Problems); err != nil {
+			r.Err = err
+			continue
 		}
-		_, err = tx.Exec(ctx, "SELECT pg_notify($1, $2)", RuleChannel, p.Ref)
-		return err
-	})
+		pending = append(pending, attempt{p, r})
+	}
+	for _, dir := range dirs {
+		if probs := byDir[dir]; !given[dir] && HasErrors(probs) {
+			results = append(results, &RegisterResult{Dir: dir, Problems: probs, Err: AsError(probs)})
+		}
+	}
+
+	// A rule may name an action or trigger of a pack written after its own:
+	// retry the failures while a pass registers any, so the order of ps
+	// does not matter. Each pass registers a pack or ends the loop, so there
+	// are at most len(ps) of them.
+	for progress := true; progress && len(pending) > 0; {
+		progress = false
+		var retry []attempt
+		for _, a := range pending {
+			written, err := registerOne(ctx, db, a.p)
+			if err != nil {
+				a.r.Err = err // the last attempt's error is the one reported
+				retry = append(retry, a)
+				continue
+			}
+			written.Dir, written.Problems = a.r.Dir, a.r.Problems
+			*a.r = *written
+			progress = true
+		}
+		pending = retry
+	}
+	return results
+}
+
+// registerOne writes p in a transaction of its own begun from db, rolled
+// back when any of it fails.
+func registerOne(ctx context.Context, db beginner, p *Pack) (*RegisterResult, error) {
+	tx, err := db.Begin(ctx)
 	if err != nil {
+		return nil, fmt.Errorf("error beginning the transaction of pack %s: %w", p.Ref, err)
+	}
+	res, err := writePack(ctx, tx, p)
+	if err != nil {
+		if rbErr := tx.Rollback(ctx); rbErr != nil {
+			return nil, errors.Join(err, fmt.Errorf("error rolling back pack %s: %w", p.Ref, rbErr))
+		}
 		return nil, err
 	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("error committing pack %s: %w", p.Ref, err)
+	}
 	return res, nil
-}
-
-func marshal3(a, b, c any) (ja, jb, jc []byte, err error) {
-	enc := func(v any) ([]byte, error) {
-		switch t := v.(type) {
-		case nil:
-			return nil, nil
-		case map[string]any:
-			if t == nil {
-				return nil, nil
-			}
-		case Params:
-			if t == nil {
-				return []byte("{}"), nil
-			}
-		}
-		return json.Marshal(v)
-	}
-	if ja, err = enc(a); err != nil {
-		return
-	}
-	if jb, err = enc(b); err != nil {
-		return
-	}
-	if jc, err = enc(c); err != nil {
-		return
-	}
-	if jc == nil {
-		jc = []byte("{}")
-	}
-	return
-}
-
-func nullIfNull(b []byte) []byte {
-	if string(b) == "null" {
-		return nil
-	}
-	return b
 }

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivermigrate"
 	"github.com/stretchr/testify/require"
 
 	"github.com/attune-system/attune/schema"
@@ -113,4 +115,64 @@ func TestOpenCreatesMissingDatabase(t *testing.T) {
 	p.Close()
 	_, err = pool.Exec(ctx, "DROP DATABASE "+strings.TrimPrefix(u.Path, "/")+" WITH (FORCE)")
 	require.NoError(t, err)
+}
+
+// A database an earlier attune migrated (up to 004) takes 005: the state
+// machine's functions replace the ones 002 and 004 created, and executions
+// enqueued before it move through the new ones.
+func TestMigrateUpgradesFrom004(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := schematest.Pool(t)
+	_, err := pool.Exec(ctx, "DROP SCHEMA attune CASCADE")
+	require.NoError(t, err)
+
+	// What schema.Migrate did before 005 existed.
+	ms, err := schema.Migrations()
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, "CREATE SCHEMA attune")
+	require.NoError(t, err)
+	migrator, err := rivermigrate.New(riverpgxv5.New(pool), &rivermigrate.Config{Schema: schema.Name})
+	require.NoError(t, err)
+	_, err = migrator.Migrate(ctx, rivermigrate.DirectionUp, nil)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `CREATE TABLE attune.schema_migration (
+		version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`)
+	require.NoError(t, err)
+	for _, m := range ms {
+		if m.Version > 4 {
+			break
+		}
+		_, err := pool.Exec(ctx, m.SQL)
+		require.NoError(t, err, "migration %d", m.Version)
+		_, err = pool.Exec(ctx, "INSERT INTO attune.schema_migration (version, name) VALUES ($1, $2)", m.Version, m.Name)
+		require.NoError(t, err)
+	}
+	_, err = pool.Exec(ctx, `INSERT INTO attune.pack (ref) VALUES ('p');
+		INSERT INTO attune.action (ref, pack_ref, name, runner_type, entry_point, path) VALUES ('p.a', 'p', 'a', 'shell', 'a.sh', '/bin/true')`)
+	require.NoError(t, err)
+	var before int64
+	require.NoError(t, pool.QueryRow(ctx, "SELECT attune.enqueue('p.a')").Scan(&before))
+
+	res, err := schema.Migrate(ctx, pool)
+	require.NoError(t, err)
+	var applied []int
+	for _, m := range res.Applied {
+		applied = append(applied, m.Version)
+	}
+	require.Equal(t, []int{5}, applied)
+
+	var src string
+	require.NoError(t, pool.QueryRow(ctx, "SELECT prosrc FROM pg_proc WHERE oid = 'attune.enqueue(text, jsonb, jsonb)'::regprocedure").Scan(&src))
+	require.Contains(t, src, "attune.wake_workers", "attune.enqueue is 005's")
+	var after int64
+	require.NoError(t, pool.QueryRow(ctx, "SELECT attune.enqueue('p.a', '{}', '{}')").Scan(&after))
+	require.Greater(t, after, before)
+	for _, id := range []int64{before, after} {
+		var status string
+		var changed bool
+		require.NoError(t, pool.QueryRow(ctx, "SELECT status, changed FROM attune.cancel_execution($1)", id).Scan(&status, &changed))
+		require.Equal(t, "cancelled", status)
+		require.True(t, changed)
+	}
 }

@@ -13,8 +13,19 @@ import (
 
 // Open connects a pool to url, creating the database first when it is
 // missing and the role may create it. maxConns sizes the pool; 0 keeps pgx's
-// default.
+// default. Only the commands that install (migrate, serve, demo) use it:
+// the others Connect, so a typo'd URL never creates a database.
 func Open(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error) {
+	return open(ctx, url, maxConns, true)
+}
+
+// Connect connects a pool to url's existing database; a missing database is
+// an error saying so (ErrNoDatabase).
+func Connect(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error) {
+	return open(ctx, url, maxConns, false)
+}
+
+func open(ctx context.Context, url string, maxConns int32, create bool) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("ATTUNE_DATABASE_URL is not a valid PostgreSQL URL: %w", err)
@@ -22,8 +33,10 @@ func Open(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error
 	if maxConns > 0 {
 		cfg.MaxConns = maxConns
 	}
-	if err := ensureDatabase(ctx, cfg.ConnConfig); err != nil {
-		return nil, err
+	if create {
+		if err := ensureDatabase(ctx, cfg.ConnConfig); err != nil {
+			return nil, err
+		}
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -31,6 +44,11 @@ func Open(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "3D000" { // invalid_catalog_name
+			return nil, fmt.Errorf("%w: %q at %s:%d; check ATTUNE_DATABASE_URL, or create it with attune migrate",
+				ErrNoDatabase, cfg.ConnConfig.Database, cfg.ConnConfig.Host, cfg.ConnConfig.Port)
+		}
 		return nil, describeConnectError(cfg.ConnConfig, err)
 	}
 	return pool, nil

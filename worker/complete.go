@@ -13,6 +13,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
 	"github.com/attune-system/attune/jobs"
+	"github.com/attune-system/attune/schema"
 )
 
 // settlement is one finished attempt waiting to be written.
@@ -103,7 +104,7 @@ func (c *completer) loop(ctx context.Context) {
 			if len(batch) > 1 {
 				err = c.write([]*settlement{s})
 			}
-			if err != nil && !isConnError(err) {
+			if err != nil && !schema.Transient(err) {
 				err = c.writeBare(s, err)
 			}
 			c.finish(s, err)
@@ -179,31 +180,12 @@ func (c *completer) write(batch []*settlement) error {
 		outTrunc[i], errTrunc[i], errs[i], retries[i] = s.out.StdoutTruncated, s.out.StderrTruncated, s.err, s.out.retry
 	}
 	ctx := context.WithoutCancel(batch[0].ctx)
-	return withRetry(ctx, c.log, func() error {
+	return schema.Retry(ctx, schema.RetryPolicy{GiveUpAfter: dbOutageRetry, Log: c.log}, func() error {
 		return pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
-			// Only this worker's current attempt is written: a replica
-			// wrongly declared dead must not overwrite what the reaper
-			// settled, nor complete a job another replica now runs. An
-			// attempt that would be retried but was cancelled meanwhile (the
-			// remote cancel had not reached us) ends cancelled: River
-			// cancels rather than retries such a job.
-			rows, err := tx.Query(ctx, `
-WITH written AS (
-	UPDATE attune.execution e SET
-		status = CASE WHEN u.retry AND e.status = 'canceling' THEN 'cancelled' ELSE u.status END,
-		result = u.result, exit_code = u.exit_code,
-		stdout = u.stdout, stderr = u.stderr, stdout_truncated = u.out_trunc, stderr_truncated = u.err_trunc,
-		error = CASE WHEN u.retry AND e.status = 'canceling' THEN 'Cancelled while running' ELSE u.error END,
-		finished_at = CASE WHEN u.retry AND e.status <> 'canceling' THEN NULL ELSE now() END
-	FROM unnest($1::bigint[], $2::int[], $3::text[], $4::jsonb[], $5::int[], $6::text[], $7::text[], $8::bool[],
-		$9::bool[], $10::text[], $11::bool[])
-		AS u(id, attempt, status, result, exit_code, stdout, stderr, out_trunc, err_trunc, error, retry)
-	WHERE e.id = u.id AND e.worker = $12 AND e.attempt = u.attempt AND e.status IN ('running', 'canceling')
-	RETURNING e.id, e.status = 'requested' AS retry
-), gone AS (
-	DELETE FROM attune.execution_secret WHERE execution_id IN (SELECT id FROM written WHERE NOT retry)
-)
-SELECT id, retry FROM written`,
+			// Only this worker's current attempt is written, and an attempt
+			// cancelled meanwhile ends cancelled rather than retried
+			// (attune.settle, schema/migrations/005_state_machine.sql).
+			rows, err := tx.Query(ctx, "SELECT id, retry FROM attune.settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
 				ids, attempts, statuses, results, exitCodes, stdouts, stderrs, outTrunc, errTrunc, errs, retries, c.worker)
 			if err != nil {
 				return fmt.Errorf("error writing %d execution(s): %w", n, err)

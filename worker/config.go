@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -111,6 +112,18 @@ const maxStoredOutput = 256 << 20
 // A bad value gives one line naming the variable, the value and what is
 // allowed.
 func LoadConfig(environ []string) (Config, error) {
+	return load(environ, func(string) bool { return true })
+}
+
+// LoadConfigOf is LoadConfig for a command that uses only the variables
+// named in uses: a bad value elsewhere is not its concern (attune version
+// must not fail on ATTUNE_MAX_CONCURRENT_EXECUTIONS=abc). Variables it does
+// not use keep their defaults when their value is bad.
+func LoadConfigOf(environ []string, uses []string) (Config, error) {
+	return load(environ, func(name string) bool { return slices.Contains(uses, name) })
+}
+
+func load(environ []string, uses func(name string) bool) (Config, error) {
 	if environ == nil {
 		environ = os.Environ()
 	}
@@ -122,7 +135,21 @@ func LoadConfig(environ []string) (Config, error) {
 	}
 	cfg, err := env.ParseAsWithOptions[Config](env.Options{Environment: vars})
 	if err != nil {
-		return Config{}, describeEnvError(err, vars)
+		problems := envProblems(err, vars)
+		if problems == nil {
+			return Config{}, err
+		}
+		// Parse again without the unused variables' bad values, so they
+		// take their defaults.
+		for _, p := range problems {
+			if uses(p.name) {
+				return Config{}, p.err
+			}
+			delete(vars, p.name)
+		}
+		if cfg, err = env.ParseAsWithOptions[Config](env.Options{Environment: vars}); err != nil {
+			return Config{}, err
+		}
 	}
 	cfg.Environ = environ
 	if cfg.WorkerName == "" {
@@ -130,62 +157,83 @@ func LoadConfig(environ []string) (Config, error) {
 		cfg.WorkerName = fmt.Sprintf("%s-%d", host, os.Getpid())
 	}
 	cfg.PassthroughEnv = trimAll(cfg.PassthroughEnv)
-	return cfg, cfg.validate()
+	for _, p := range cfg.problems() {
+		if uses(p.name) {
+			return cfg, p.err
+		}
+	}
+	return cfg, nil
 }
 
-func (c *Config) validate() error {
-	bad := func(name string, value any, allowed string) error {
-		return fmt.Errorf("%s=%v is invalid: %s", name, value, allowed)
+// configProblem is one variable's bad value.
+type configProblem struct {
+	name string
+	err  error
+}
+
+// problems lists every bad value, in the order of the checks.
+func (c *Config) problems() []configProblem {
+	var ps []configProblem
+	bad := func(name string, value any, allowed string) {
+		ps = append(ps, configProblem{name, fmt.Errorf("%s=%v is invalid: %s", name, value, allowed)})
 	}
-	switch {
-	case c.DatabaseURL == "":
-		return bad("ATTUNE_DATABASE_URL", `""`, "set a PostgreSQL URL such as postgres://localhost:5432/attune?sslmode=disable")
-	case c.MaxConcurrentExecutions < 1 || c.MaxConcurrentExecutions > 10000:
-		return bad("ATTUNE_MAX_CONCURRENT_EXECUTIONS", c.MaxConcurrentExecutions, "must be from 1 to 10000")
+	if c.DatabaseURL == "" {
+		bad("ATTUNE_DATABASE_URL", `""`, "set a PostgreSQL URL such as postgres://localhost:5432/attune?sslmode=disable")
+	}
+	if c.MaxConcurrentExecutions < 1 || c.MaxConcurrentExecutions > 10000 {
+		bad("ATTUNE_MAX_CONCURRENT_EXECUTIONS", c.MaxConcurrentExecutions, "must be from 1 to 10000")
+	}
 	// The stored text is one PostgreSQL value, and invalid bytes expand to
 	// three when replaced: stay well below its 1 GB limit.
-	case c.MaxStdoutBytes < 1024 || c.MaxStdoutBytes > maxStoredOutput:
-		return bad("ATTUNE_MAX_STDOUT_BYTES", c.MaxStdoutBytes, fmt.Sprintf("must be from 1024 to %d (256 MiB)", maxStoredOutput))
-	case c.MaxStderrBytes < 1024 || c.MaxStderrBytes > maxStoredOutput:
-		return bad("ATTUNE_MAX_STDERR_BYTES", c.MaxStderrBytes, fmt.Sprintf("must be from 1024 to %d (256 MiB)", maxStoredOutput))
-	case c.DefaultTimeout < time.Second || c.DefaultTimeout%time.Second != 0:
+	if c.MaxStdoutBytes < 1024 || c.MaxStdoutBytes > maxStoredOutput {
+		bad("ATTUNE_MAX_STDOUT_BYTES", c.MaxStdoutBytes, fmt.Sprintf("must be from 1024 to %d (256 MiB)", maxStoredOutput))
+	}
+	if c.MaxStderrBytes < 1024 || c.MaxStderrBytes > maxStoredOutput {
+		bad("ATTUNE_MAX_STDERR_BYTES", c.MaxStderrBytes, fmt.Sprintf("must be from 1024 to %d (256 MiB)", maxStoredOutput))
+	}
+	if c.DefaultTimeout < time.Second || c.DefaultTimeout%time.Second != 0 {
 		// Timeouts are whole seconds everywhere else (timeout_seconds).
-		return bad("ATTUNE_DEFAULT_TIMEOUT", c.DefaultTimeout, "must be whole seconds, at least 1s, such as 600s or 10m")
-	case c.KillGrace < 0:
-		return bad("ATTUNE_KILL_GRACE", c.KillGrace, "must be 0 or a positive duration such as 5s")
-	case c.HeartbeatInterval <= 0:
-		return bad("ATTUNE_HEARTBEAT_INTERVAL", c.HeartbeatInterval, "must be a positive duration such as 10s")
-	case c.WorkerStaleAfter <= c.HeartbeatInterval:
-		return bad("ATTUNE_WORKER_STALE_AFTER", c.WorkerStaleAfter, fmt.Sprintf("must be longer than ATTUNE_HEARTBEAT_INTERVAL (%s), e.g. three times it", c.HeartbeatInterval))
-	case c.ShutdownTimeout < 0:
-		return bad("ATTUNE_SHUTDOWN_TIMEOUT", c.ShutdownTimeout, "must be 0 or a positive duration such as 30s")
+		bad("ATTUNE_DEFAULT_TIMEOUT", c.DefaultTimeout, "must be whole seconds, at least 1s, such as 600s or 10m")
+	}
+	if c.KillGrace < 0 {
+		bad("ATTUNE_KILL_GRACE", c.KillGrace, "must be 0 or a positive duration such as 5s")
+	}
+	if c.HeartbeatInterval <= 0 {
+		bad("ATTUNE_HEARTBEAT_INTERVAL", c.HeartbeatInterval, "must be a positive duration such as 10s")
+	} else if c.WorkerStaleAfter <= c.HeartbeatInterval {
+		bad("ATTUNE_WORKER_STALE_AFTER", c.WorkerStaleAfter, fmt.Sprintf("must be longer than ATTUNE_HEARTBEAT_INTERVAL (%s), e.g. three times it", c.HeartbeatInterval))
+	}
+	if c.ShutdownTimeout < 0 {
+		bad("ATTUNE_SHUTDOWN_TIMEOUT", c.ShutdownTimeout, "must be 0 or a positive duration such as 30s")
 	}
 	switch strings.ToLower(c.LogLevel) {
 	case "debug", "info", "warn", "error":
 	default:
-		return bad("ATTUNE_LOG_LEVEL", c.LogLevel, "must be debug, info, warn or error")
+		bad("ATTUNE_LOG_LEVEL", c.LogLevel, "must be debug, info, warn or error")
 	}
 	switch c.LogFormat {
 	case "", "text", "json":
 	default:
-		return bad("ATTUNE_LOG_FORMAT", c.LogFormat, "must be text or json")
+		bad("ATTUNE_LOG_FORMAT", c.LogFormat, "must be text or json")
 	}
 	for _, name := range c.PassthroughEnv {
 		if !validEnvName(name) {
-			return bad("ATTUNE_PASSTHROUGH_ENV", strings.Join(c.PassthroughEnv, ","), fmt.Sprintf("%q is not a variable name; list names like HTTP_PROXY,AWS_REGION", name))
+			bad("ATTUNE_PASSTHROUGH_ENV", strings.Join(c.PassthroughEnv, ","), fmt.Sprintf("%q is not a variable name; list names like HTTP_PROXY,AWS_REGION", name))
+			break
 		}
 		// attune's configuration holds the database URL and the secrets
 		// key, which must never reach a child.
 		if configVars[name] {
-			return bad("ATTUNE_PASSTHROUGH_ENV", strings.Join(c.PassthroughEnv, ","), fmt.Sprintf("%q is attune's own configuration and never reaches a child", name))
+			bad("ATTUNE_PASSTHROUGH_ENV", strings.Join(c.PassthroughEnv, ","), fmt.Sprintf("%q is attune's own configuration and never reaches a child", name))
+			break
 		}
 	}
 	if c.SecretsKey != "" {
 		if _, err := DecodeSecretsKey(c.SecretsKey); err != nil {
-			return bad("ATTUNE_SECRETS_KEY", "(hidden)", err.Error())
+			bad("ATTUNE_SECRETS_KEY", "(hidden)", err.Error())
 		}
 	}
-	return nil
+	return ps
 }
 
 // DecodeSecretsKey decodes ATTUNE_SECRETS_KEY: base64 of exactly 32 bytes.
@@ -206,19 +254,19 @@ func KeyID(key []byte) string {
 	return base64.RawURLEncoding.EncodeToString(sum[:6])
 }
 
-// describeEnvError rewrites caarlos0/env's errors, which name Go fields, into
-// lines naming the variable and its value.
-func describeEnvError(err error, vars map[string]string) error {
+// envProblems rewrites caarlos0/env's errors, which name Go fields, into
+// one problem per variable naming it and its value; nil when err is not
+// about values.
+func envProblems(err error, vars map[string]string) []configProblem {
 	var agg env.AggregateError
 	if !errors.As(err, &agg) || len(agg.Errors) == 0 {
-		return err
+		return nil
 	}
-	var lines []string
+	var ps []configProblem
 	for _, e := range agg.Errors {
 		var pe env.ParseError
 		if !errors.As(e, &pe) {
-			lines = append(lines, e.Error())
-			continue
+			return nil
 		}
 		f, _ := reflect.TypeFor[Config]().FieldByName(pe.Name)
 		name := f.Tag.Get("env")
@@ -228,10 +276,12 @@ func describeEnvError(err error, vars map[string]string) error {
 			allowed = "a duration such as 90s or 5m"
 		case reflect.TypeFor[int]():
 			allowed = "a whole number"
+		case reflect.TypeFor[bool]():
+			allowed = "true or false"
 		}
-		lines = append(lines, fmt.Sprintf("%s=%q is invalid: must be %s", name, vars[name], allowed))
+		ps = append(ps, configProblem{name, fmt.Errorf("%s=%q is invalid: must be %s", name, vars[name], allowed)})
 	}
-	return errors.New(strings.Join(lines, "; "))
+	return ps
 }
 
 func trimAll(ss []string) []string {

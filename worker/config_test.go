@@ -64,3 +64,19 @@ func TestLoadConfigBadValues(t *testing.T) {
 		require.NotContains(t, err.Error(), "\n", "one line")
 	}
 }
+
+func TestLoadConfigOf(t *testing.T) {
+	t.Parallel()
+	environ := []string{"ATTUNE_MAX_CONCURRENT_EXECUTIONS=abc", "ATTUNE_KILL_GRACE=-1s", "ATTUNE_DATABASE_URL=postgres://db/x"}
+	cfg, err := LoadConfigOf(environ, []string{"ATTUNE_DATABASE_URL"})
+	require.NoError(t, err)
+	require.Equal(t, "postgres://db/x", cfg.DatabaseURL)
+	require.Equal(t, 10, cfg.MaxConcurrentExecutions, "an unused bad value keeps its default")
+
+	_, err = LoadConfigOf(environ, []string{"ATTUNE_KILL_GRACE"})
+	require.EqualError(t, err, "ATTUNE_KILL_GRACE=-1s is invalid: must be 0 or a positive duration such as 5s")
+	_, err = LoadConfigOf(environ, []string{"ATTUNE_MAX_CONCURRENT_EXECUTIONS"})
+	require.EqualError(t, err, `ATTUNE_MAX_CONCURRENT_EXECUTIONS="abc" is invalid: must be a whole number`)
+	_, err = LoadConfig(environ)
+	require.Error(t, err)
+}

@@ -13,6 +13,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/attune-system/attune/packs"
+	"github.com/attune-system/attune/worker/process"
 )
 
 // paramEnv renders non-secret parameters as ATTUNE_ACTION_{NAME} variables:
@@ -172,7 +173,7 @@ func decodeJSON(s string) (any, error) {
 func withoutNUL(v any) any {
 	switch t := v.(type) {
 	case string:
-		return strings.ReplaceAll(t, "\x00", replacement)
+		return strings.ReplaceAll(t, "\x00", process.Replacement)
 	case []any:
 		for i := range t {
 			t[i] = withoutNUL(t[i])
@@ -181,7 +182,7 @@ func withoutNUL(v any) any {
 		for k, vv := range t {
 			if strings.IndexByte(k, 0) >= 0 {
 				delete(t, k)
-				k = strings.ReplaceAll(k, "\x00", replacement)
+				k = strings.ReplaceAll(k, "\x00", process.Replacement)
 			}
 			t[k] = withoutNUL(vv)
 		}

@@ -6,20 +6,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/attune-system/attune/jobs"
 	"github.com/attune-system/attune/packs"
+	"github.com/attune-system/attune/schema"
 )
 
 // errBadEvent is wrapped by the errors of event lines that are skipped for
@@ -157,37 +155,19 @@ func dispatchEvent(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger, se
 // down rather than losing its events.
 const eventRetryFor = time.Minute
 
-// dispatchEventRetrying is dispatchEvent, retried while the failure is the
-// connection's, not the statement's.
+// dispatchEventRetrying is dispatchEvent, retried while the failure is
+// transient (schema.Transient): the whole transaction runs again, so the
+// event is stored once.
 func dispatchEventRetrying(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger, sensorRef string, ev sensorEvent) (dispatched, error) {
-	delay := 100 * time.Millisecond
-	deadline := time.Now().Add(eventRetryFor)
-	for {
-		d, err := dispatchEvent(ctx, pool, log, sensorRef, ev)
-		if err == nil || !transient(err) || ctx.Err() != nil || time.Now().After(deadline) {
-			return d, err
-		}
-		log.Warn("database unavailable; retrying event", "sensor", sensorRef, "trigger", ev.TriggerRef, "err", err, "in", delay)
-		if !sleepCtx(ctx, delay) {
-			return d, err
-		}
-		delay = min(delay*2, 5*time.Second)
-	}
-}
-
-// transient reports failures that a later attempt may not meet: the
-// connection failed, the server is restarting, or the transaction lost a
-// serialization race.
-func transient(err error) bool {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		c := pgErr.Code
-		return strings.HasPrefix(c, "08") || strings.HasPrefix(c, "57P") || c == "40001" || c == "40P01"
-	}
-	var connErr *pgconn.ConnectError
-	var netErr net.Error
-	return errors.As(err, &connErr) || errors.As(err, &netErr) || pgconn.SafeToRetry(err) ||
-		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
+	var d dispatched
+	err := schema.Retry(ctx, schema.RetryPolicy{
+		GiveUpAfter: eventRetryFor, Log: log, What: "event",
+		LogArgs: []any{"sensor", sensorRef, "trigger", ev.TriggerRef},
+	}, func() (err error) {
+		d, err = dispatchEvent(ctx, pool, log, sensorRef, ev)
+		return err
+	})
+	return d, err
 }
 
 // fireRule enqueues r's action for the event when r's conditions hold. It

@@ -8,20 +8,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
@@ -29,6 +25,8 @@ import (
 
 	"github.com/attune-system/attune/jobs"
 	"github.com/attune-system/attune/packs"
+	"github.com/attune-system/attune/schema"
+	"github.com/attune-system/attune/worker/process"
 )
 
 // executor is the River worker of executions.
@@ -106,7 +104,7 @@ type claimed struct {
 }
 
 // claimSQL marks the execution running and reads everything needed to
-// start it in one round trip (schema/migrations/004_claim.sql).
+// start it in one round trip (schema/migrations/005_state_machine.sql).
 const claimSQL = `SELECT * FROM attune.claim($1, $2, $3)`
 
 // maxSlotWait is how long a fetched job waits for a free process slot
@@ -147,7 +145,7 @@ func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs])
 	// that it is unknown whether the row says running; once claimed, a
 	// cancelled execution is settled like any other.
 	var c *claimed
-	err := withRetry(ctx, w.log, func() (err error) {
+	err := schema.Retry(ctx, w.outageRetry(), func() (err error) {
 		c, err = w.claim(context.WithoutCancel(ctx), job)
 		return err
 	})
@@ -158,7 +156,11 @@ func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs])
 		}
 		return fmt.Errorf("error claiming execution %d: %w", job.Args.ExecutionID, err)
 	}
+	w.log.Debug("execution picked up", "id", c.ID, "action", c.ActionRef, "attempt", job.Attempt,
+		"waited", time.Since(job.ScheduledAt).Round(time.Millisecond))
+	started := time.Now()
 	out := w.runTraced(ctx, c)
+	out.took = time.Since(started)
 	<-w.slots
 	return w.settleTraced(ctx, job, c, out)
 }
@@ -194,19 +196,17 @@ func (w *executor) claim(ctx context.Context, job *river.Job[jobs.ExecutionArgs]
 // cancelled while queued, already finished, or whose action is gone.
 func (w *executor) notRunnable(ctx context.Context, job *river.Job[jobs.ExecutionArgs]) error {
 	ctx = context.WithoutCancel(ctx)
-	return withRetry(ctx, w.log, func() error {
+	return schema.Retry(ctx, w.outageRetry(), func() error {
 		return pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
-			_, err := tx.Exec(ctx, `UPDATE attune.execution SET status = 'failed', finished_at = now(), worker = $2,
-				error = 'Action ' || action_ref || ' no longer exists; register its pack again'
-			WHERE id = $1 AND status IN ('requested', 'scheduled', 'running')`, job.Args.ExecutionID, w.cfg.WorkerName)
-			if err != nil {
-				return err
+			// schema/migrations/005_state_machine.sql: failed when the action
+			// is gone, unchanged when cancelled or finished meanwhile.
+			if _, err := tx.Exec(ctx, "SELECT attune.fail_unrunnable($1, $2)", job.Args.ExecutionID, w.cfg.WorkerName); err != nil {
+				return fmt.Errorf("error settling execution %d: %w", job.Args.ExecutionID, err)
 			}
-			if _, err := tx.Exec(ctx, "DELETE FROM attune.execution_secret WHERE execution_id = $1", job.Args.ExecutionID); err != nil {
-				return err
+			if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
+				return fmt.Errorf("error completing River job %d: %w", job.ID, err)
 			}
-			_, err = river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job)
-			return err
+			return nil
 		})
 	})
 }
@@ -224,6 +224,8 @@ type outcome struct {
 	Retryable bool
 	// retry is set when this attempt will be retried.
 	retry bool
+	// took is how long the attempt ran, for the log.
+	took time.Duration
 }
 
 func failed(msg string) outcome {
@@ -242,7 +244,7 @@ func (w *executor) run(ctx context.Context, c *claimed) outcome {
 	}
 	live := &liveOutput{w: w, id: c.ID, attempt: c.Attempt}
 	spec.OnOutput, spec.OutputEvery = live.publish, liveOutputEvery
-	res := Run(ctx, spec)
+	res := process.Run(ctx, spec)
 	live.wg.Wait()
 
 	out := outcome{
@@ -254,21 +256,21 @@ func (w *executor) run(ctx context.Context, c *claimed) outcome {
 		out.ExitCode = &code
 	}
 	switch res.Outcome {
-	case OutcomeStartFailed:
+	case process.OutcomeStartFailed:
 		out.Status, out.Error, out.Retryable = jobs.StatusFailed, res.StartErr.Error(), true
-	case OutcomeTimedOut:
+	case process.OutcomeTimedOut:
 		out.Status, out.Retryable = jobs.StatusTimeout, true
 		out.Error = fmt.Sprintf("Execution timed out after %s seconds", strconv.FormatFloat(spec.Timeout.Seconds(), 'f', -1, 64))
-	case OutcomeCanceled:
+	case process.OutcomeCanceled:
 		if errors.Is(res.Cause, rivertype.ErrJobCancelledRemotely) {
 			out.Status, out.Error = jobs.StatusCancelled, "Cancelled while running"
 		} else {
 			out.Status, out.Error, out.Retryable = jobs.StatusAbandoned, fmt.Sprintf("Worker %s stopped while the execution ran (%v)", w.cfg.WorkerName, res.Cause), true
 		}
-	case OutcomeSignaled:
+	case process.OutcomeSignaled:
 		out.Status, out.Retryable = jobs.StatusFailed, true
 		out.Error = fmt.Sprintf("killed by signal %s (exit code %d)", res.Signal, res.ExitCode)
-	case OutcomeExited:
+	case process.OutcomeExited:
 		if res.ExitCode != 0 {
 			out.Status, out.Retryable = jobs.StatusFailed, true
 			out.Error = fmt.Sprintf("exited with code %d", res.ExitCode)
@@ -293,10 +295,10 @@ func (w *executor) run(ctx context.Context, c *claimed) outcome {
 
 // spec builds the child process of SPEC §6: argv without a shell, an
 // environment built from nothing, parameters delivered as the action says.
-func (w *executor) spec(c *claimed) (Spec, error) {
+func (w *executor) spec(c *claimed) (process.Spec, error) {
 	prog, args, err := w.runtimes.command(c.RunnerType, c.Path)
 	if err != nil {
-		return Spec{}, err
+		return process.Spec{}, err
 	}
 
 	all := map[string]any{}
@@ -308,17 +310,17 @@ func (w *executor) spec(c *claimed) (Spec, error) {
 	}
 	params, err := w.validate(c, all)
 	if err != nil {
-		return Spec{}, err
+		return process.Spec{}, err
 	}
 
 	secrets := map[string]any{}
 	if len(c.Sealed) > 0 {
 		if w.key == nil {
-			return Spec{}, fmt.Errorf("action %s needs secrets but %w", c.ActionRef, jobs.ErrNoSecretsKey)
+			return process.Spec{}, fmt.Errorf("action %s needs secrets but %w", c.ActionRef, jobs.ErrNoSecretsKey)
 		}
 		opened, err := jobs.OpenSecrets(w.key, c.Sealed)
 		if err != nil {
-			return Spec{}, err
+			return process.Spec{}, err
 		}
 		for k, v := range opened {
 			secrets[k] = v
@@ -342,7 +344,7 @@ func (w *executor) spec(c *claimed) (Spec, error) {
 		env = append(env, "ATTUNE_TRIGGER="+*c.TriggerRef)
 	}
 
-	spec := Spec{
+	spec := process.Spec{
 		Path: prog, Args: args,
 		// The execution id in the name lets a replica reaping a dead worker
 		// on this host find and remove what its executions left.
@@ -369,7 +371,7 @@ func (w *executor) spec(c *claimed) (Spec, error) {
 		}
 		b, err := encodeDocument(doc, c.ParameterFormat)
 		if err != nil {
-			return Spec{}, err
+			return process.Spec{}, err
 		}
 		if c.ParameterDelivery == packs.DeliveryStdin {
 			spec.Stdin = b
@@ -379,12 +381,12 @@ func (w *executor) spec(c *claimed) (Spec, error) {
 	default:
 		pe, err := paramEnv(params, c.Decls)
 		if err != nil {
-			return Spec{}, err
+			return process.Spec{}, err
 		}
 		env = append(env, pe...)
 		b, err := json.Marshal(secrets)
 		if err != nil {
-			return Spec{}, err
+			return process.Spec{}, err
 		}
 		spec.Stdin = append(b, '\n')
 	}
@@ -463,7 +465,20 @@ func (w *executor) settle(ctx context.Context, job *river.Job[jobs.ExecutionArgs
 	if err := w.completer.submit(s); err != nil {
 		return fmt.Errorf("error recording execution %d: %w", c.ID, err)
 	}
-	w.log.Debug("execution finished", "id", c.ID, "action", c.ActionRef, "status", s.out.Status, "retry", s.retried)
+	// One line per finished attempt at the default level: what an operator
+	// tails serve's log for.
+	args := []any{"id", c.ID, "action", c.ActionRef, "status", s.out.Status, "attempt", job.Attempt,
+		"duration", s.out.took.Round(time.Millisecond)}
+	if s.out.ExitCode != nil {
+		args = append(args, "exit_code", *s.out.ExitCode)
+	}
+	if s.out.Error != "" {
+		args = append(args, "error", s.out.Error)
+	}
+	if s.retried {
+		args = append(args, "retry", true)
+	}
+	w.log.Info("execution finished", args...)
 	if s.retried {
 		return fmt.Errorf("execution %d attempt %d: %s", c.ID, job.Attempt, s.out.Error)
 	}
@@ -479,46 +494,18 @@ func (w *executor) abort(ctx context.Context, job *river.Job[jobs.ExecutionArgs]
 	return river.JobSnooze(time.Second)
 }
 
-// withRetry retries fn while the database is unreachable, so a claim or a
-// result is not lost to a restart of PostgreSQL.
-func withRetry(ctx context.Context, log *slog.Logger, fn func() error) error {
-	delay := 100 * time.Millisecond
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		err := fn()
-		if err == nil || !isConnError(err) || time.Now().After(deadline) {
-			return err
-		}
-		log.Warn("database unavailable; retrying", "err", err, "in", delay)
-		select {
-		case <-time.After(delay):
-		case <-ctx.Done():
-			return err
-		}
-		delay = min(delay*2, 5*time.Second)
-	}
+// dbOutageRetry bounds how long a claim or a result write is retried while
+// the database is unreachable, so that neither is lost to a restart of
+// PostgreSQL.
+const dbOutageRetry = 5 * time.Minute
+
+// outageRetry is the retry policy of the writes an execution depends on.
+func (w *executor) outageRetry() schema.RetryPolicy {
+	return schema.RetryPolicy{GiveUpAfter: dbOutageRetry, Log: w.log}
 }
 
-// isConnError reports errors that a later attempt may not meet: the
-// connection, not the statement, failed. Statement errors (a constraint, a
-// bug, River's ErrNotFound) are not retried: they would only fail again.
-func isConnError(err error) bool {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return false
-	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		// connection_exception, admin_shutdown, crash_shutdown,
-		// cannot_connect_now (starting up, shutting down, in recovery).
-		return strings.HasPrefix(pgErr.Code, "08") || pgErr.Code == "57P01" || pgErr.Code == "57P02" || pgErr.Code == "57P03"
-	}
-	var connectErr *pgconn.ConnectError
-	var netErr net.Error
-	return errors.As(err, &connectErr) || errors.As(err, &netErr) || pgconn.SafeToRetry(err) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE)
-}
-
+// lastLine is the last non-empty line of s, at most 500 bytes: the error
+// text of a failed attempt.
 func lastLine(s string) string {
 	s = strings.TrimRight(s, "\n\r \t")
 	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
@@ -539,7 +526,7 @@ func lastLine(s string) string {
 // interpreter, a result value); a refused write would leave the execution
 // running for ever.
 func validText(s string) string {
-	t, _ := sanitize([]byte(s), 3*len(s)) // U+FFFD is 3 bytes per bad byte
+	t, _ := process.Sanitize([]byte(s), 3*len(s)) // U+FFFD is 3 bytes per bad byte
 	return t
 }
 
@@ -570,9 +557,8 @@ func (l *liveOutput) publish(stdout, stderr string) {
 		defer cancel()
 		// Only while this attempt runs here: once the result is written
 		// (or another replica settled it) a late write must not land.
-		_, err := l.w.pool.Exec(ctx, `UPDATE attune.execution SET stdout = $2, stderr = $3
-			WHERE id = $1 AND worker = $4 AND attempt = $5 AND status IN ('running', 'canceling')`,
-			l.id, stdout, stderr, l.w.cfg.WorkerName, l.attempt)
+		_, err := l.w.pool.Exec(ctx, "SELECT attune.record_output($1, $2, $3, $4, $5)",
+			l.id, l.w.cfg.WorkerName, l.attempt, stdout, stderr)
 		if err != nil {
 			l.w.log.Debug("writing live output failed", "id", l.id, "err", err)
 		}

@@ -160,7 +160,7 @@ func setup(t *testing.T, opts setupOpts) *testBundle {
 
 	p, problems := packs.Load(dir)
 	require.False(t, packs.HasErrors(problems), "%v", problems)
-	_, err = packs.Register(ctx, pool, p)
+	err = packs.RegisterPool(ctx, pool, []*packs.Pack{p}, problems).Err()
 	require.NoError(t, err)
 
 	environ := append([]string{

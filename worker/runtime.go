@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/attune-system/attune/packs"
+	"github.com/attune-system/attune/worker/process"
 )
 
 // Runtimes maps each runner type this replica can run to its interpreter
@@ -67,14 +68,14 @@ func (r Runtimes) command(runner, path string) (prog string, args []string, err 
 		return "", nil, fmt.Errorf("runtime %q is not available on this worker", runner)
 	}
 	if runner == packs.RunnerNative {
-		return path, nil, CheckBinary(path)
+		return path, nil, process.CheckBinary(path)
 	}
 	st, err := os.Stat(path)
 	if err != nil {
-		return "", nil, errNotFound(path, err)
+		return "", nil, process.NotFound(path, err)
 	}
 	if runner == packs.RunnerShell && st.Mode()&0o111 != 0 && hasShebang(path) {
-		return path, nil, CheckBinary(path)
+		return path, nil, process.CheckBinary(path)
 	}
 	return interp, []string{path}, nil
 }

@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,11 +11,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -140,7 +137,7 @@ func (b *sensorBundle) register(t *testing.T, pack string, files map[string]stri
 	}
 	p, problems := packs.Load(dir)
 	require.False(t, packs.HasErrors(problems), "%v", problems)
-	_, err := packs.Register(b.ctx, b.pool, p)
+	err := packs.RegisterPool(b.ctx, b.pool, []*packs.Pack{p}, problems).Err()
 	require.NoError(t, err)
 }
 
@@ -304,14 +301,6 @@ func (b *sensorBundle) countLogged(msg string, attrs ...string) int {
 	return n
 }
 
-func pidAlive(pid int) bool {
-	if syscall.Kill(pid, 0) != nil {
-		return false
-	}
-	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	return err == nil && !bytes.Contains(st, []byte(") Z "))
-}
-
 // TestSensorTimerRuleExecutesAction runs the real timer sensor under a
 // worker.Server: an interval rule fires a shell action every second, the
 // execution knows its rule, trigger and event, and disabling the rule stops
@@ -369,7 +358,7 @@ action_params: {message: hourly}
 	b.setRule(t, "s.hourly", false)
 	b.setRule(t, "s.every_second", false)
 	b.waitState(t, "core.timer_sensor", "sensor-test", "stopped", 10*time.Second)
-	require.False(t, pidAlive(*st.Pid), "timer sensor process %d still alive", *st.Pid)
+	require.False(t, alive(*st.Pid), "timer sensor process %d still alive", *st.Pid)
 	n := len(b.executions(t, "s.every_second"))
 	time.Sleep(1500 * time.Millisecond)
 	require.Len(t, b.executions(t, "s.every_second"), n)
@@ -470,200 +459,6 @@ while :; do sleep 0.1; done
 	require.NoDirExists(t, filepath.Join(b.data, "running"))
 }
 
-// TestSensorRuleChangesOnStdin checks the environment a sensor starts with
-// and the rule changes it is told on stdin; a disabled rule stops firing
-// while the others go on, and a sensor left without rules is stopped.
-func TestSensorRuleChangesOnStdin(t *testing.T) {
-	t.Parallel()
-	b := sensorSetup(t, map[string]string{
-		"sensors/ticker.yaml": sensorYAML("ticker", "ticker.sh", "s.tick"),
-		"sensors/ticker.sh": `#!/bin/sh
-env > @DATA@/env
-( i=0; while :; do i=$((i+1)); printf '{"trigger_ref": "s.tick", "payload": {"n": %d}}\n' $i; sleep 0.1; done ) &
-exec cat >> @DATA@/stdin.log
-`,
-		"rules/r1.yaml": ruleYAML("r1", "s.tick", true, "trigger_params: {every: 1}\naction_params: {message: \"r1 {{ event.payload.n }}\"}\n"),
-		"rules/r2.yaml": ruleYAML("r2", "s.tick", true, "action_params: {message: r2}\n"),
-		"rules/r3.yaml": ruleYAML("r3", "s.tick", false, "action_params: {message: r3}\n"),
-	})
-	b.supervisor(t, "replica", fastTiming)
-	st := b.waitState(t, "s.ticker", "replica", "running", 10*time.Second)
-	eventually(t, 10*time.Second, func() bool {
-		return len(b.executions(t, "s.r1")) > 0 && len(b.executions(t, "s.r2")) > 0
-	}, "both rules fire")
-
-	env := map[string]string{}
-	for _, kv := range b.lines(t, "env") {
-		k, v, _ := strings.Cut(kv, "=")
-		env[k] = v
-	}
-	require.Equal(t, "s.ticker", env["ATTUNE_SENSOR_REF"])
-	var triggers []map[string]any
-	require.NoError(t, json.Unmarshal([]byte(env["ATTUNE_SENSOR_TRIGGERS"]), &triggers))
-	require.Len(t, triggers, 2)
-	require.Equal(t, "s.r1", triggers[0]["ref"])
-	require.Equal(t, "s.tick", triggers[0]["trigger_ref"])
-	require.Equal(t, map[string]any{"every": 1.0}, triggers[0]["config"])
-	require.NotZero(t, triggers[0]["id"])
-	require.Equal(t, "s.r2", triggers[1]["ref"])
-	require.NotEmpty(t, env["TMPDIR"])
-	require.Equal(t, "/home/attune-test", env["HOME"])
-	for k := range env {
-		require.NotContains(t, []string{"ATTUNE_DATABASE_URL", "CANARY_SECRET", "ATTUNE_PACKS_DIR"}, k)
-	}
-
-	waitLine := func(want string) {
-		t.Helper()
-		eventually(t, 10*time.Second, func() bool {
-			got, _ := b.ruleLines(t)
-			return slices.Contains(got, want)
-		}, "sensor never got %q", want)
-	}
-
-	// Disabled: r1 stops firing, r2 goes on.
-	b.setRule(t, "s.r1", false)
-	waitLine("rule.disabled s.r1")
-	time.Sleep(300 * time.Millisecond) // an event read before the change may still fire r1
-	n1, n2 := len(b.executions(t, "s.r1")), len(b.executions(t, "s.r2"))
-	time.Sleep(time.Second)
-	require.Len(t, b.executions(t, "s.r1"), n1, "a disabled rule fired")
-	require.Greater(t, len(b.executions(t, "s.r2")), n2, "the other rule stopped firing")
-
-	b.setRule(t, "s.r3", true)
-	waitLine("rule.enabled s.r3")
-	b.exec(t, `INSERT INTO attune.rule (ref, pack_ref, name, trigger_ref, action_ref, action_params)
-		VALUES ('s.r4', 's', 'r4', 's.tick', 's.echo', '{"message": "r4"}')`)
-	waitLine("rule.created s.r4")
-	b.exec(t, "DELETE FROM attune.rule WHERE ref = 's.r2'")
-	waitLine("rule.deleted s.r2")
-	b.exec(t, `UPDATE attune.rule SET trigger_params = '{"every": 2}' WHERE ref = 's.r3'`)
-	eventually(t, 10*time.Second, func() bool { got, _ := b.ruleLines(t); return len(got) == 6 }, "trigger_params change")
-
-	got, full := b.ruleLines(t)
-	require.Equal(t, []string{
-		"rule.disabled s.r1", "rule.enabled s.r3", "rule.created s.r4", "rule.deleted s.r2",
-		"rule.disabled s.r3", "rule.enabled s.r3",
-	}, got)
-	require.Equal(t, map[string]any{"every": 2.0}, full[5]["rule"].(map[string]any)["config"])
-	require.Equal(t, "s.tick", full[0]["rule"].(map[string]any)["trigger_ref"])
-	require.Equal(t, st.Pid, b.state(t, "s.ticker").Pid, "rule changes do not restart the sensor")
-
-	// No enabled rule left: the sensor is stopped.
-	b.setRule(t, "s.r3", false)
-	b.setRule(t, "s.r4", false)
-	b.waitState(t, "s.ticker", "replica", "stopped", 10*time.Second)
-	require.False(t, pidAlive(*st.Pid))
-	require.True(t, b.logged("stopping sensor: no enabled rule on its triggers, or the sensor is disabled", "sensor", "s.ticker"))
-}
-
-// TestSensorBadOutput feeds the supervisor garbage, an oversized line, an
-// undeclared trigger and a stderr flood: each is logged (the flood at a
-// bounded rate) and skipped, and the good events around them still fire.
-func TestSensorBadOutput(t *testing.T) {
-	t.Parallel()
-	b := sensorSetup(t, map[string]string{
-		"sensors/noisy.yaml": sensorYAML("noisy", "noisy.sh", "s.tick"),
-		"sensors/noisy.sh": `#!/bin/sh
-echo 'this is not json'
-echo '{"trigger_ref": "s.other", "payload": {}}'
-echo '{"payload": {}}'
-echo '{"trigger_ref": "s.tick", "payload": [1, 2]}'
-head -c 3000000 /dev/zero | tr '\0' x; echo
-echo '{"trigger_ref": "s.tick", "payload": {"n": 1}}'
-head -c 100000 /dev/zero | tr '\0' y >&2; echo >&2
-i=0; while [ $i -lt 3000 ]; do echo "noise $i" >&2; i=$((i+1)); done
-sleep 0.5
-echo "after the flood" >&2
-printf '\377\376 not utf-8\n' >&2
-echo '{"trigger_ref": "s.tick", "payload": {"n": 2}}'
-exec cat > /dev/null
-`,
-		"rules/r.yaml": ruleYAML("r", "s.tick", true, "action_params: {message: \"n={{ event.payload.n }}\"}\n"),
-	})
-	b.supervisor(t, "replica", fastTiming)
-	eventually(t, 15*time.Second, func() bool { return len(b.executions(t, "s.r")) == 2 }, "the two good events fire")
-	eventually(t, 5*time.Second, func() bool { return strings.Contains(b.logs.String(), "not utf-8") }, "the last stderr line is logged")
-
-	var msgs []string
-	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT array_agg(payload->>'n' ORDER BY id) FROM attune.event").Scan(&msgs))
-	require.Equal(t, []string{"1", "2"}, msgs, "only the good events are stored")
-	for i, e := range b.executions(t, "s.r") {
-		require.Equal(t, fmt.Sprintf("n=%d", i+1), e.Parameters["message"])
-	}
-
-	skipped := "skipping sensor output line"
-	for _, want := range []string{
-		"not a JSON object",
-		`trigger "s.other" is not one of sensor s.noisy's trigger_types [s.tick]`,
-		"trigger_ref is missing",
-		"payload must be a JSON object, got [1, 2]",
-	} {
-		require.True(t, b.logged(skipped, "sensor", "s.noisy", "err", want), "no log of %q", want)
-	}
-	require.True(t, b.logged(skipped+" over the size limit", "sensor", "s.noisy", "limit_bytes", "1.048576e+06"))
-	require.True(t, b.logged("sensor stderr", "sensor", "s.noisy", "line", "yyyy", "cut_at_bytes", "4096"))
-	require.True(t, b.logged("sensor stderr", "line", "after the flood", "suppressed", ""))
-	require.True(t, b.logged("sensor stderr", "line", "\uFFFD not utf-8"))
-	noise := b.countLogged("sensor stderr", "line", "noise ")
-	require.Greater(t, noise, 50)
-	require.Less(t, noise, 500, "stderr is rate limited")
-	require.Equal(t, "running", b.state(t, "s.noisy").Status)
-	require.Zero(t, b.state(t, "s.noisy").Restarts)
-}
-
-// TestSensorCrashLoopBackoff: a sensor that exits at once is restarted
-// with a doubling, capped delay, its state says why, and the supervisor's
-// other sensor is unaffected.
-func TestSensorCrashLoopBackoff(t *testing.T) {
-	t.Parallel()
-	b := sensorSetup(t, map[string]string{
-		"sensors/crasher.yaml": sensorYAML("crasher", "crasher.sh", "s.tick"),
-		"sensors/crasher.sh": `#!/bin/sh
-date +%s.%N >> @DATA@/crashes
-echo "boom: cannot reach the thing" >&2
-exit 3
-`,
-		"sensors/steady.yaml": sensorYAML("steady", "steady.sh", "s.other"),
-		"sensors/steady.sh":   emitterSensor,
-		"rules/r.yaml":        ruleYAML("r", "s.tick", true, "action_params: {message: never}\n"),
-		"rules/o.yaml":        ruleYAML("o", "s.other", true, "action_params: {message: \"other {{ event.payload.k }}\"}\n"),
-	})
-	require.NoError(t, os.WriteFile(filepath.Join(b.data, "events.jsonl"), []byte(`{"trigger_ref": "s.other", "payload": {"k": "v"}}`+"\n"), 0o644))
-	b.supervisor(t, "replica", fastTiming)
-
-	eventually(t, 20*time.Second, func() bool { return len(b.lines(t, "crashes")) >= 6 }, "six starts of the crashing sensor")
-	var starts []float64
-	for _, l := range b.lines(t, "crashes") {
-		f, err := strconv.ParseFloat(l, 64)
-		require.NoError(t, err)
-		starts = append(starts, f)
-	}
-	var gaps []string
-	for i := 1; i < len(starts); i++ {
-		gap := time.Duration((starts[i] - starts[i-1]) * float64(time.Second))
-		gaps = append(gaps, gap.Round(10*time.Millisecond).String())
-		want := min(fastTiming.MinBackoff<<(i-1), fastTiming.MaxBackoff)
-		require.GreaterOrEqual(t, gap, want-20*time.Millisecond, "restart %d came early", i)
-		require.Less(t, gap, want+2*time.Second, "restart %d came late", i)
-	}
-	t.Logf("restart gaps: %v (backoff %v doubling to %v)", gaps, fastTiming.MinBackoff, fastTiming.MaxBackoff)
-
-	st := b.state(t, "s.crasher")
-	require.Equal(t, "replica", st.Worker)
-	require.Contains(t, []string{"backoff", "running"}, st.Status)
-	require.GreaterOrEqual(t, st.Restarts, 4)
-	require.NotNil(t, st.LastError)
-	require.Equal(t, "exited with code 3: boom: cannot reach the thing", *st.LastError)
-	require.True(t, b.logged("sensor failed; restarting after backoff", "sensor", "s.crasher", "err", "exited with code 3"))
-
-	steady := b.state(t, "s.steady")
-	require.Equal(t, "running", steady.Status)
-	require.Zero(t, steady.Restarts)
-	require.Len(t, b.lines(t, "starts"), 1)
-	eventually(t, 5*time.Second, func() bool { return len(b.executions(t, "s.o")) == 1 }, "the steady sensor's event fires")
-	require.Equal(t, "other v", b.executions(t, "s.o")[0].Parameters["message"])
-}
-
 // TestSensorTimerJitter measures, end to end, how regularly a 1 s interval
 // rule starts its executions. It runs only when asked, for the given
 // seconds:
@@ -709,38 +504,4 @@ action_params: {message: "{{ event.payload.fired_at }}"}
 	n := time.Duration(seconds)
 	t.Logf("%d firings of a 1 s interval: |fired_at - ideal| mean %v max %v; fired_at → process start mean %v max %v",
 		seconds, sumFire/n, worstFire, sumStart/n, worstStart)
-}
-
-// TestSensorScanLines checks the bounded line reader both streams use.
-func TestSensorScanLines(t *testing.T) {
-	t.Parallel()
-	in := "short\r\n" + strings.Repeat("x", 40) + "\nlast"
-	var got []string
-	require.NoError(t, scanLines(strings.NewReader(in), 16, func(line []byte, over bool) {
-		got = append(got, fmt.Sprintf("%s/%t", line, over))
-	}))
-	require.Equal(t, []string{"short/false", strings.Repeat("x", 16) + "/true", "last/false"}, got)
-}
-
-// A sensor whose last stderr line holds a NUL still has its state
-// recorded: PostgreSQL text refuses NUL, and a refused write would leave
-// attune.sensor_state saying running.
-func TestSensorStateWithNULInStderr(t *testing.T) {
-	t.Parallel()
-	b := sensorSetup(t, map[string]string{
-		"sensors/crasher.yaml": sensorYAML("crasher", "crasher.sh", "s.tick"),
-		"sensors/crasher.sh": `#!/bin/sh
-printf 'bad \000 byte\n' >&2
-exit 3
-`,
-		"rules/r.yaml": ruleYAML("r", "s.tick", true, "action_params: {message: never}\n"),
-	})
-	b.supervisor(t, "replica", fastTiming)
-	eventually(t, 20*time.Second, func() bool {
-		return b.state(t, "s.crasher").Restarts >= 2
-	}, "restarts recorded")
-	st := b.state(t, "s.crasher")
-	require.NotNil(t, st.LastError)
-	require.Equal(t, "exited with code 3: bad \uFFFD byte", *st.LastError)
-	require.False(t, b.logged("error recording sensor state"))
 }

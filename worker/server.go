@@ -21,6 +21,7 @@ import (
 
 	"github.com/attune-system/attune/jobs"
 	"github.com/attune-system/attune/schema"
+	"github.com/attune-system/attune/worker/process"
 )
 
 // maxExecutionTimeout is the longest timeout an enqueue may ask for
@@ -229,17 +230,13 @@ const lostJobAge = time.Minute
 // longest timeout (days). Their executions never started, so the attempt
 // is not counted.
 func (s *Server) recoverLostJobs(ctx context.Context) error {
-	rows, err := s.pool.Query(ctx, `SELECT j.id FROM attune.river_job j
-		JOIN attune.execution e ON e.job_id = j.id
-		WHERE j.state = 'running' AND e.status IN ('requested', 'scheduled')
-			AND j.attempted_by[array_upper(j.attempted_by, 1)] = $1
-			AND j.attempted_at < now() - $2::interval`, riverID(s.cfg.WorkerName), lostJobAge.String())
+	rows, err := s.pool.Query(ctx, "SELECT attune.lost_fetches($1, $2::interval)", riverID(s.cfg.WorkerName), lostJobAge.String())
 	if err != nil {
-		return err
+		return fmt.Errorf("error finding lost jobs: %w", err)
 	}
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil {
-		return err
+		return fmt.Errorf("error finding lost jobs: %w", err)
 	}
 	var lost []int64
 	for _, id := range ids {
@@ -251,10 +248,10 @@ func (s *Server) recoverLostJobs(ctx context.Context) error {
 		return nil
 	}
 	s.log.Warn("returning jobs this replica fetched but never received to the queue", "jobs", lost)
-	_, err = s.pool.Exec(ctx, `UPDATE attune.river_job SET state = 'available', scheduled_at = now(),
-			attempt = greatest(attempt - 1, 0)
-		WHERE id = ANY($1) AND state = 'running'`, lost)
-	return err
+	if _, err := s.pool.Exec(ctx, "SELECT attune.requeue_lost_fetches($1)", lost); err != nil {
+		return fmt.Errorf("error requeueing lost jobs: %w", err)
+	}
+	return nil
 }
 
 // reapStale marks workers silent for ATTUNE_WORKER_STALE_AFTER inactive and
@@ -293,7 +290,7 @@ func (s *Server) reap(ctx context.Context, worker string) error {
 			WHERE e.worker = $1 AND e.status IN ('running', 'canceling') AND w.hostname = $2
 			FOR UPDATE OF e`, worker, s.hostname)
 		if err != nil {
-			return err
+			return fmt.Errorf("error locking the executions of worker %s: %w", worker, err)
 		}
 		execs := map[string]string{} // ATTUNE_EXEC_ID → ATTUNE_ACTION, as children see them
 		var ids []int64
@@ -312,43 +309,17 @@ func (s *Server) reap(ctx context.Context, worker string) error {
 		for _, id := range ids {
 			dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), WorkDirPrefix(s.exec.database, worker, id)+"*"))
 			for _, dir := range dirs {
-				if err := removeWorkDir(dir); err != nil {
+				if err := process.RemoveWorkDir(dir); err != nil {
 					s.log.Warn("could not remove a dead worker's work directory", "dir", dir, "err", err)
 				}
 			}
 		}
-		_, err = tx.Exec(ctx, `
-WITH dead AS (
-	SELECT e.id, e.job_id, e.attempt < e.max_attempts AS retry
-	FROM attune.execution e
-	WHERE e.worker = $1 AND e.status IN ('running', 'canceling')
-	FOR UPDATE
-), settled AS (
-	UPDATE attune.execution e SET
-		status = CASE WHEN d.retry AND e.status = 'running' THEN 'requested'
-		              WHEN e.status = 'canceling' THEN 'cancelled' ELSE 'abandoned' END,
-		finished_at = CASE WHEN d.retry AND e.status = 'running' THEN NULL ELSE now() END,
-		error = 'Worker ' || $1 || ' died while the execution ran'
-	FROM dead d WHERE e.id = d.id
-	RETURNING e.id, e.job_id, e.status
-), gone AS (
-	-- Secret parameters are kept only while the execution may still run.
-	DELETE FROM attune.execution_secret WHERE execution_id IN (SELECT id FROM settled WHERE status <> 'requested')
-)
-UPDATE attune.river_job j SET
-	state = CASE WHEN s.status = 'requested' THEN 'available' ELSE 'completed' END::attune.river_job_state,
-	scheduled_at = now(),
-	finalized_at = CASE WHEN s.status = 'requested' THEN NULL ELSE now() END
-FROM settled s WHERE j.id = s.job_id AND j.state = 'running'`, worker)
-		if err != nil {
-			return err
+		// schema/migrations/005_state_machine.sql: abandoned, cancelled or
+		// back to requested, and the River jobs with them.
+		if _, err := tx.Exec(ctx, "SELECT attune.reap_worker($1, $2)", worker, riverID(worker)); err != nil {
+			return fmt.Errorf("error settling the executions of worker %s: %w", worker, err)
 		}
-		_, err = tx.Exec(ctx, `
-UPDATE attune.river_job j SET state = 'available', scheduled_at = now(), attempt = greatest(j.attempt - 1, 0)
-FROM attune.execution e
-WHERE e.job_id = j.id AND e.status IN ('requested', 'scheduled') AND j.state = 'running'
-	AND j.attempted_by[array_upper(j.attempted_by, 1)] = $1`, riverID(worker))
-		return err
+		return nil
 	})
 }
 

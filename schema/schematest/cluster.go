@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/attune-system/attune/worker/process"
 )
 
 var errNoInitdb = errors.New("no initdb found in PATH or /usr/lib/postgresql/*/bin")
@@ -55,7 +57,11 @@ func startCluster(ctx context.Context) (*cluster, error) {
 		if err := os.Chown(dir, uid, gid); err != nil {
 			return nil, err
 		}
-		c.asUser = []string{"runuser", "-u", "postgres", "--"}
+		runuser, err := exec.LookPath("runuser")
+		if err != nil {
+			return nil, fmt.Errorf("running as root needs runuser to drop to the postgres user: %w", err)
+		}
+		c.asUser = []string{runuser, "-u", "postgres", "--"}
 	} else if u, err := user.Current(); err == nil {
 		dbUser = u.Username
 	}
@@ -79,10 +85,12 @@ func startCluster(ctx context.Context) (*cluster, error) {
 	return c, nil
 }
 
-func (c *cluster) run(ctx context.Context, name string, args ...string) ([]byte, error) {
+// run runs a PostgreSQL tool with our environment and returns what it
+// wrote. pg_ctl start leaves the postmaster running: it calls setsid, so
+// the group kill after pg_ctl exits does not reach it.
+func (c *cluster) run(ctx context.Context, name string, args ...string) (string, error) {
 	argv := append(append(append([]string{}, c.asUser...), filepath.Join(c.bin, name)), args...)
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	return cmd.CombinedOutput()
+	return process.Output(ctx, process.Spec{Path: argv[0], Args: argv[1:], Env: os.Environ()})
 }
 
 func (c *cluster) stop() {

@@ -76,6 +76,11 @@ func TestMetricsPublic(t *testing.T) {
 	r := b.call(t, "GET", "/metrics", nil, "Authorization", "")
 	require.Equal(t, 200, r.status)
 	require.Contains(t, string(r.body), "attune_executions_running")
+	for range 2 {
+		_, err := b.pool.Exec(b.ctx, `SELECT attune.enqueue('t.echo', '{"name": "q"}')`)
+		require.NoError(t, err)
+	}
+	require.Equal(t, 2.0, metricValue(t, b, `attune_executions_queued{queue="shell"}`))
 	requireError(t, b.call(t, "GET", "/api/v1/actions", nil, "Authorization", ""), 401, "bearer token")
 }
 

@@ -4,7 +4,10 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/attune-system/attune/jobs"
+	"github.com/attune-system/attune/packs"
 )
 
 func (s *Server) listActions(w http.ResponseWriter, r *http.Request) {
@@ -24,10 +27,23 @@ func (s *Server) listRules(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) setRule(enabled bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		rule, changed, err := jobs.SetRuleEnabled(r.Context(), s.pool, r.PathValue("ref"), enabled)
-		if err == nil {
-			s.log.Info("rule changed over HTTP", "rule", rule.Ref, "enabled", enabled, "changed", changed, "token", tokenName(r))
+		ref := r.PathValue("ref")
+		var changed bool
+		err := pgx.BeginFunc(r.Context(), s.pool, func(tx pgx.Tx) error {
+			var err error
+			changed, err = packs.SetRuleEnabled(r.Context(), tx, ref, enabled)
+			return err
+		})
+		if errors.Is(err, packs.ErrUnknownRule) {
+			s.fail(w, r, errorf(http.StatusNotFound, "GET /api/v1/rules lists the registered rules", "%s", err))
+			return
 		}
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		s.log.Info("rule changed over HTTP", "rule", ref, "enabled", enabled, "changed", changed, "token", tokenName(r))
+		rule, err := jobs.GetRule(r.Context(), s.pool, ref)
 		s.respond(w, r, map[string]any{"rule": rule, "changed": changed}, unknownRef(err, "GET /api/v1/rules lists the registered rules"))
 	}
 }

@@ -109,9 +109,9 @@ func TestMetricsCount(t *testing.T) {
 	require.Equal(t, 0.0, metricValue(t, b, `attune_metrics_scrape_error`))
 	// River's own view: every job completed (attune settles cancels too).
 	require.Eventually(t, func() bool {
-		return metricValue(t, b, `river_jobs_total{event="job_completed",queue="shell"}`) == 5
+		return metricValue(t, b, `attune_river_jobs_total{event="job_completed",queue="shell"}`) == 5
 	}, 10*time.Second, 50*time.Millisecond)
-	require.Equal(t, 5.0, metricValue(t, b, `river_job_run_seconds_count{queue="shell"}`))
+	require.Equal(t, 5.0, metricValue(t, b, `attune_river_job_run_seconds_count{queue="shell"}`))
 
 	// Labels are from a bounded set: no ids, no parameter values.
 	body := string(b.call(t, "GET", "/metrics", nil).body)

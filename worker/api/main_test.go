@@ -179,8 +179,7 @@ func setup(t testing.TB, tweak ...func(*api.Options)) *testBundle {
 	for _, dir := range []string{core, filepath.Join(base, "t")} {
 		p, problems := packs.Load(dir)
 		require.NoError(t, packs.AsError(problems))
-		_, err = packs.Register(ctx, pool, p)
-		require.NoError(t, err)
+		require.NoError(t, packs.RegisterPool(ctx, pool, []*packs.Pack{p}, problems).Err())
 	}
 	for name, value := range map[string]string{"gh_secret": "It's a Secret to Everybody", "other_secret": "another one"} {
 		ref, err := jobs.NewSecretRef(name, "", "")

@@ -203,7 +203,7 @@ var (
 	runningDesc = prometheus.NewDesc("attune_executions_running",
 		"Executions running (or canceling) on this replica.", nil, nil)
 	queuedDesc = prometheus.NewDesc("attune_executions_queued",
-		"Executions waiting in each runtime queue (all replicas), due now or scheduled.", []string{"queue"}, nil)
+		"Executions not yet started (requested or scheduled) in each runtime queue, across replicas.", []string{"queue"}, nil)
 	heartbeatDesc = prometheus.NewDesc("attune_worker_heartbeat_age_seconds",
 		"Seconds since this replica's last heartbeat in attune.worker.", nil, nil)
 	sensorUpDesc = prometheus.NewDesc("attune_sensor_up",
@@ -245,8 +245,11 @@ func (c *stateCollector) collect(ctx context.Context, ch chan<- prometheus.Metri
 	if age != nil {
 		ch <- prometheus.MustNewConstMetric(heartbeatDesc, prometheus.GaugeValue, *age)
 	}
-	rows, err := m.pool.Query(ctx, `SELECT queue, count(*)::float8 FROM attune.river_job
-		WHERE kind = 'attune_execution' AND state IN ('available', 'scheduled', 'retryable', 'pending') GROUP BY queue`)
+	// The queue of an execution is its action's runner type
+	// (attune.enqueue_prepare); counted from attune's rows, not River's.
+	rows, err := m.pool.Query(ctx, `SELECT a.runner_type, count(*)::float8 FROM attune.execution e
+		JOIN attune.action a ON a.ref = e.action_ref
+		WHERE e.status IN ('requested', 'scheduled') GROUP BY a.runner_type`)
 	if err != nil {
 		return err
 	}

@@ -22,12 +22,12 @@ var riverEventKinds = []river.EventKind{river.EventKindJobCompleted, river.Event
 func newRiverMetrics(reg *prometheus.Registry) *riverMetrics {
 	buckets := []float64{.001, .005, .01, .05, .1, .5, 1, 5, 10, 60, 300, 3600}
 	m := &riverMetrics{
-		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "river_jobs_total",
+		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "attune_river_jobs_total",
 			Help: "River jobs this replica's client finished working, by queue and River event (job_completed, job_failed, job_cancelled, job_snoozed)."},
 			[]string{"queue", "event"}),
-		queueWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "river_job_queue_wait_seconds",
+		queueWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "attune_river_job_queue_wait_seconds",
 			Help: "Time River jobs waited available before this replica started them, by queue.", Buckets: buckets}, []string{"queue"}),
-		run: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "river_job_run_seconds",
+		run: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "attune_river_job_run_seconds",
 			Help: "Time River's worker ran jobs on this replica, by queue.", Buckets: buckets}, []string{"queue"}),
 	}
 	reg.MustRegister(m.jobs, m.queueWait, m.run)

@@ -1,6 +1,6 @@
 //go:build linux
 
-package worker
+package process
 
 import (
 	"bytes"
@@ -11,17 +11,15 @@ import (
 	"syscall"
 )
 
-// killOrphans kills what a dead worker's executions left on this host. The
-// parent-death signal reaches only each execution's direct child; its
-// grandchildren live on in the process group with no one left to kill it.
-// A process belongs to one of execs (execution id → action ref) when its
-// environment names both, and it is an orphan when the leader of its process
-// group, the execution's direct child, is gone. It returns how many process
-// groups it killed.
-func killOrphans(execs map[string]string) int {
-	if len(execs) == 0 {
-		return 0
-	}
+// KillOrphans kills the process groups on this host that outlived their
+// leader and that owned claims. When a worker dies, the parent-death
+// signal reaches only the children it started; their descendants live on
+// in each child's process group with no one left to kill them. owned is
+// asked about each such process with a lookup into its environment, which
+// Start made from nothing, so it says what the child was started for. A
+// group whose leader lives is left alone: a live worker still serves that
+// child. It returns how many groups it killed.
+func KillOrphans(owned func(getenv func(name string) string) bool) int {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return 0
@@ -40,11 +38,10 @@ func killOrphans(execs map[string]string) int {
 		if err != nil {
 			continue
 		}
-		id, action := envLookup(env, "ATTUNE_EXEC_ID"), envLookup(env, "ATTUNE_ACTION")
-		if id == "" || execs[id] != action {
+		if !owned(func(name string) string { return envLookup(env, name) }) {
 			continue
 		}
-		// A live leader means a live execution (a retry, or another
+		// A live leader means a live child (a retry, or another
 		// installation's): leave it alone.
 		if err := syscall.Kill(pgid, 0); !errors.Is(err, syscall.ESRCH) {
 			continue

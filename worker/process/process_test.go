@@ -1,4 +1,4 @@
-package worker
+package process
 
 import (
 	"context"
@@ -380,7 +380,7 @@ func TestRunGrandchildren(t *testing.T) {
 		require.Equal(t, OutcomeExited, res.Outcome)
 		require.Equal(t, 0, res.ExitCode)
 		require.Equal(t, "bye\n", res.Stdout)
-		require.Less(t, returned.Sub(res.FinishedAt), drainTimeout, "output must end with the group kill, not the drain timeout")
+		require.Less(t, returned.Sub(res.FinishedAt), DefaultDrainTimeout, "output must end with the group kill, not the drain timeout")
 		t.Logf("Run took %s, of which %s after the child was reaped", returned.Sub(start), returned.Sub(res.FinishedAt))
 	})
 
@@ -388,7 +388,7 @@ func TestRunGrandchildren(t *testing.T) {
 		t.Parallel()
 
 		// A grandchild that left the process group (setsid) is out of reach
-		// of the group kill; Run gives up on its pipe after drainTimeout.
+		// of the group kill; Run gives up on its pipe after DefaultDrainTimeout.
 		b := setupProc(t)
 		res := Run(ctx, helperSpec(t, "escape", pidfileEnv+"="+b.pidfile))
 		returned := time.Now()
@@ -401,8 +401,8 @@ func TestRunGrandchildren(t *testing.T) {
 
 		require.Equal(t, OutcomeExited, res.Outcome)
 		require.Equal(t, "bye\n", res.Stdout)
-		require.GreaterOrEqual(t, returned.Sub(res.FinishedAt), drainTimeout)
-		require.Less(t, returned.Sub(res.FinishedAt), drainTimeout+2*time.Second)
+		require.GreaterOrEqual(t, returned.Sub(res.FinishedAt), DefaultDrainTimeout)
+		require.Less(t, returned.Sub(res.FinishedAt), DefaultDrainTimeout+2*time.Second)
 		require.True(t, alive(pids[1]), "the escaped grandchild is beyond the group kill")
 	})
 }
@@ -489,4 +489,43 @@ func BenchmarkRunTrue(b *testing.B) {
 			b.Fatalf("unexpected result: %+v", res)
 		}
 	}
+}
+
+func TestOutput(t *testing.T) {
+	t.Parallel()
+
+	ctx := context.Background()
+	out, err := Output(ctx, helperSpec(t, "json"))
+	require.NoError(t, err)
+	require.Equal(t, "{\"ok\": true, \"n\": 3}\n", out)
+
+	out, err = Output(ctx, helperSpec(t, "exit3"))
+	require.EqualError(t, err, "exited with code 3")
+	require.Equal(t, "starting\nworking\nboom: last line\n", out, "stderr follows stdout")
+
+	spec := helperSpec(t, "json")
+	spec.MaxStdout, spec.MaxStderr = 0, 0
+	out, err = Output(ctx, spec)
+	require.NoError(t, err)
+	require.Equal(t, "{\"ok\": true, \"n\": 3}\n", out, "zero limits mean the default, not nothing")
+
+	missing := filepath.Join(t.TempDir(), "missing")
+	_, err = Output(ctx, Spec{Path: missing})
+	require.ErrorIs(t, err, ErrBinaryNotFound)
+
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err = Output(cctx, helperSpec(t, "json"))
+	require.ErrorIs(t, err, context.Canceled)
+}
+
+func TestResultErr(t *testing.T) {
+	t.Parallel()
+
+	res := Run(context.Background(), helperSpec(t, "selfkill", signalEnv+"=SIGABRT"))
+	require.EqualError(t, res.Err(), "killed by signal SIGABRT (exit code 134)")
+
+	spec := helperSpec(t, "hang")
+	spec.Timeout, spec.KillGrace = 100*time.Millisecond, 0
+	require.EqualError(t, Run(context.Background(), spec).Err(), "timed out")
 }

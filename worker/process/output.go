@@ -1,4 +1,4 @@
-package worker
+package process
 
 import (
 	"bytes"
@@ -101,7 +101,7 @@ func (c *capture) text(stream string) (string, bool) {
 
 func (c *capture) textLocked(stream string) (string, bool) {
 	if !c.truncated() {
-		if s, complete := sanitize(c.buf, c.max); complete {
+		if s, complete := Sanitize(c.buf, c.max); complete {
 			return s, false
 		}
 	}
@@ -109,19 +109,19 @@ func (c *capture) textLocked(stream string) (string, bool) {
 	if c.max < len(notice) {
 		return "", true // a limit this small leaves room for nothing
 	}
-	s, _ := sanitize(c.buf, c.max-len(notice))
+	s, _ := Sanitize(c.buf, c.max-len(notice))
 	return s + notice, true
 }
 
-// replacement stands in for each invalid byte and each NUL: PostgreSQL text
+// Replacement stands in for each invalid byte and each NUL: PostgreSQL text
 // holds neither.
-const replacement = "\uFFFD"
+const Replacement = "\uFFFD"
 
-// sanitize returns b as valid UTF-8 without NUL bytes, every invalid byte
+// Sanitize returns b as valid UTF-8 without NUL bytes, every invalid byte
 // and every NUL replaced by U+FFFD (strings.ToValidUTF8 keeps NULs and folds
 // runs), cut at a rune boundary to at most limit bytes; complete is false
 // when it had to cut.
-func sanitize(b []byte, limit int) (s string, complete bool) {
+func Sanitize(b []byte, limit int) (s string, complete bool) {
 	if len(b) <= limit && utf8.Valid(b) && bytes.IndexByte(b, 0) < 0 {
 		return string(b), true
 	}
@@ -144,10 +144,10 @@ func sanitize(b []byte, limit int) (s string, complete bool) {
 		}
 		r, size := utf8.DecodeRune(b)
 		if r == 0 || (r == utf8.RuneError && size == 1) {
-			if sb.Len()+len(replacement) > limit {
+			if sb.Len()+len(Replacement) > limit {
 				return sb.String(), false
 			}
-			sb.WriteString(replacement)
+			sb.WriteString(Replacement)
 		} else {
 			if sb.Len()+size > limit {
 				return sb.String(), false

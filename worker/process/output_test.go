@@ -1,4 +1,4 @@
-package worker
+package process
 
 import (
 	"bytes"
@@ -41,7 +41,7 @@ func TestSanitize(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 
-			got, complete := sanitize([]byte(tt.in), tt.limit)
+			got, complete := Sanitize([]byte(tt.in), tt.limit)
 			require.Equal(t, tt.want, got)
 			require.Equal(t, tt.complete, complete)
 			require.True(t, utf8.ValidString(got))

@@ -1,4 +1,4 @@
-package worker
+package process
 
 import (
 	"bytes"
@@ -16,8 +16,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Sentinels for the start failures a caller may branch on. The errors Run
-// and CheckBinary return wrap them (errors.Is works) but read as the
+// Sentinels for the start failures a caller may branch on. The errors
+// Start, Run and CheckBinary return wrap them (errors.Is works) but read as the
 // user-facing text SPEC §6 prescribes.
 var (
 	// ErrBinaryNotFound: the program does not exist (or is a dangling symlink).
@@ -59,7 +59,9 @@ func (e *userError) Unwrap() []error {
 	return []error{e.kind, e.cause}
 }
 
-func errNotFound(path string, cause error) error {
+// NotFound is the error for a program, or a script an interpreter is to
+// run, that is not at path; it wraps ErrBinaryNotFound and cause.
+func NotFound(path string, cause error) error {
 	return &userError{msg: "Binary not found: " + path, kind: ErrBinaryNotFound, cause: cause}
 }
 
@@ -111,7 +113,7 @@ func CheckBinary(path string) error {
 	fi, err := os.Stat(path) // follows symlinks: a dangling one is "not found"
 	switch {
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR):
-		return errNotFound(path, err)
+		return NotFound(path, err)
 	case errors.Is(err, fs.ErrPermission):
 		return errNotExecutable(path, err) // a directory on the way we may not search
 	case err != nil:
@@ -141,6 +143,9 @@ func checkFormat(path string) error {
 	case bytes.HasPrefix(hdr, []byte(elf.ELFMAG)):
 		return checkELF(path, hdr)
 	case isMachO(hdr):
+		if runtime.GOOS == "darwin" {
+			return nil // our own format; exec judges the architecture
+		}
 		return errForeign(path, "macOS (Mach-O)")
 	case bytes.HasPrefix(hdr, []byte("MZ")):
 		return errForeign(path, "Windows (PE)")
@@ -182,6 +187,9 @@ func checkELF(path string, hdr []byte) error {
 	goos := runtime.GOOS
 	switch osabi := elf.OSABI(hdr[elf.EI_OSABI]); osabi {
 	case elf.ELFOSABI_NONE, elf.ELFOSABI_LINUX:
+		if runtime.GOOS == "darwin" {
+			goos = "linux" // macOS runs no ELF; an unbranded one is most likely Linux's
+		}
 	case elf.ELFOSABI_FREEBSD:
 		goos = "freebsd"
 	case elf.ELFOSABI_NETBSD:
@@ -294,7 +302,7 @@ func explainStartError(path string, err error) error {
 	switch errno {
 	case syscall.ENOENT:
 		if _, statErr := os.Stat(path); statErr != nil {
-			return errNotFound(path, err)
+			return NotFound(path, err)
 		}
 		// The file is there, so what is missing is what it asks the kernel
 		// to load: its #! interpreter or its ELF dynamic loader.
@@ -313,7 +321,7 @@ func explainStartError(path string, err error) error {
 				cause: err,
 			}
 		}
-		return errNotFound(path, err)
+		return NotFound(path, err)
 	case syscall.EACCES:
 		if checkErr := CheckBinary(path); checkErr != nil {
 			return checkErr

@@ -1,0 +1,140 @@
+package jobs_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/attune-system/attune/jobs"
+)
+
+var allStatuses = []string{
+	jobs.StatusRequested, jobs.StatusScheduled, jobs.StatusRunning, jobs.StatusCanceling,
+	jobs.StatusCompleted, jobs.StatusFailed, jobs.StatusTimeout, jobs.StatusCancelled, jobs.StatusAbandoned,
+}
+
+// TestStateMachine drives each function of the state machine
+// (schema/migrations/005_state_machine.sql) from every status and checks
+// where it moves the execution: the table in the package doc, as SQL.
+func TestStateMachine(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+
+	// An execution of t.noop in status from, attempt 1 of max by worker w.
+	at := func(from string, max int) int64 {
+		t.Helper()
+		id, err := sqlEnqueue(b.ctx, b.pool, "t.noop", `{}`, `{}`)
+		require.NoError(t, err)
+		_, err = b.pool.Exec(b.ctx, `UPDATE attune.execution SET status = $2, worker = 'w', attempt = 1, max_attempts = $3
+			WHERE id = $1`, id, from, max)
+		require.NoError(t, err)
+		return id
+	}
+	status := func(id int64) string {
+		t.Helper()
+		e, err := jobs.Get(b.ctx, b.pool, id)
+		require.NoError(t, err)
+		return e.Status
+	}
+	// settle writes one attempt of worker w with outcome, retried or not.
+	settle := func(id int64, worker, outcome string, retry bool) {
+		t.Helper()
+		_, err := b.pool.Exec(b.ctx, `SELECT attune.settle(ARRAY[$1::bigint], ARRAY[1], ARRAY[$2::text], ARRAY[NULL::jsonb],
+			ARRAY[0], ARRAY['out'], ARRAY[''], ARRAY[false], ARRAY[false], ARRAY[NULL::text], ARRAY[$3::boolean], $4)`,
+			id, outcome, retry, worker)
+		require.NoError(t, err)
+	}
+	queued := func(s string) bool { return s == jobs.StatusRequested || s == jobs.StatusScheduled }
+
+	for _, from := range allStatuses {
+		t.Run(from, func(t *testing.T) {
+			// cancel_execution: queued → cancelled, running → canceling.
+			id := at(from, 1)
+			want := from
+			switch {
+			case queued(from):
+				want = jobs.StatusCancelled
+			case from == jobs.StatusRunning:
+				want = jobs.StatusCanceling
+			}
+			got, err := jobs.Cancel(b.ctx, b.pool, id)
+			require.NoError(t, err)
+			require.Equal(t, want, got, "Cancel returns the new status")
+			require.Equal(t, want, status(id), "cancel_execution")
+
+			// claim: queued or running → running, for the new attempt.
+			id = at(from, 1)
+			want = from
+			if queued(from) || from == jobs.StatusRunning {
+				want = jobs.StatusRunning
+			}
+			_, err = b.pool.Exec(b.ctx, "SELECT * FROM attune.claim($1, 'w2', 2)", id)
+			require.NoError(t, err)
+			require.Equal(t, want, status(id), "claim")
+
+			// fail_unrunnable (after claim refused): queued or running →
+			// failed, anything else unchanged.
+			id = at(from, 1)
+			want = from
+			if queued(from) || from == jobs.StatusRunning {
+				want = jobs.StatusFailed
+			}
+			_, err = b.pool.Exec(b.ctx, "SELECT attune.fail_unrunnable($1, 'w')", id)
+			require.NoError(t, err)
+			require.Equal(t, want, status(id), "fail_unrunnable")
+
+			// settle: running or canceling → the outcome; a retry goes back
+			// to requested unless a cancel came first. Another worker's
+			// attempt writes nothing.
+			for _, c := range []struct {
+				outcome string
+				retry   bool
+				want    string
+			}{
+				{jobs.StatusCompleted, false, jobs.StatusCompleted},
+				{jobs.StatusTimeout, false, jobs.StatusTimeout},
+				{jobs.StatusRequested, true, jobs.StatusRequested}, // a failed attempt with attempts left
+			} {
+				id = at(from, 2)
+				want = from
+				if from == jobs.StatusRunning || from == jobs.StatusCanceling {
+					want = c.want
+					if from == jobs.StatusCanceling && c.retry {
+						want = jobs.StatusCancelled
+					}
+				}
+				settle(id, "someone-else", c.outcome, c.retry)
+				require.Equal(t, from, status(id), "settle by another worker")
+				settle(id, "w", c.outcome, c.retry)
+				require.Equal(t, want, status(id), "settle %s retry=%v", c.outcome, c.retry)
+			}
+
+			// record_output: no status change; output only while running.
+			id = at(from, 1)
+			_, err = b.pool.Exec(b.ctx, "SELECT attune.record_output($1, 'w', 1, 'so far', '')", id)
+			require.NoError(t, err)
+			e, err := jobs.Get(b.ctx, b.pool, id)
+			require.NoError(t, err)
+			require.Equal(t, from, e.Status, "record_output")
+			require.Equal(t, from == jobs.StatusRunning || from == jobs.StatusCanceling, deref(e.Stdout) == "so far")
+
+			// reap_worker: running → abandoned, or requested with attempts
+			// left; canceling → cancelled.
+			for _, max := range []int{1, 2} {
+				id = at(from, max)
+				want = from
+				switch {
+				case from == jobs.StatusRunning && max > 1:
+					want = jobs.StatusRequested
+				case from == jobs.StatusRunning:
+					want = jobs.StatusAbandoned
+				case from == jobs.StatusCanceling:
+					want = jobs.StatusCancelled
+				}
+				_, err = b.pool.Exec(b.ctx, "SELECT attune.reap_worker('w', 'w')")
+				require.NoError(t, err)
+				require.Equal(t, want, status(id), "reap_worker with max_attempts %d", max)
+			}
+		})
+	}
+}
