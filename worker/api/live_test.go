@@ -86,17 +86,23 @@ func TestMetricsCount(t *testing.T) {
 		ids = append(ids, int64(r.json["id"].(float64)))
 	}
 	hang := ids[len(ids)-1]
-	// The running gauge sees the hanging one.
+	// The running gauge sees the hanging one once the others are done (a
+	// cancel before it starts is settled by the cancel, not by a replica,
+	// and counts nowhere).
+	for _, id := range ids[:len(ids)-1] {
+		waitFinished(t, b.pool, id)
+	}
 	require.Eventually(t, func() bool {
-		return metricValue(t, b, `attune_executions_running`) == 1
-	}, 20*time.Second, 50*time.Millisecond)
+		return b.call(t, "GET", fmt.Sprintf("/api/v1/executions/%d", hang), nil).json["status"] == "running"
+	}, 20*time.Second, 20*time.Millisecond)
+	require.Equal(t, 1.0, metricValue(t, b, `attune_executions_running`))
 	require.Equal(t, 200, b.call(t, "POST", fmt.Sprintf("/api/v1/executions/%d/cancel", hang), nil).status)
 	for _, id := range ids {
 		waitFinished(t, b.pool, id)
 	}
 	require.Eventually(t, func() bool {
 		return metricValue(t, b, `attune_executions_finished_total{action="t.hang",status="cancelled"}`) == 1
-	}, 10*time.Second, 50*time.Millisecond)
+	}, 10*time.Second, 50*time.Millisecond, "%s", finishedLines(t, b))
 	require.Eventually(t, func() bool {
 		return metricValue(t, b, `attune_executions_finished_total{action="t.echo",status="completed"}`) == 3
 	}, 10*time.Second, 50*time.Millisecond)
@@ -192,4 +198,14 @@ func TestLogStreamRewrite(t *testing.T) {
 	ev, data = next()
 	require.Equal(t, "end", ev)
 	require.Contains(t, data, `"status":"completed"`)
+}
+
+func finishedLines(t *testing.T, b *testBundle) string {
+	var out []string
+	for _, l := range strings.Split(string(b.call(t, "GET", "/metrics", nil).body), "\n") {
+		if strings.HasPrefix(l, "attune_executions_finished") || strings.HasPrefix(l, "attune_metrics_dropped") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -11,6 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/attune-system/attune/jobs"
 )
 
 // maxActionLabels bounds the action label: past this many distinct actions
@@ -147,7 +149,9 @@ func (m *Metrics) record(ctx context.Context, batch []settled) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	rows, err := m.pool.Query(ctx, `SELECT id, action_ref, stdout_truncated, stderr_truncated,
+	// The row's status is the one that counts: the database decides it
+	// (a cancel that raced the process's end, a retry).
+	rows, err := m.pool.Query(ctx, `SELECT id, action_ref, status, stdout_truncated, stderr_truncated,
 			extract(epoch FROM finished_at - started_at)::float8,
 			extract(epoch FROM started_at - greatest(created_at, coalesce(scheduled_at, created_at)))::float8
 		FROM attune.execution WHERE id = ANY($1)`, ids)
@@ -158,15 +162,18 @@ func (m *Metrics) record(ctx context.Context, batch []settled) error {
 	for rows.Next() {
 		var (
 			id                 int64
-			action             string
+			action, st         string
 			outTrunc, errTrunc bool
 			dur, pickup        *float64
 		)
-		if err := rows.Scan(&id, &action, &outTrunc, &errTrunc, &dur, &pickup); err != nil {
+		if err := rows.Scan(&id, &action, &st, &outTrunc, &errTrunc, &dur, &pickup); err != nil {
 			return err
 		}
+		if !jobs.Finished(st) {
+			st = status[id] // not final in the row: trust the hook
+		}
 		action = m.actionLabel(action)
-		m.finished.WithLabelValues(action, status[id]).Inc()
+		m.finished.WithLabelValues(action, st).Inc()
 		if dur != nil && *dur >= 0 {
 			m.duration.WithLabelValues(action).Observe(*dur)
 		}
