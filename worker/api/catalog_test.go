@@ -36,7 +36,7 @@ func TestCatalog(t *testing.T) {
 	t.Run("Rules", func(t *testing.T) {
 		r := b.call(t, "GET", "/api/v1/rules", nil)
 		require.Equal(t, 200, r.status)
-		require.Len(t, r.json["rules"], 5)
+		require.Len(t, r.json["rules"], 6)
 		r = b.call(t, "POST", "/api/v1/rules/t.hook_disabled/enable", nil)
 		require.Equal(t, 200, r.status, "body %s", r.body)
 		require.Equal(t, true, r.json["changed"])

@@ -209,3 +209,32 @@ func finishedLines(t *testing.T, b *testBundle) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestSensorMetrics: a rule enabled over the API starts its sensor on the
+// replica; its events, the rule's firings and the sensor's state show in
+// /metrics.
+func TestSensorMetrics(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.startWorker(t)
+	r := b.call(t, "POST", "/api/v1/rules/t.on_tick/enable", nil)
+	require.Equal(t, 200, r.status, "body %s", r.body)
+	require.Eventually(t, func() bool {
+		return metricValue(t, b, `attune_rule_firings_total{trigger="t.tick"}`) >= 2
+	}, 20*time.Second, 100*time.Millisecond, "log:\n%s", b.log.String())
+	require.GreaterOrEqual(t, metricValue(t, b, `attune_events_total{trigger="t.tick"}`), 2.0)
+	require.Equal(t, 1.0, metricValue(t, b, `attune_sensor_up{sensor="t.ticker"}`))
+	require.Equal(t, 0.0, metricValue(t, b, `attune_sensor_restarts{sensor="t.ticker"}`))
+	r = b.call(t, "GET", "/api/v1/sensors", nil)
+	var ticker map[string]any
+	for _, s := range r.json["sensors"].([]any) {
+		if s.(map[string]any)["ref"] == "t.ticker" {
+			ticker = s.(map[string]any)
+		}
+	}
+	require.Equal(t, "running", ticker["status"])
+	require.Equal(t, "api-test", ticker["worker"])
+	r = b.call(t, "GET", "/api/v1/executions?rule=t.on_tick", nil)
+	require.NotEmpty(t, r.json["executions"])
+	require.Equal(t, 200, b.call(t, "POST", "/api/v1/rules/t.on_tick/disable", nil).status)
+}

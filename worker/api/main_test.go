@@ -97,6 +97,13 @@ parameters:
 	"actions/hang.yaml": "name: hang\nref: t.hang\nrunner_type: shell\nentry_point: hang.sh\n",
 	"actions/hang.sh":   "#!/bin/sh\nexec sleep 1000\n",
 
+	// ticker emits one t.tick event a second while it runs; its rule is
+	// disabled until TestSensorMetrics enables it over the API.
+	"triggers/tick.yaml":  "name: tick\n",
+	"sensors/ticker.yaml": "name: ticker\nrunner_type: shell\nentry_point: ticker.sh\ntrigger_types: [t.tick]\n",
+	"sensors/ticker.sh":   "#!/bin/sh\ni=0\nwhile :; do i=$((i+1)); echo \"{\\\"trigger_ref\\\": \\\"t.tick\\\", \\\"payload\\\": {\\\"n\\\": $i}}\"; sleep 1; done\n",
+	"rules/on_tick.yaml":  "name: on_tick\nref: t.on_tick\nenabled: false\ntrigger_ref: t.tick\naction_ref: t.echo\naction_params:\n  name: \"tick {{ event.payload.n }}\"\n",
+
 	"rules/hook_open.yaml": `name: hook_open
 ref: t.hook_open
 trigger_ref: core.webhook
