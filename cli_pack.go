@@ -170,6 +170,13 @@ func (a *app) registerLoaded(ctx context.Context, pool *pgxpool.Pool, path strin
 			for _, d := range r.DisabledActions {
 				fmt.Fprintf(w, "  disabled action %s (gone from disk)\n", d)
 			}
+			for _, k := range r.KeptRules {
+				state, verb := "disabled", "disable"
+				if k.Enabled {
+					state, verb = "enabled", "enable"
+				}
+				fmt.Fprintf(w, "  rule %s stays %s (set by attune rule %s; its YAML says enabled: %t)\n", k.Ref, state, verb, !k.Enabled)
+			}
 		}
 	}); err != nil {
 		return err

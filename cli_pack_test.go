@@ -38,7 +38,7 @@ func TestCLIRegisterAcrossPacks(t *testing.T) {
 	b.okJSON(t, &res, "pack", "register")
 	require.Len(t, res, 2)
 	for _, r := range res {
-		require.Equal(t, []string{"actions", "disabled_actions", "pack", "rules", "sensors", "triggers"}, sortedKeys(r))
+		require.Equal(t, []string{"actions", "disabled_actions", "kept_rules", "pack", "rules", "sensors", "triggers"}, sortedKeys(r))
 	}
 	require.ElementsMatch(t, []any{"alpha", "zeta"}, []any{res[0]["pack"], res[1]["pack"]})
 

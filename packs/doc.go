@@ -16,7 +16,8 @@
 // caller that has none. Either orders the packs itself (a rule may name
 // another pack's action) and reports on each pack in a [RegisterResult].
 // [SetRuleEnabled] turns a rule on or off and tells the running sensor
-// supervisors ([RuleChannel]).
+// supervisors ([RuleChannel]); registering the pack again keeps that state
+// unless the rule's YAML changed its own enabled.
 //
 // The package also holds the small pieces of pack semantics the rest of
 // attune shares: parameter declarations turned into JSON Schema and checked
