@@ -65,7 +65,41 @@ func LoadAll(base string) ([]*Pack, []Problem) {
 		seen[p.Ref] = file
 		packs = append(packs, p)
 	}
+	problems = append(problems, checkCrossPackParams(packs)...)
 	return packs, problems
+}
+
+// checkCrossPackParams checks the action_params of each rule naming an
+// action of another pack among ps, which loading its own pack could not. A
+// rule that fails is left out of its pack, whose problems now hold an
+// error, as if its file had failed to load.
+func checkCrossPackParams(ps []*Pack) []Problem {
+	actions := map[string]*Action{}
+	for _, p := range ps {
+		for _, a := range p.Actions {
+			actions[a.Ref] = a
+		}
+	}
+	var problems []Problem
+	for _, p := range ps {
+		rules := p.Rules[:0]
+		for _, r := range p.Rules {
+			a := actions[r.ActionRef]
+			if a == nil || a.PackRef == p.Ref {
+				rules = append(rules, r)
+				continue
+			}
+			pps := checkActionParams(a.Parameters, a.Ref, r.ActionParams)
+			for _, pp := range pps {
+				problems = append(problems, Problem{File: r.displayFile, Line: r.paramLine(pp.param), Msg: pp.msg, PackDir: p.Dir})
+			}
+			if len(pps) == 0 {
+				rules = append(rules, r)
+			}
+		}
+		p.Rules = rules
+	}
+	return problems
 }
 
 // Load reads one pack directory. It returns the pack, holding every item
@@ -422,20 +456,32 @@ func (l *loader) loadRule(file, abs string) {
 		r.Conditions = []Condition{}
 	}
 
-	apNode := f.take("action_params")
+	apNode, apKey := f.takeKey("action_params")
+	failed := fc.failed
+	fc.failed = false
 	r.ActionParams, _ = f.decodeObjectNode(apNode, "action_params")
+	paramsOK := !fc.failed
+	fc.failed = fc.failed || failed
 	if r.ActionParams == nil {
 		r.ActionParams = map[string]any{}
 	}
+	r.displayFile, r.paramsLine, r.paramLines = file, line(apKey), map[string]int{}
+	if apKey == nil {
+		r.paramsLine = line(actNode)
+	}
 	if apNode != nil {
 		fc.checkTemplates(apNode, "action_params")
-	}
-	if a := l.action(r.ActionRef); a != nil && apNode != nil && apNode.Kind == yaml.MappingNode {
-		for i := 0; i+1 < len(apNode.Content); i += 2 {
-			k := apNode.Content[i]
-			if _, ok := a.Parameters[k.Value]; !ok {
-				fc.errorf(k, "action_params: unknown parameter %q; %s declares: %s", k.Value, a.Ref, strings.Join(sortedNames(a.Parameters), ", "))
+		if apNode.Kind == yaml.MappingNode {
+			for i := 0; i+1 < len(apNode.Content); i += 2 {
+				r.paramLines[apNode.Content[i].Value] = apNode.Content[i].Line
 			}
+		}
+	}
+	// An action of another pack is checked by LoadAll when it loads that
+	// pack too, else by registration against the database.
+	if a := l.action(r.ActionRef); a != nil && paramsOK {
+		for _, pp := range checkActionParams(a.Parameters, a.Ref, r.ActionParams) {
+			fc.errorf(&yaml.Node{Line: r.paramLine(pp.param)}, "%s", pp.msg)
 		}
 	}
 	r.Extra = f.extra()

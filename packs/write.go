@@ -3,8 +3,8 @@ package packs
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -125,20 +125,22 @@ func writePack(ctx context.Context, tx pgx.Tx, p *Pack) (*RegisterResult, error)
 				return nil, fmt.Errorf("%s: rule %s names %s %q, which is neither in pack %s nor registered; register its pack first", r.File, r.Ref, ref.table, ref.ref, p.Ref)
 			}
 		}
-		// The loader checks action_params against actions of the rule's
-		// own pack; one of another pack is only known here.
+		// The loader checks action_params against the actions it loaded;
+		// one registered before, from another pack, is only known here.
 		var declared Params
 		if err := tx.QueryRow(ctx, "SELECT parameters FROM attune.action WHERE ref = $1", r.ActionRef).Scan(&declared); err != nil {
 			return nil, fmt.Errorf("%s: rule %s: error reading the parameters of action %s: %w", r.File, r.Ref, r.ActionRef, err)
 		}
-		for _, k := range sortedKeys(r.ActionParams) {
-			if _, ok := declared[k]; !ok {
-				names := "no parameters"
-				if len(declared) > 0 {
-					names = strings.Join(sortedNames(declared), ", ")
+		if pps := checkActionParams(declared, r.ActionRef, r.ActionParams); len(pps) > 0 {
+			errs := make([]error, len(pps))
+			for i, pp := range pps {
+				at := r.File
+				if n := r.paramLine(pp.param); n > 0 {
+					at = fmt.Sprintf("%s:%d", r.File, n)
 				}
-				return nil, fmt.Errorf("%s: rule %s: action_params: unknown parameter %q; %s declares: %s", r.File, r.Ref, k, r.ActionRef, names)
+				errs[i] = fmt.Errorf("%s: rule %s: %s", at, r.Ref, pp.msg)
 			}
+			return nil, errors.Join(errs...)
 		}
 		var schema []byte
 		if err := tx.QueryRow(ctx, "SELECT parameters FROM attune.trigger WHERE ref = $1", r.TriggerRef).Scan(&schema); err != nil {
