@@ -76,6 +76,8 @@ type fields struct {
 	vals  map[string]*yaml.Node
 	order []string
 	used  map[string]bool
+	// allowed are keys known but not read; see allow.
+	allowed map[string]bool
 }
 
 // fields wraps the mapping n. It reports and returns nil when n is not a
@@ -240,8 +242,10 @@ func (f *fields) decodeObjectNode(v *yaml.Node, key string) (map[string]any, *ya
 	return m, v
 }
 
-// extra decodes the keys nobody took, in file order.
+// extra decodes the keys nobody took, in file order, and warns about the
+// unknown ones.
 func (f *fields) extra() map[string]any {
+	f.warnUnknown()
 	var out map[string]any
 	for _, k := range f.order {
 		if f.used[k] {

@@ -176,11 +176,11 @@ func (l *loader) load() *Pack {
 	p.Description, _ = f.str("description")
 	p.Version, _ = f.str("version")
 	f.take("name") // StackStorm's display name; the ref is what counts
+	f.allow(packMetadataKeys...)
+	f.warnUnknown()
 	if ref != "" && ref != filepath.Base(abs) {
 		fc.warnf(refNode, "pack ref %q differs from its directory name %q; workers look for entry points under {ATTUNE_PACKS_DIR}/%s/", ref, filepath.Base(abs), ref)
 	}
-	// Other pack.yaml keys (author, email, dependencies, ...) are metadata
-	// attune does not use.
 	if ref == "" {
 		return nil
 	}
@@ -330,6 +330,7 @@ func (l *loader) loadAction(file, abs string) {
 	}
 	a.MaxRetries = retries
 	a.Tags, _ = f.stringList("tags")
+	f.allow(actionPolicyKeys...)
 	a.Extra = f.extra()
 	if !fc.failed {
 		l.pack.Actions = append(l.pack.Actions, a)
