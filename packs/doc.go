@@ -8,7 +8,10 @@
 // they met, each naming the file, the line when the YAML parser gives one,
 // and the directory of its pack. A bad file is skipped and the rest still
 // loads, so `attune pack check` can report every mistake at once. Loading
-// touches no database.
+// touches no database, takes time linear in the size of the files (a file
+// over [MaxFileBytes] or a mapping over [MaxMappingKeys] is refused first),
+// and [LoadContext] and [LoadAllContext] stop at the next file once their
+// context is done.
 //
 // [Register] writes what loaded into the attune schema inside the caller's
 // transaction, a savepoint per pack, so one bad pack does not spoil the

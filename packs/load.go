@@ -1,6 +1,7 @@
 package packs
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -34,6 +35,13 @@ const (
 // bad pack does not stop the others; a pack whose ref another one already
 // took is reported and left out.
 func LoadAll(base string) ([]*Pack, []Problem) {
+	return LoadAllContext(context.Background(), base)
+}
+
+// LoadAllContext is [LoadAll] stopping early when ctx is done: the packs
+// not loaded by then are left out, and the pack being loaded gets an error,
+// so that nothing registers it half read.
+func LoadAllContext(ctx context.Context, base string) ([]*Pack, []Problem) {
 	entries, err := os.ReadDir(base)
 	if err != nil {
 		return nil, []Problem{{File: base, Msg: fmt.Sprintf("cannot read the packs directory: %s", pathErr(err))}}
@@ -51,7 +59,11 @@ func LoadAll(base string) ([]*Pack, []Problem) {
 		if _, err := os.Stat(filepath.Join(dir, "pack.yaml")); err != nil {
 			continue
 		}
-		p, ps := Load(dir)
+		if err := ctx.Err(); err != nil {
+			problems = append(problems, Problem{File: base, Msg: fmt.Sprintf("loading stopped before %s: %s", e.Name(), err)})
+			break
+		}
+		p, ps := LoadContext(ctx, dir)
 		problems = append(problems, ps...)
 		if p == nil {
 			continue
@@ -111,7 +123,13 @@ func checkCrossPackParams(ps []*Pack) []Problem {
 // Problem.File paths start with dir as given; the File and Dir fields of what
 // loads are absolute.
 func Load(dir string) (*Pack, []Problem) {
-	l := &loader{dir: dir}
+	return LoadContext(context.Background(), dir)
+}
+
+// LoadContext is [Load] stopping at the next file once ctx is done; the
+// pack then has an error saying so, and is not registered.
+func LoadContext(ctx context.Context, dir string) (*Pack, []Problem) {
+	l := &loader{ctx: ctx, dir: dir}
 	p := l.load()
 	packDir := l.absDir
 	if packDir == "" {
@@ -125,6 +143,8 @@ func Load(dir string) (*Pack, []Problem) {
 
 // loader holds the state of loading one pack.
 type loader struct {
+	ctx      context.Context
+	stopped  bool   // ctx was done: the files left were not read
 	dir      string // as given, for problems
 	absDir   string
 	realDir  string // absDir with symlinks resolved, for confinement
@@ -215,6 +235,17 @@ func (l *loader) loadKind(sub string, load func(display, abs string)) {
 		name := e.Name()
 		if ext := filepath.Ext(name); ext != ".yaml" && ext != ".yml" {
 			continue
+		}
+		if l.stopped {
+			return
+		}
+		if err := l.ctx.Err(); err != nil {
+			// Each file is bounded (limits.go), so checking between files
+			// is prompt enough.
+			l.stopped = true
+			l.problems = append(l.problems, Problem{File: filepath.Join(l.dir, sub, name),
+				Msg: fmt.Sprintf("loading stopped before this file: %s; the pack is not registered", err)})
+			return
 		}
 		abs := filepath.Join(l.absDir, sub, name)
 		if fi, err := os.Stat(abs); err != nil || !fi.Mode().IsRegular() {
