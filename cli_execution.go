@@ -201,6 +201,7 @@ func (a *app) executionCommand() *cobra.Command {
 	show := byID("show", "Show an execution: status, times, exit code, result, error, output", func(_ context.Context, _ *pgxpool.Pool, e *jobs.Execution) error {
 		return a.showExecution(e)
 	})
+	show.Aliases = []string{"get"} // StackStorm's verb
 	result := byID("result", "Print an execution's JSON result", func(_ context.Context, _ *pgxpool.Pool, e *jobs.Execution) error {
 		if len(e.Result) == 0 {
 			if !jobs.Finished(e.Status) {
