@@ -120,6 +120,21 @@ func (a *app) showExecution(e *jobs.Execution) error {
 	})
 }
 
+// finalLine is one line on how an execution ended, closing logs --follow.
+func finalLine(e *jobs.Execution) string {
+	line := fmt.Sprintf("--- execution %d %s", e.ID, e.Status)
+	if e.ExitCode != nil {
+		line += fmt.Sprintf(", exit code %d", *e.ExitCode)
+	}
+	if e.StartedAt != nil && e.FinishedAt != nil {
+		line += ", took " + e.FinishedAt.Sub(*e.StartedAt).Round(time.Millisecond).String()
+	}
+	if e.Error != nil && *e.Error != "" {
+		line += ": " + truncate(*e.Error, 200)
+	}
+	return line
+}
+
 func deref[T any](p *T) T {
 	var zero T
 	if p == nil {
@@ -238,12 +253,26 @@ func (a *app) executionCommand() *cobra.Command {
 				}
 				return nil
 			}}
-			if _, err := jobs.WaitWith(ctx, pool, opts, e.ID); err != nil {
+			es, err := jobs.WaitWith(ctx, pool, opts, e.ID)
+			if err != nil {
 				if ctx.Err() != nil {
 					return fmt.Errorf("stopped following execution %d (still %s): %w", e.ID, e.Status, ctx.Err())
 				}
 				return err
 			}
+			e = es[0]
+			if !a.json {
+				emit()
+			}
+		}
+		if follow && !a.json {
+			// The end of the stream says how it ended, and the exit code
+			// lets a script tell: tail -f cannot.
+			fmt.Fprintln(a.stderr, finalLine(e))
+			if e.Status != jobs.StatusCompleted {
+				return exitError{1, fmt.Sprintf("execution %d %s", e.ID, e.Status)}
+			}
+			return nil
 		}
 		if a.json {
 			return a.print(map[string]any{"id": e.ID, "status": e.Status, "stdout": e.Stdout, "stderr": e.Stderr,

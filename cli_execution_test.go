@@ -201,8 +201,21 @@ func TestCLIFollowStreams(t *testing.T) {
 	r := b.attune(t, "execution", "logs", strconv.FormatInt(id, 10), "--follow")
 	require.NoError(t, r.err, r.stderr)
 	require.Equal(t, "first\nsecond\nthird\n", r.stdout)
-	require.Equal(t, "oops\n", r.stderr)
+	require.Regexp(t, `^oops\n--- execution `+strconv.FormatInt(id, 10)+` completed, exit code 0, took \d\.\d+s\n$`, r.stderr, "the output, then how it ended")
 	e, err := jobs.Get(b.ctx, b.pool, id)
 	require.NoError(t, err)
 	require.Equal(t, jobs.StatusCompleted, e.Status)
+}
+
+// TestCLIFollowFailed: following an execution that fails ends with its
+// status and error, and a non-zero exit, so a script notices.
+func TestCLIFollowFailed(t *testing.T) {
+	t.Parallel()
+	b := setupCLI(t)
+	id := b.execute(t, "c.fail")
+	b.startWorker(t)
+	r := b.attune(t, "execution", "logs", strconv.FormatInt(id, 10), "--follow")
+	require.Equal(t, 1, exitCode(r.err))
+	require.Equal(t, fmt.Sprintf("attune: execution %d failed", id), r.line())
+	require.Regexp(t, `--- execution `+strconv.FormatInt(id, 10)+` failed, exit code 3, took \S+: exited with code 3: it went wrong\n$`, r.stderr)
 }
