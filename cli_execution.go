@@ -76,15 +76,19 @@ func (a *app) showExecution(e *jobs.Execution) error {
 			fmt.Fprintf(w, "rule\t%s (event %d)\n", *e.RuleRef, deref(e.EventID))
 		}
 		fmt.Fprintf(w, "attempt\t%d of %d\n", e.Attempt, e.MaxAttempts)
+		fmt.Fprintf(w, "priority\t%d\n", e.Priority)
 		if e.Worker != nil {
 			fmt.Fprintf(w, "worker\t%s\n", *e.Worker)
 		}
-		fmt.Fprintf(w, "created\t%s\n", e.CreatedAt.Format(time.RFC3339Nano))
+		fmt.Fprintf(w, "created\t%s\n", tableTime(e.CreatedAt))
+		if e.ScheduledAt.After(e.CreatedAt.Add(time.Second)) {
+			fmt.Fprintf(w, "scheduled\t%s\n", tableTime(e.ScheduledAt))
+		}
 		if e.StartedAt != nil {
-			fmt.Fprintf(w, "started\t%s\n", e.StartedAt.Format(time.RFC3339Nano))
+			fmt.Fprintf(w, "started\t%s\n", tableTime(*e.StartedAt))
 		}
 		if e.FinishedAt != nil {
-			fmt.Fprintf(w, "finished\t%s", e.FinishedAt.Format(time.RFC3339Nano))
+			fmt.Fprintf(w, "finished\t%s", tableTime(*e.FinishedAt))
 			if e.StartedAt != nil {
 				fmt.Fprintf(w, " (took %s)", e.FinishedAt.Sub(*e.StartedAt).Round(time.Millisecond))
 			}
@@ -188,7 +192,7 @@ func (a *app) executionCommand() *cobra.Command {
 						dur = e.FinishedAt.Sub(*e.StartedAt).Round(time.Millisecond).String()
 					}
 					fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.ID, e.ActionRef, e.Status, exit,
-						e.CreatedAt.Local().Format("2006-01-02 15:04:05"), dur, truncate(deref(e.Error), 60))
+						tableTime(e.CreatedAt), dur, truncate(deref(e.Error), 60))
 				}
 			})
 		}),
