@@ -76,15 +76,19 @@ func (a *app) showExecution(e *jobs.Execution) error {
 			fmt.Fprintf(w, "rule\t%s (event %d)\n", *e.RuleRef, deref(e.EventID))
 		}
 		fmt.Fprintf(w, "attempt\t%d of %d\n", e.Attempt, e.MaxAttempts)
+		fmt.Fprintf(w, "priority\t%d\n", e.Priority)
 		if e.Worker != nil {
 			fmt.Fprintf(w, "worker\t%s\n", *e.Worker)
 		}
-		fmt.Fprintf(w, "created\t%s\n", e.CreatedAt.Format(time.RFC3339Nano))
+		fmt.Fprintf(w, "created\t%s\n", tableTime(e.CreatedAt))
+		if e.ScheduledAt.After(e.CreatedAt.Add(time.Second)) {
+			fmt.Fprintf(w, "scheduled\t%s\n", tableTime(e.ScheduledAt))
+		}
 		if e.StartedAt != nil {
-			fmt.Fprintf(w, "started\t%s\n", e.StartedAt.Format(time.RFC3339Nano))
+			fmt.Fprintf(w, "started\t%s\n", tableTime(*e.StartedAt))
 		}
 		if e.FinishedAt != nil {
-			fmt.Fprintf(w, "finished\t%s", e.FinishedAt.Format(time.RFC3339Nano))
+			fmt.Fprintf(w, "finished\t%s", tableTime(*e.FinishedAt))
 			if e.StartedAt != nil {
 				fmt.Fprintf(w, " (took %s)", e.FinishedAt.Sub(*e.StartedAt).Round(time.Millisecond))
 			}
@@ -118,6 +122,21 @@ func (a *app) showExecution(e *jobs.Execution) error {
 			}
 		}
 	})
+}
+
+// finalLine is one line on how an execution ended, closing logs --follow.
+func finalLine(e *jobs.Execution) string {
+	line := fmt.Sprintf("--- execution %d %s", e.ID, e.Status)
+	if e.ExitCode != nil {
+		line += fmt.Sprintf(", exit code %d", *e.ExitCode)
+	}
+	if e.StartedAt != nil && e.FinishedAt != nil {
+		line += ", took " + e.FinishedAt.Sub(*e.StartedAt).Round(time.Millisecond).String()
+	}
+	if e.Error != nil && *e.Error != "" {
+		line += ": " + truncate(*e.Error, 200)
+	}
+	return line
 }
 
 func deref[T any](p *T) T {
@@ -173,7 +192,7 @@ func (a *app) executionCommand() *cobra.Command {
 						dur = e.FinishedAt.Sub(*e.StartedAt).Round(time.Millisecond).String()
 					}
 					fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.ID, e.ActionRef, e.Status, exit,
-						e.CreatedAt.Local().Format("2006-01-02 15:04:05"), dur, truncate(deref(e.Error), 60))
+						tableTime(e.CreatedAt), dur, truncate(deref(e.Error), 60))
 				}
 			})
 		}),
@@ -201,6 +220,7 @@ func (a *app) executionCommand() *cobra.Command {
 	show := byID("show", "Show an execution: status, times, exit code, result, error, output", func(_ context.Context, _ *pgxpool.Pool, e *jobs.Execution) error {
 		return a.showExecution(e)
 	})
+	show.Aliases = []string{"get"} // StackStorm's verb
 	result := byID("result", "Print an execution's JSON result", func(_ context.Context, _ *pgxpool.Pool, e *jobs.Execution) error {
 		if len(e.Result) == 0 {
 			if !jobs.Finished(e.Status) {
@@ -237,12 +257,26 @@ func (a *app) executionCommand() *cobra.Command {
 				}
 				return nil
 			}}
-			if _, err := jobs.WaitWith(ctx, pool, opts, e.ID); err != nil {
+			es, err := jobs.WaitWith(ctx, pool, opts, e.ID)
+			if err != nil {
 				if ctx.Err() != nil {
 					return fmt.Errorf("stopped following execution %d (still %s): %w", e.ID, e.Status, ctx.Err())
 				}
 				return err
 			}
+			e = es[0]
+			if !a.json {
+				emit()
+			}
+		}
+		if follow && !a.json {
+			// The end of the stream says how it ended, and the exit code
+			// lets a script tell: tail -f cannot.
+			fmt.Fprintln(a.stderr, finalLine(e))
+			if e.Status != jobs.StatusCompleted {
+				return exitError{1, fmt.Sprintf("execution %d %s", e.ID, e.Status)}
+			}
+			return nil
 		}
 		if a.json {
 			return a.print(map[string]any{"id": e.ID, "status": e.Status, "stdout": e.Stdout, "stderr": e.Stderr,

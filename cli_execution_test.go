@@ -21,7 +21,7 @@ import (
 // executionFields are the stable field names of an execution in -j output.
 var executionFields = []string{
 	"action_ref", "attempt", "created_at", "error", "event_id", "exit_code", "finished_at", "id",
-	"max_attempts", "parameters", "result", "rule_ref", "started_at", "status", "stderr",
+	"max_attempts", "parameters", "priority", "result", "rule_ref", "scheduled_at", "started_at", "status", "stderr",
 	"stderr_truncated", "stdout", "stdout_truncated", "timeout_seconds", "worker",
 }
 
@@ -90,9 +90,11 @@ func TestCLIWatchAndInspect(t *testing.T) {
 	b.okJSON(t, &logs, "execution", "logs", strconv.FormatInt(id, 10))
 	require.Equal(t, []string{"id", "status", "stderr", "stderr_truncated", "stdout", "stdout_truncated"}, sortedKeys(logs))
 	require.Equal(t, "hello from echo\n{\"n\": 3, \"s\": \"hi\"}\n", logs["stdout"])
+	// --follow of a finished, failed execution: its output, how it ended,
+	// and exit 1 (issue: it used to exit 0 without a closing line).
 	r = b.attune(t, "execution", "logs", "--follow", strconv.FormatInt(failedID, 10))
-	require.NoError(t, r.err)
-	require.Equal(t, "it went wrong\n", r.stderr)
+	require.Equal(t, 1, exitCode(r.err))
+	require.Regexp(t, `^it went wrong\n--- execution \d+ failed, exit code 3, `, r.stderr)
 
 	// list and its filters, newest first.
 	out = b.ok(t, "execution", "list")
@@ -201,8 +203,21 @@ func TestCLIFollowStreams(t *testing.T) {
 	r := b.attune(t, "execution", "logs", strconv.FormatInt(id, 10), "--follow")
 	require.NoError(t, r.err, r.stderr)
 	require.Equal(t, "first\nsecond\nthird\n", r.stdout)
-	require.Equal(t, "oops\n", r.stderr)
+	require.Regexp(t, `^oops\n--- execution `+strconv.FormatInt(id, 10)+` completed, exit code 0, took \d\.\d+s\n$`, r.stderr, "the output, then how it ended")
 	e, err := jobs.Get(b.ctx, b.pool, id)
 	require.NoError(t, err)
 	require.Equal(t, jobs.StatusCompleted, e.Status)
+}
+
+// TestCLIFollowFailed: following an execution that fails ends with its
+// status and error, and a non-zero exit, so a script notices.
+func TestCLIFollowFailed(t *testing.T) {
+	t.Parallel()
+	b := setupCLI(t)
+	id := b.execute(t, "c.fail")
+	b.startWorker(t)
+	r := b.attune(t, "execution", "logs", strconv.FormatInt(id, 10), "--follow")
+	require.Equal(t, 1, exitCode(r.err))
+	require.Equal(t, fmt.Sprintf("attune: execution %d failed", id), r.line())
+	require.Regexp(t, `--- execution `+strconv.FormatInt(id, 10)+` failed, exit code 3, took \S+: exited with code 3: it went wrong\n$`, r.stderr)
 }

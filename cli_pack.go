@@ -22,7 +22,10 @@ func (a *app) packCommand() *cobra.Command {
 		Short: "Validate a pack (or a directory of packs) without a database",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ps, problems := loadPath(args[0])
+			ps, problems := loadPath(cmd.Context(), args[0])
+			if err := interrupted(cmd.Context(), "pack check interrupted before every file was read"); err != nil {
+				return err
+			}
 			if a.json {
 				return a.checkJSON(args[0], ps, problems)
 			}
@@ -52,7 +55,10 @@ func (a *app) packCommand() *cobra.Command {
 				path = args[0]
 			}
 			// Read the disk first: a wrong path needs no database to say so.
-			ps, problems := loadPath(path)
+			ps, problems := loadPath(cmd.Context(), path)
+			if err := interrupted(cmd.Context(), "pack register interrupted while reading the packs; nothing was registered"); err != nil {
+				return err
+			}
 			if len(ps) == 0 {
 				return a.registerLoaded(cmd.Context(), nil, path, ps, problems)
 			}
@@ -94,10 +100,10 @@ func (a *app) packCommand() *cobra.Command {
 }
 
 // loadPath loads PATH as one pack when it holds a pack.yaml, else as a
-// directory of packs.
-func loadPath(path string) ([]*packs.Pack, []packs.Problem) {
+// directory of packs. It stops early when ctx is done (SIGINT, SIGTERM).
+func loadPath(ctx context.Context, path string) ([]*packs.Pack, []packs.Problem) {
 	if _, err := os.Stat(filepath.Join(path, "pack.yaml")); err == nil {
-		p, problems := packs.Load(path)
+		p, problems := packs.LoadContext(ctx, path)
 		if p == nil {
 			return nil, problems
 		}
@@ -109,7 +115,16 @@ func loadPath(path string) ([]*packs.Pack, []packs.Problem) {
 	if st, err := os.Stat(path); err != nil || !st.IsDir() {
 		return nil, []packs.Problem{{File: path, Msg: "not a pack directory (no pack.yaml) nor a directory of packs"}}
 	}
-	return packs.LoadAll(path)
+	return packs.LoadAllContext(ctx, path)
+}
+
+// interrupted is the error msg when ctx stopped the loading: what was
+// loaded is incomplete, so it is neither reported as checked nor written.
+func interrupted(ctx context.Context, msg string) error {
+	if ctx.Err() == nil {
+		return nil
+	}
+	return exitError{1, msg}
 }
 
 func (a *app) reportProblems(problems []packs.Problem) {
@@ -131,7 +146,10 @@ func countErrors(ps []packs.Problem) int {
 // register loads and registers packs; a pack with load errors is skipped
 // (others still register) and the command fails at the end.
 func (a *app) register(ctx context.Context, pool *pgxpool.Pool, path string) error {
-	ps, problems := loadPath(path)
+	ps, problems := loadPath(ctx, path)
+	if err := interrupted(ctx, "interrupted while reading the packs; nothing was registered"); err != nil {
+		return err
+	}
 	return a.registerLoaded(ctx, pool, path, ps, problems)
 }
 
@@ -170,6 +188,13 @@ func (a *app) registerLoaded(ctx context.Context, pool *pgxpool.Pool, path strin
 			fmt.Fprintf(w, "registered pack %s: %d actions, %d sensors, %d triggers, %d rules\n", r.Pack, r.Actions, r.Sensors, r.Triggers, r.Rules)
 			for _, d := range r.DisabledActions {
 				fmt.Fprintf(w, "  disabled action %s (gone from disk)\n", d)
+			}
+			for _, k := range r.KeptRules {
+				state, verb := "disabled", "disable"
+				if k.Enabled {
+					state, verb = "enabled", "enable"
+				}
+				fmt.Fprintf(w, "  rule %s stays %s (set by attune rule %s; its YAML says enabled: %t)\n", k.Ref, state, verb, !k.Enabled)
 			}
 		}
 	}); err != nil {

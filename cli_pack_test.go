@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/attune-system/attune/schema/schematest"
@@ -33,7 +36,7 @@ func TestCLIRegisterAcrossPacks(t *testing.T) {
 	b.okJSON(t, &res, "pack", "register")
 	require.Len(t, res, 2)
 	for _, r := range res {
-		require.Equal(t, []string{"actions", "disabled_actions", "pack", "rules", "sensors", "triggers"}, sortedKeys(r))
+		require.Equal(t, []string{"actions", "disabled_actions", "kept_rules", "pack", "rules", "sensors", "triggers"}, sortedKeys(r))
 	}
 	require.ElementsMatch(t, []any{"alpha", "zeta"}, []any{res[0]["pack"], res[1]["pack"]})
 
@@ -128,4 +131,31 @@ func (b *cliBundle) writeFile(t *testing.T, path, body string) {
 	path = filepath.Join(b.packs, path)
 	require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
 	require.NoError(t, os.WriteFile(path, []byte(body), 0o755))
+}
+
+// TestCLIPackInterrupted: with its context cancelled (SIGINT, SIGTERM),
+// pack check and pack register stop reading, say so, and register nothing.
+func TestCLIPackInterrupted(t *testing.T) {
+	t.Parallel()
+	b := &cliBundle{ctx: context.Background(), url: schematest.URL(t), packs: t.TempDir()}
+	for name, body := range cliPack {
+		path := filepath.Join(b.packs, "c", name)
+		require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
+		require.NoError(t, os.WriteFile(path, []byte(body), 0o755))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, args := range [][]string{{"pack", "check", filepath.Join(b.packs, "c")}, {"pack", "register"}} {
+		var stdout, stderr bytes.Buffer
+		err := runWithEnv(ctx, args, b.env(), strings.NewReader(""), &stdout, &stderr)
+		require.Error(t, err, "attune %v", args)
+		require.Regexp(t, `^attune: pack (check|register) interrupted`, "attune: "+oneLine(err))
+		require.Empty(t, stdout.String())
+	}
+	pool, err := pgxpool.New(context.Background(), b.url)
+	require.NoError(t, err)
+	defer pool.Close()
+	var n int
+	require.NoError(t, pool.QueryRow(context.Background(), "SELECT count(*) FROM attune.pack").Scan(&n))
+	require.Zero(t, n)
 }

@@ -290,6 +290,7 @@ func TestCLIBadInput(t *testing.T) {
 		{name: "LogsMissing", args: []string{"execution", "logs", "999999"}, code: 1, msg: `execution not found: 999999`},
 		{name: "CancelMissing", args: []string{"execution", "cancel", "999999"}, code: 1, msg: `execution not found: 999999`},
 		{name: "BadID", args: []string{"execution", "show", "abc"}, code: 2, msg: `"abc" is not an execution id`},
+		{name: "GetIsShow", args: []string{"execution", "get", "999999"}, code: 1, msg: `^attune: execution not found: 999999 \(attune execution list shows recent ones\)$`},
 		{name: "ZeroID", args: []string{"execution", "cancel", "0"}, code: 2, msg: `"0" is not an execution id`},
 		{name: "NegativeLimit", args: []string{"execution", "list", "--limit", "-1"}, code: 2, msg: `--limit -1 is invalid: use 1 to 10000`},
 		{name: "UnknownStatus", args: []string{"execution", "list", "--status", "done"}, code: 2, msg: `--status "done" is invalid: use requested, scheduled, running, completed`},

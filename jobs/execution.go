@@ -49,23 +49,26 @@ type Execution struct {
 	Worker          *string         `json:"worker"`
 	Attempt         int             `json:"attempt"`
 	MaxAttempts     int             `json:"max_attempts"`
+	Priority        int             `json:"priority"`
 	TimeoutSeconds  *int            `json:"timeout_seconds"`
 	RuleRef         *string         `json:"rule_ref"`
 	EventID         *int64          `json:"event_id"`
 	CreatedAt       time.Time       `json:"created_at"`
+	ScheduledAt     time.Time       `json:"scheduled_at"`
 	StartedAt       *time.Time      `json:"started_at"`
 	FinishedAt      *time.Time      `json:"finished_at"`
 }
 
 const executionColumns = `id, action_ref, status, parameters, result, exit_code, stdout, stderr,
-	stdout_truncated, stderr_truncated, error, worker, attempt, max_attempts, timeout_seconds,
-	rule_ref, event_id, created_at, started_at, finished_at`
+	stdout_truncated, stderr_truncated, error, worker, attempt, max_attempts, priority, timeout_seconds,
+	rule_ref, event_id, created_at, scheduled_at, started_at, finished_at`
 
 func scanExecution(row pgx.Row) (*Execution, error) {
 	var e Execution
 	err := row.Scan(&e.ID, &e.ActionRef, &e.Status, &e.Parameters, &e.Result, &e.ExitCode, &e.Stdout,
 		&e.Stderr, &e.StdoutTruncated, &e.StderrTruncated, &e.Error, &e.Worker, &e.Attempt,
-		&e.MaxAttempts, &e.TimeoutSeconds, &e.RuleRef, &e.EventID, &e.CreatedAt, &e.StartedAt, &e.FinishedAt)
+		&e.MaxAttempts, &e.Priority, &e.TimeoutSeconds, &e.RuleRef, &e.EventID, &e.CreatedAt, &e.ScheduledAt,
+		&e.StartedAt, &e.FinishedAt)
 	return &e, err
 }
 

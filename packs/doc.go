@@ -8,7 +8,10 @@
 // they met, each naming the file, the line when the YAML parser gives one,
 // and the directory of its pack. A bad file is skipped and the rest still
 // loads, so `attune pack check` can report every mistake at once. Loading
-// touches no database.
+// touches no database, takes time linear in the size of the files (a file
+// over [MaxFileBytes] or a mapping over [MaxMappingKeys] is refused first),
+// and [LoadContext] and [LoadAllContext] stop at the next file once their
+// context is done.
 //
 // [Register] writes what loaded into the attune schema inside the caller's
 // transaction, a savepoint per pack, so one bad pack does not spoil the
@@ -16,7 +19,8 @@
 // caller that has none. Either orders the packs itself (a rule may name
 // another pack's action) and reports on each pack in a [RegisterResult].
 // [SetRuleEnabled] turns a rule on or off and tells the running sensor
-// supervisors ([RuleChannel]).
+// supervisors ([RuleChannel]); registering the pack again keeps that state
+// unless the rule's YAML changed its own enabled.
 //
 // The package also holds the small pieces of pack semantics the rest of
 // attune shares: parameter declarations turned into JSON Schema and checked

@@ -3,7 +3,6 @@ package packs
 import (
 	"errors"
 	"fmt"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -32,8 +31,13 @@ var yamlLineError = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 // open reads and parses file, reporting what stops it.
 func (l *loader) open(file string) (*fileCtx, *fields) {
 	fc := &fileCtx{l: l, file: file}
-	data, err := os.ReadFile(file)
-	if err != nil {
+	data, err := readBounded(file)
+	var tooBig *fileTooBigError
+	switch {
+	case errors.As(err, &tooBig):
+		fc.errorf(nil, "%s", tooBig)
+		return fc, nil
+	case err != nil:
 		fc.errorf(nil, "cannot read: %s", pathErr(err))
 		return fc, nil
 	}
@@ -47,6 +51,10 @@ func (l *loader) open(file string) (*fileCtx, *fields) {
 			n.Line = min(n.Line+1, strings.Count(strings.TrimRight(string(data), "\n"), "\n")+1)
 		}
 		fc.errorf(n, "YAML syntax error: %s", msg)
+		return fc, nil
+	}
+	if n, msg := checkLimits(&doc); n != nil {
+		fc.errorf(n, "%s", msg)
 		return fc, nil
 	}
 	if doc.Kind == 0 || len(doc.Content) == 0 || isNull(doc.Content[0]) {
@@ -76,6 +84,8 @@ type fields struct {
 	vals  map[string]*yaml.Node
 	order []string
 	used  map[string]bool
+	// allowed are keys known but not read; see allow.
+	allowed map[string]bool
 }
 
 // fields wraps the mapping n. It reports and returns nil when n is not a
@@ -240,8 +250,10 @@ func (f *fields) decodeObjectNode(v *yaml.Node, key string) (map[string]any, *ya
 	return m, v
 }
 
-// extra decodes the keys nobody took, in file order.
+// extra decodes the keys nobody took, in file order, and warns about the
+// unknown ones.
 func (f *fields) extra() map[string]any {
+	f.warnUnknown()
 	var out map[string]any
 	for _, k := range f.order {
 		if f.used[k] {
@@ -262,8 +274,13 @@ func (f *fields) extra() map[string]any {
 // decode turns a node into JSON-like values: map[string]any, []any, string,
 // bool, int, float64, nil. Timestamps become RFC 3339 strings.
 func (fc *fileCtx) decode(n *yaml.Node, what string) (any, bool) {
-	var v any
-	if err := n.Decode(&v); err != nil {
+	v, err := decodeValue(n)
+	if err != nil {
+		var ne *nodeError
+		if errors.As(err, &ne) {
+			fc.errorf(ne.node, "%s: %s", what, ne.msg)
+			return nil, false
+		}
 		var te *yaml.TypeError
 		if errors.As(err, &te) && len(te.Errors) > 0 {
 			at, msg := yamlErrorLine(errors.New(te.Errors[0]))
@@ -276,13 +293,99 @@ func (fc *fileCtx) decode(n *yaml.Node, what string) (any, bool) {
 		fc.errorf(n, "%s: %s", what, err)
 		return nil, false
 	}
-	v, err := jsonLike(v)
+	v, err = jsonLike(v)
 	if err != nil {
 		fc.errorf(n, "%s: %s", what, err)
 		return nil, false
 	}
 	return v, true
 }
+
+// decodeValue decodes n as the YAML library does into an any, merge keys
+// honoured, in time linear in the values it holds: the library compares
+// every pair of keys of a mapping to find repeated ones. Scalars are left to
+// the library, one by one.
+func decodeValue(n *yaml.Node) (any, error) {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		if len(n.Content) == 0 {
+			return nil, nil
+		}
+		return decodeValue(n.Content[0])
+	case yaml.AliasNode:
+		if n.Alias == nil {
+			return nil, &nodeError{n, "unknown alias " + n.Value}
+		}
+		return decodeValue(n.Alias) // checkLimits bounds the expansion
+	case yaml.SequenceNode:
+		out := make([]any, 0, len(n.Content))
+		for _, c := range n.Content {
+			v, err := decodeValue(c)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, v)
+		}
+		return out, nil
+	case yaml.MappingNode:
+		out := make(map[string]any, len(n.Content)/2)
+		keyLines := make(map[string]int, len(n.Content)/2)
+		var merges []*yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := resolve(n.Content[i])
+			if k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" {
+				merges = append(merges, resolve(n.Content[i+1]))
+				continue
+			}
+			if k.Kind != yaml.ScalarNode {
+				return nil, &nodeError{n.Content[i], "keys must be plain strings"}
+			}
+			if first, dup := keyLines[k.Value]; dup {
+				return nil, &nodeError{n.Content[i], fmt.Sprintf("key %q repeated (first at line %d)", k.Value, first)}
+			}
+			keyLines[k.Value] = n.Content[i].Line
+			v, err := decodeValue(n.Content[i+1])
+			if err != nil {
+				return nil, err
+			}
+			out[k.Value] = v
+		}
+		// Explicit keys win over merged ones, and earlier merged mappings
+		// over later ones.
+		for _, m := range merges {
+			srcs := []*yaml.Node{m}
+			if m.Kind == yaml.SequenceNode {
+				srcs = m.Content
+			}
+			for _, src := range srcs {
+				if resolve(src).Kind != yaml.MappingNode {
+					return nil, &nodeError{src, "<< must merge a mapping"}
+				}
+				v, err := decodeValue(src)
+				if err != nil {
+					return nil, err
+				}
+				for k, e := range v.(map[string]any) {
+					if _, have := out[k]; !have {
+						out[k] = e
+					}
+				}
+			}
+		}
+		return out, nil
+	}
+	var v any
+	err := n.Decode(&v)
+	return v, err
+}
+
+// nodeError is a decoding error at node.
+type nodeError struct {
+	node *yaml.Node
+	msg  string
+}
+
+func (e *nodeError) Error() string { return fmt.Sprintf("line %d: %s", e.node.Line, e.msg) }
 
 func (fc *fileCtx) decodeObject(n *yaml.Node, what string) (map[string]any, bool) {
 	if n.Kind != yaml.MappingNode {

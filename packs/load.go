@@ -1,6 +1,7 @@
 package packs
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -34,6 +35,13 @@ const (
 // bad pack does not stop the others; a pack whose ref another one already
 // took is reported and left out.
 func LoadAll(base string) ([]*Pack, []Problem) {
+	return LoadAllContext(context.Background(), base)
+}
+
+// LoadAllContext is [LoadAll] stopping early when ctx is done: the packs
+// not loaded by then are left out, and the pack being loaded gets an error,
+// so that nothing registers it half read.
+func LoadAllContext(ctx context.Context, base string) ([]*Pack, []Problem) {
 	entries, err := os.ReadDir(base)
 	if err != nil {
 		return nil, []Problem{{File: base, Msg: fmt.Sprintf("cannot read the packs directory: %s", pathErr(err))}}
@@ -51,7 +59,11 @@ func LoadAll(base string) ([]*Pack, []Problem) {
 		if _, err := os.Stat(filepath.Join(dir, "pack.yaml")); err != nil {
 			continue
 		}
-		p, ps := Load(dir)
+		if err := ctx.Err(); err != nil {
+			problems = append(problems, Problem{File: base, Msg: fmt.Sprintf("loading stopped before %s: %s", e.Name(), err)})
+			break
+		}
+		p, ps := LoadContext(ctx, dir)
 		problems = append(problems, ps...)
 		if p == nil {
 			continue
@@ -65,7 +77,41 @@ func LoadAll(base string) ([]*Pack, []Problem) {
 		seen[p.Ref] = file
 		packs = append(packs, p)
 	}
+	problems = append(problems, checkCrossPackParams(packs)...)
 	return packs, problems
+}
+
+// checkCrossPackParams checks the action_params of each rule naming an
+// action of another pack among ps, which loading its own pack could not. A
+// rule that fails is left out of its pack, whose problems now hold an
+// error, as if its file had failed to load.
+func checkCrossPackParams(ps []*Pack) []Problem {
+	actions := map[string]*Action{}
+	for _, p := range ps {
+		for _, a := range p.Actions {
+			actions[a.Ref] = a
+		}
+	}
+	var problems []Problem
+	for _, p := range ps {
+		rules := p.Rules[:0]
+		for _, r := range p.Rules {
+			a := actions[r.ActionRef]
+			if a == nil || a.PackRef == p.Ref {
+				rules = append(rules, r)
+				continue
+			}
+			pps := checkActionParams(a.Parameters, a.Ref, r.ActionParams)
+			for _, pp := range pps {
+				problems = append(problems, Problem{File: r.displayFile, Line: r.paramLine(pp.param), Msg: pp.msg, PackDir: p.Dir})
+			}
+			if len(pps) == 0 {
+				rules = append(rules, r)
+			}
+		}
+		p.Rules = rules
+	}
+	return problems
 }
 
 // Load reads one pack directory. It returns the pack, holding every item
@@ -77,7 +123,13 @@ func LoadAll(base string) ([]*Pack, []Problem) {
 // Problem.File paths start with dir as given; the File and Dir fields of what
 // loads are absolute.
 func Load(dir string) (*Pack, []Problem) {
-	l := &loader{dir: dir}
+	return LoadContext(context.Background(), dir)
+}
+
+// LoadContext is [Load] stopping at the next file once ctx is done; the
+// pack then has an error saying so, and is not registered.
+func LoadContext(ctx context.Context, dir string) (*Pack, []Problem) {
+	l := &loader{ctx: ctx, dir: dir}
 	p := l.load()
 	packDir := l.absDir
 	if packDir == "" {
@@ -91,6 +143,8 @@ func Load(dir string) (*Pack, []Problem) {
 
 // loader holds the state of loading one pack.
 type loader struct {
+	ctx      context.Context
+	stopped  bool   // ctx was done: the files left were not read
 	dir      string // as given, for problems
 	absDir   string
 	realDir  string // absDir with symlinks resolved, for confinement
@@ -142,11 +196,11 @@ func (l *loader) load() *Pack {
 	p.Description, _ = f.str("description")
 	p.Version, _ = f.str("version")
 	f.take("name") // StackStorm's display name; the ref is what counts
+	f.allow(packMetadataKeys...)
+	f.warnUnknown()
 	if ref != "" && ref != filepath.Base(abs) {
 		fc.warnf(refNode, "pack ref %q differs from its directory name %q; workers look for entry points under {ATTUNE_PACKS_DIR}/%s/", ref, filepath.Base(abs), ref)
 	}
-	// Other pack.yaml keys (author, email, dependencies, ...) are metadata
-	// attune does not use.
 	if ref == "" {
 		return nil
 	}
@@ -181,6 +235,17 @@ func (l *loader) loadKind(sub string, load func(display, abs string)) {
 		name := e.Name()
 		if ext := filepath.Ext(name); ext != ".yaml" && ext != ".yml" {
 			continue
+		}
+		if l.stopped {
+			return
+		}
+		if err := l.ctx.Err(); err != nil {
+			// Each file is bounded (limits.go), so checking between files
+			// is prompt enough.
+			l.stopped = true
+			l.problems = append(l.problems, Problem{File: filepath.Join(l.dir, sub, name),
+				Msg: fmt.Sprintf("loading stopped before this file: %s; the pack is not registered", err)})
+			return
 		}
 		abs := filepath.Join(l.absDir, sub, name)
 		if fi, err := os.Stat(abs); err != nil || !fi.Mode().IsRegular() {
@@ -296,6 +361,7 @@ func (l *loader) loadAction(file, abs string) {
 	}
 	a.MaxRetries = retries
 	a.Tags, _ = f.stringList("tags")
+	f.allow(actionPolicyKeys...)
 	a.Extra = f.extra()
 	if !fc.failed {
 		l.pack.Actions = append(l.pack.Actions, a)
@@ -425,20 +491,32 @@ func (l *loader) loadRule(file, abs string) {
 		r.Conditions = []Condition{}
 	}
 
-	apNode := f.take("action_params")
+	apNode, apKey := f.takeKey("action_params")
+	failed := fc.failed
+	fc.failed = false
 	r.ActionParams, _ = f.decodeObjectNode(apNode, "action_params")
+	paramsOK := !fc.failed
+	fc.failed = fc.failed || failed
 	if r.ActionParams == nil {
 		r.ActionParams = map[string]any{}
 	}
+	r.displayFile, r.paramsLine, r.paramLines = file, line(apKey), map[string]int{}
+	if apKey == nil {
+		r.paramsLine = line(actNode)
+	}
 	if apNode != nil {
 		fc.checkTemplates(apNode, "action_params")
-	}
-	if a := l.action(r.ActionRef); a != nil && apNode != nil && apNode.Kind == yaml.MappingNode {
-		for i := 0; i+1 < len(apNode.Content); i += 2 {
-			k := apNode.Content[i]
-			if _, ok := a.Parameters[k.Value]; !ok {
-				fc.errorf(k, "action_params: unknown parameter %q; %s declares: %s", k.Value, a.Ref, strings.Join(sortedNames(a.Parameters), ", "))
+		if apNode.Kind == yaml.MappingNode {
+			for i := 0; i+1 < len(apNode.Content); i += 2 {
+				r.paramLines[apNode.Content[i].Value] = apNode.Content[i].Line
 			}
+		}
+	}
+	// An action of another pack is checked by LoadAll when it loads that
+	// pack too, else by registration against the database.
+	if a := l.action(r.ActionRef); a != nil && paramsOK {
+		for _, pp := range checkActionParams(a.Parameters, a.Ref, r.ActionParams) {
+			fc.errorf(&yaml.Node{Line: r.paramLine(pp.param)}, "%s", pp.msg)
 		}
 	}
 	r.Extra = f.extra()

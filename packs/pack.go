@@ -142,6 +142,13 @@ type Rule struct {
 	ActionParams  map[string]any
 	Extra         map[string]any
 	File          string
+
+	// Where the YAML says what, for problems found once the rule's action
+	// is known: the file as displayed, the line of each action_params key,
+	// and that of action_params itself (action_ref when absent).
+	displayFile string
+	paramLines  map[string]int
+	paramsLine  int
 }
 
 // Condition is one entry of a rule's conditions; see [Condition.Match].

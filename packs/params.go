@@ -465,9 +465,22 @@ var paramKeys = map[string]bool{
 	"enum": true, "minimum": true, "maximum": true, "secret": true,
 }
 
-// params reads a StackStorm-style parameter map. envChecks adds the checks
-// that matter when values reach the child as ATTUNE_ACTION_* variables.
+// params reads parameter declarations: a StackStorm-style map, or a JSON
+// Schema of the parameter object (see schemaParams). envChecks adds the
+// checks that matter when values reach the child as ATTUNE_ACTION_*
+// variables.
 func (fc *fileCtx) params(n *yaml.Node, envChecks bool) Params {
+	if n == nil || isNull(n) {
+		return Params{}
+	}
+	if n = resolve(n); jsonSchemaShaped(n) {
+		return fc.schemaParams(n, envChecks)
+	}
+	return fc.paramMap(n, envChecks)
+}
+
+// paramMap reads the map of parameter name → declaration.
+func (fc *fileCtx) paramMap(n *yaml.Node, envChecks bool) Params {
 	out := Params{}
 	if n == nil || isNull(n) {
 		return out
@@ -561,7 +574,7 @@ func (fc *fileCtx) param(name string, keyNode, n *yaml.Node) (Param, bool) {
 	}
 	for _, k := range f.order {
 		if !paramKeys[k] {
-			fc.warnf(f.keys[k], "%s: unknown key %q ignored", what, k)
+			fc.warnf(f.keys[k], "%s", unknownKey(what+": ", k, sortedKeys(paramKeys), ignoredKey))
 		}
 	}
 	return prm, !fc.failed
@@ -606,3 +619,99 @@ func sortedKeys[M ~map[string]V, V any](m M) []string { return slices.Sorted(map
 func sortedNames(p Params) []string { return sortedKeys(p) }
 
 func cloneMap(m map[string]any) map[string]any { return maps.Clone(m) }
+
+// jsonSchemaShaped tells Attune's parameters, a JSON Schema of the parameter
+// object, from a StackStorm-style map, where a parameter named type or
+// properties would be a declaration with a type of its own.
+func jsonSchemaShaped(n *yaml.Node) bool {
+	if n.Kind != yaml.MappingNode {
+		return false
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		v := resolve(n.Content[i+1])
+		switch n.Content[i].Value {
+		case "type":
+			if v.Kind != yaml.MappingNode {
+				return true
+			}
+		case "$schema", "$ref", "allOf", "anyOf", "oneOf":
+			return true
+		case "properties":
+			if v.Kind == yaml.MappingNode && !hasKey(v, "type") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func hasKey(n *yaml.Node, key string) bool {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return true
+		}
+	}
+	return false
+}
+
+// schemaKeywords are JSON Schema keywords of the parameter object that a
+// parameter map cannot say.
+var schemaKeywords = []string{"$ref", "allOf", "anyOf", "oneOf", "not", "if", "then", "else",
+	"patternProperties", "propertyNames", "dependentRequired", "dependentSchemas", "minProperties", "maxProperties"}
+
+// paramsShape is how parameters may be written, for errors.
+const paramsShape = "write {type: object, properties: {NAME: {type: ..., ...}}, required: [NAME, ...]}, or the map {NAME: {type: ..., required: true}}"
+
+// schemaParams reads parameters written as a JSON Schema of the parameter
+// object (Attune's form): each property is read as a StackStorm-style
+// declaration and the required list becomes required: true on each. What
+// a parameter map cannot say is refused.
+func (fc *fileCtx) schemaParams(n *yaml.Node, envChecks bool) Params {
+	f := fc.fields(n, "parameters")
+	if f == nil {
+		return Params{}
+	}
+	refuse := func(at *yaml.Node, format string, args ...any) Params {
+		fc.errorf(at, "parameters: %s, which attune's parameters cannot hold; %s", fmt.Sprintf(format, args...), paramsShape)
+		return Params{}
+	}
+	if typ, typNode := f.str("type"); typNode != nil && typ != "object" {
+		return refuse(typNode, "the schema is of type %s, not object", nodeText(typNode))
+	}
+	for _, k := range schemaKeywords {
+		if _, key := f.takeKey(k); key != nil {
+			return refuse(key, "the schema uses %s", k)
+		}
+	}
+	f.take("$schema")
+	f.take("title")
+	f.take("description")
+	if ap := f.take("additionalProperties"); ap != nil && !isNull(ap) {
+		var allowed bool
+		if ap.Kind != yaml.ScalarNode || ap.Decode(&allowed) != nil {
+			return refuse(ap, "additionalProperties is a schema")
+		}
+		if allowed {
+			fc.warnf(ap, "parameters: additionalProperties: true is ignored; attune refuses parameters the action does not declare")
+		}
+	}
+	props := f.take("properties")
+	if props != nil && !isNull(props) && props.Kind != yaml.MappingNode {
+		return refuse(props, "properties is %s, not a mapping", nodeKind(props))
+	}
+	required, reqNode := f.stringList("required")
+	f.warnUnknown()
+	out := fc.paramMap(props, envChecks)
+	for i, name := range required {
+		prm, ok := out[name]
+		if !ok {
+			if props == nil || !hasKey(props, name) {
+				fc.errorf(reqNode.Content[i], "parameters: required names %q, which properties does not declare", name)
+			}
+			continue // declared but failed: reported already
+		}
+		prm.Required = true
+		out[name] = prm
+	}
+	return out
+}

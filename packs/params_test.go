@@ -3,6 +3,7 @@ package packs
 import (
 	"encoding/json"
 	"errors"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -202,4 +203,60 @@ func TestValidateAgainst(t *testing.T) {
 	err := ValidateAgainst(map[string]any{"type": "nonsense"}, 1)
 	require.ErrorContains(t, err, "invalid JSON Schema")
 	require.False(t, errors.Is(err, ErrInvalidParams))
+}
+
+// TestLoadSchemaParams: parameters written as a JSON Schema of the
+// parameter object (Attune's form) become the same declarations as the
+// StackStorm-style map, the required list turned into required: true; what
+// a parameter map cannot say is refused in one line saying what to write.
+func TestLoadSchemaParams(t *testing.T) {
+	t.Parallel()
+
+	t.Run("converted", func(t *testing.T) {
+		t.Parallel()
+		base := t.TempDir()
+		ps, problems := writePacks(t, base, map[string]string{
+			"s/pack.yaml":      "ref: s\n",
+			"s/actions/a.sh":   "#!/bin/sh\n",
+			"s/actions/a.yaml": "name: a\nentry_point: a.sh\nparameters:\n  type: object\n  additionalProperties: false\n  properties:\n    times: {type: integer, maximum: 5, default: 1}\n    message: {type: string, description: what to say, format: email}\n    type: {type: string, enum: [a, b]}\n  required: [message]\n",
+			"s/sensors/s.sh":   "#!/bin/sh\n",
+			"s/sensors/s.yaml": "name: s\nentry_point: s.sh\ntrigger_types: [core.intervaltimer]\nparameters:\n  properties:\n    every: {type: integer}\n  required: [every]\n",
+		})
+		requireProblems(t, []Problem{
+			{File: filepath.Join(base, "s/actions/a.yaml"), Line: 8, Warning: true, Msg: `parameter "message": unknown key format; it is ignored`},
+		}, problems)
+		require.Equal(t, Params{
+			"times":   {Type: "integer", Maximum: ptr(5), Default: 1},
+			"message": {Type: "string", Description: "what to say", Required: true},
+			"type":    {Type: "string", Enum: []any{"a", "b"}},
+		}, ps[0].Actions[0].Parameters)
+		require.Equal(t, Params{"every": {Type: "integer", Required: true}}, ps[0].Sensors[0].Parameters)
+	})
+
+	t.Run("refused", func(t *testing.T) {
+		t.Parallel()
+		for _, tt := range []struct {
+			name, params string
+			line         int
+			msg          string
+		}{
+			{"not an object", "  type: array\n  items: {type: string}\n", 4, `parameters: the schema is of type "array", not object, which attune's parameters cannot hold; write {type: object, properties: {NAME: {type: ..., ...}}, required: [NAME, ...]}, or the map {NAME: {type: ..., required: true}}`},
+			{"composition", "  type: object\n  oneOf: [{required: [a]}, {required: [b]}]\n", 5, "parameters: the schema uses oneOf, which attune's parameters cannot hold; write {type: object"},
+			{"additional schema", "  type: object\n  additionalProperties: {type: string}\n", 5, "parameters: additionalProperties is a schema, which attune's parameters cannot hold"},
+			{"properties not a mapping", "  type: object\n  properties: [a, b]\n", 5, `parameters: properties is a list, not a mapping`},
+			{"required undeclared", "  type: object\n  properties:\n    a: {type: string}\n  required: [a, b]\n", 7, `parameters: required names "b", which properties does not declare`},
+			{"property without type", "  type: object\n  properties:\n    a: {description: x}\n", 6, `parameter "a": missing type`},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				t.Parallel()
+				dir := filepath.Join(t.TempDir(), "s")
+				writeFile(t, filepath.Join(dir, "pack.yaml"), "ref: s\n")
+				writeFile(t, filepath.Join(dir, "actions", "a.sh"), "#!/bin/sh\n")
+				writeFile(t, filepath.Join(dir, "actions", "a.yaml"), "name: a\nentry_point: a.sh\nparameters:\n"+tt.params)
+				p, problems := Load(dir)
+				requireProblems(t, []Problem{{File: filepath.Join(dir, "actions", "a.yaml"), Line: tt.line, Msg: tt.msg}}, problems)
+				require.Empty(t, p.Actions)
+			})
+		}
+	})
 }

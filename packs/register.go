@@ -20,6 +20,9 @@ type RegisterResult struct {
 	Triggers        int      `json:"triggers"`
 	Rules           int      `json:"rules"`
 	DisabledActions []string `json:"disabled_actions"`
+	// KeptRules are the rules whose state registration left as attune rule
+	// enable/disable set it, against their YAML's enabled.
+	KeptRules []KeptRule `json:"kept_rules"`
 
 	// Dir is the absolute pack directory, as in [Pack.Dir] and
 	// [Problem.PackDir].
@@ -30,6 +33,16 @@ type RegisterResult struct {
 	// with load errors it is a *[LoadError] holding its problems; nothing
 	// of such a pack is written.
 	Err error `json:"-"`
+}
+
+// KeptRule is a rule whose state registration did not take from its YAML:
+// someone enabled or disabled it (attune rule enable/disable,
+// [SetRuleEnabled]) and its YAML's enabled is the same as at the pack's last
+// registration, so the YAML has nothing new to say.
+type KeptRule struct {
+	Ref string `json:"ref"`
+	// Enabled is the state kept; the YAML says the opposite.
+	Enabled bool `json:"enabled"`
 }
 
 // Name is the pack ref, or the pack directory when pack.yaml gave no ref.
@@ -67,8 +80,11 @@ func (rs Results) Err() error {
 // the packs that failed in the one before, for as long as a pass registers
 // any. Re-registering updates rows in place; actions, sensors and rules of a
 // pack that are gone from disk are disabled, not deleted, so executions that
-// name them stay readable. A rule naming an action or trigger that exists
-// neither in its pack nor in the database fails its pack.
+// name them stay readable. A rule keeps the state [SetRuleEnabled] gave it
+// while its YAML's enabled stays what it was at the last registration
+// ([RegisterResult.KeptRules]); when the YAML's changes, the YAML wins. A
+// rule naming an action or trigger that exists neither in its pack nor in
+// the database fails its pack.
 //
 // The results hold one entry per pack of ps, in that order, then one per
 // pack that problems name with an error but that is not in ps (its

@@ -249,3 +249,82 @@ func TestRegisterAgain(t *testing.T) {
 		require.False(t, enabled, "%s %s is kept, disabled", row.table, row.ref)
 	}
 }
+
+// TestRegisterKeepsRuleState: a rule enabled or disabled by hand keeps that
+// state when its pack is registered again, and the result says so, until its
+// YAML's own enabled changes; a rule gone from disk is disabled when it goes
+// and takes its YAML's state when it comes back.
+func TestRegisterKeepsRuleState(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := schematest.Pool(t)
+	base := t.TempDir()
+	_, _ = writePacks(t, base, twoPacks)
+	ruleFile := filepath.Join(base, "alpha/rules/r.yaml")
+	setYAML := func(enabled string) {
+		t.Helper()
+		writeFile(t, ruleFile, "name: r\ntrigger_ref: zeta.tick\naction_ref: zeta.a\n"+enabled)
+	}
+	// register registers every pack and returns alpha's kept rules.
+	register := func() []KeptRule {
+		t.Helper()
+		ps, problems := LoadAll(base)
+		rs := RegisterPool(ctx, pool, ps, problems)
+		require.NoError(t, rs.Err())
+		require.Equal(t, "alpha", rs[0].Pack)
+		require.NotNil(t, rs[0].KeptRules, "an empty list, not null, in -j")
+		return rs[0].KeptRules
+	}
+	set := func(enabled bool) {
+		t.Helper()
+		require.NoError(t, pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			_, err := SetRuleEnabled(ctx, tx, "alpha.r", enabled)
+			return err
+		}))
+	}
+	enabled := func() bool {
+		t.Helper()
+		var on bool
+		require.NoError(t, pool.QueryRow(ctx, "SELECT enabled FROM attune.rule WHERE ref = 'alpha.r'").Scan(&on))
+		return on
+	}
+
+	require.Empty(t, register())
+	require.True(t, enabled())
+
+	set(false)
+	require.Equal(t, []KeptRule{{Ref: "alpha.r", Enabled: false}}, register(), "the YAML still says enabled: true, as it did")
+	require.False(t, enabled())
+	require.Equal(t, []KeptRule{{Ref: "alpha.r", Enabled: false}}, register(), "and again")
+	require.False(t, enabled())
+
+	setYAML("enabled: false\n")
+	require.Empty(t, register(), "the YAML now agrees")
+	require.False(t, enabled())
+
+	set(true)
+	require.Equal(t, []KeptRule{{Ref: "alpha.r", Enabled: true}}, register())
+	require.True(t, enabled())
+
+	setYAML("enabled: true\n")
+	require.Empty(t, register())
+	require.True(t, enabled())
+	setYAML("enabled: false\n")
+	require.Empty(t, register())
+	require.False(t, enabled(), "a change of the YAML's enabled wins")
+
+	// Gone from disk: disabled once; enabled by hand, it stays so while
+	// its file stays away; back, it takes its YAML's state.
+	setYAML("")
+	register()
+	require.True(t, enabled())
+	require.NoError(t, os.Remove(ruleFile))
+	register()
+	require.False(t, enabled(), "disabled when its file goes")
+	set(true)
+	register()
+	require.True(t, enabled(), "enabled by hand while its file is gone")
+	setYAML("enabled: false\n")
+	require.Empty(t, register())
+	require.False(t, enabled(), "back on disk, its YAML decides")
+}

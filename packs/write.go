@@ -3,8 +3,8 @@ package packs
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -16,7 +16,7 @@ import (
 // neither in this pack nor in the database fails the whole pack; the caller
 // rolls tx back then.
 func writePack(ctx context.Context, tx pgx.Tx, p *Pack) (*RegisterResult, error) {
-	res := &RegisterResult{Pack: p.Ref, Dir: p.Dir}
+	res := &RegisterResult{Pack: p.Ref, Dir: p.Dir, KeptRules: []KeptRule{}}
 	if _, err := tx.Exec(ctx, `INSERT INTO attune.pack (ref, label, description, version, path)
 		VALUES ($1, $2, $3, $4, $5)
 		ON CONFLICT (ref) DO UPDATE SET label = EXCLUDED.label, description = EXCLUDED.description,
@@ -125,20 +125,22 @@ func writePack(ctx context.Context, tx pgx.Tx, p *Pack) (*RegisterResult, error)
 				return nil, fmt.Errorf("%s: rule %s names %s %q, which is neither in pack %s nor registered; register its pack first", r.File, r.Ref, ref.table, ref.ref, p.Ref)
 			}
 		}
-		// The loader checks action_params against actions of the rule's
-		// own pack; one of another pack is only known here.
+		// The loader checks action_params against the actions it loaded;
+		// one registered before, from another pack, is only known here.
 		var declared Params
 		if err := tx.QueryRow(ctx, "SELECT parameters FROM attune.action WHERE ref = $1", r.ActionRef).Scan(&declared); err != nil {
 			return nil, fmt.Errorf("%s: rule %s: error reading the parameters of action %s: %w", r.File, r.Ref, r.ActionRef, err)
 		}
-		for _, k := range sortedKeys(r.ActionParams) {
-			if _, ok := declared[k]; !ok {
-				names := "no parameters"
-				if len(declared) > 0 {
-					names = strings.Join(sortedNames(declared), ", ")
+		if pps := checkActionParams(declared, r.ActionRef, r.ActionParams); len(pps) > 0 {
+			errs := make([]error, len(pps))
+			for i, pp := range pps {
+				at := r.File
+				if n := r.paramLine(pp.param); n > 0 {
+					at = fmt.Sprintf("%s:%d", r.File, n)
 				}
-				return nil, fmt.Errorf("%s: rule %s: action_params: unknown parameter %q; %s declares: %s", r.File, r.Ref, k, r.ActionRef, names)
+				errs[i] = fmt.Errorf("%s: rule %s: %s", at, r.Ref, pp.msg)
 			}
+			return nil, errors.Join(errs...)
 		}
 		var schema []byte
 		if err := tx.QueryRow(ctx, "SELECT parameters FROM attune.trigger WHERE ref = $1", r.TriggerRef).Scan(&schema); err != nil {
@@ -165,23 +167,35 @@ func writePack(ctx context.Context, tx pgx.Tx, p *Pack) (*RegisterResult, error)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", r.File, err)
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO attune.rule (ref, pack_ref, name, description, trigger_ref, trigger_params,
-				conditions, action_ref, action_params, enabled, extra)
-			VALUES ($1, $2, $3, $4, $5, coalesce($6, '{}'::jsonb), coalesce($7, '[]'::jsonb), $8, coalesce($9, '{}'::jsonb), $10, $11)
+		// A rule keeps the state attune rule enable/disable gave it unless
+		// its YAML's enabled changed since the last registration: the YAML
+		// is what was written when the pack was, the command what someone
+		// chose since.
+		var enabled bool
+		if err := tx.QueryRow(ctx, `INSERT INTO attune.rule AS old (ref, pack_ref, name, description, trigger_ref, trigger_params,
+				conditions, action_ref, action_params, enabled, yaml_enabled, extra)
+			VALUES ($1, $2, $3, $4, $5, coalesce($6, '{}'::jsonb), coalesce($7, '[]'::jsonb), $8, coalesce($9, '{}'::jsonb), $10, $10, $11)
 			ON CONFLICT (ref) DO UPDATE SET pack_ref = EXCLUDED.pack_ref, name = EXCLUDED.name,
 				description = EXCLUDED.description, trigger_ref = EXCLUDED.trigger_ref,
 				trigger_params = EXCLUDED.trigger_params, conditions = EXCLUDED.conditions,
 				action_ref = EXCLUDED.action_ref, action_params = EXCLUDED.action_params,
-				enabled = EXCLUDED.enabled, extra = EXCLUDED.extra, updated = now()`,
+				enabled = CASE WHEN old.yaml_enabled = EXCLUDED.yaml_enabled THEN old.enabled ELSE EXCLUDED.enabled END,
+				yaml_enabled = EXCLUDED.yaml_enabled, extra = EXCLUDED.extra, updated = now()
+			RETURNING enabled`,
 			r.Ref, p.Ref, r.Name, r.Description, r.TriggerRef, tparams, nullIfNull(conds), r.ActionRef, aparams,
-			r.Enabled, extra); err != nil {
+			r.Enabled, extra).Scan(&enabled); err != nil {
 			return nil, fmt.Errorf("%s: error writing rule %s: %w", r.File, r.Ref, err)
+		}
+		if enabled != r.Enabled {
+			res.KeptRules = append(res.KeptRules, KeptRule{Ref: r.Ref, Enabled: enabled})
 		}
 		ruleRefs = append(ruleRefs, r.Ref)
 		res.Rules++
 	}
-	if _, err := tx.Exec(ctx, `UPDATE attune.rule SET enabled = false, updated = now()
-		WHERE pack_ref = $1 AND enabled AND NOT ref = ANY($2)`, p.Ref, ruleRefs); err != nil {
+	// A rule gone from disk is disabled once, when it goes; one enabled
+	// again by hand while its file stays away keeps that state, as above.
+	if _, err := tx.Exec(ctx, `UPDATE attune.rule SET enabled = false, yaml_enabled = NULL, updated = now()
+		WHERE pack_ref = $1 AND yaml_enabled IS NOT NULL AND NOT ref = ANY($2)`, p.Ref, ruleRefs); err != nil {
 		return nil, fmt.Errorf("error disabling removed rules: %w", err)
 	}
 	// Running sensor supervisors re-read their rules; the notification is

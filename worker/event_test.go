@@ -136,3 +136,31 @@ func itoa(n int64) string {
 	b, _ := json.Marshal(n)
 	return string(b)
 }
+
+// TestEventStoresRuleOutcomes: the event row says what each enabled rule on
+// its trigger did, so a skipped rule is visible from the CLI and the API,
+// not only as a WARN line in one replica's log.
+func TestEventStoresRuleOutcomes(t *testing.T) {
+	t.Parallel()
+	b := sensorSetup(t, map[string]string{
+		"rules/fires.yaml": ruleYAML("fires", "s.tick", true, "action_params: {message: hi}\n"),
+		"rules/errors_only.yaml": ruleYAML("errors_only", "s.tick", true, `conditions:
+  - {field: payload.level, operator: equals, value: error}
+action_params: {message: x}
+`),
+		"rules/missing.yaml": ruleYAML("missing", "s.tick", true, "action_params: {message: \"{{ event.payload.nope }}\"}\n"),
+	})
+	ev, err := parseEvent([]byte(`{"trigger_ref": "s.tick", "payload": {"level": "info"}}`), "s.sensor", []string{"s.tick"})
+	require.NoError(t, err)
+	d, err := dispatchEvent(b.ctx, b.pool, b.log, "s.sensor", ev)
+	require.NoError(t, err)
+	require.Len(t, d.Executions, 1)
+
+	var rules []map[string]any
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT rules FROM attune.event WHERE id = $1", d.EventID).Scan(&rules))
+	require.ElementsMatch(t, []map[string]any{
+		{"rule": "s.fires", "execution_id": float64(d.Executions[0])},
+		{"rule": "s.errors_only", "not_matched": true},
+		{"rule": "s.missing", "skipped": `action_params cannot be rendered: parameter "message": {{ event.payload.nope }}: event.payload has no field "nope"`},
+	}, rules)
+}

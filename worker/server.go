@@ -216,6 +216,9 @@ func (s *Server) heartbeat(ctx context.Context) {
 		if err := s.recoverLostJobs(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("recovering lost jobs failed", "err", err)
 		}
+		if err := s.forgetOldWorkers(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("deleting old worker rows failed", "err", err)
+		}
 	}
 }
 
