@@ -161,13 +161,16 @@ type Event struct {
 	TriggerRef string          `json:"trigger_ref"`
 	SensorRef  *string         `json:"sensor_ref"`
 	Payload    json.RawMessage `json:"payload"`
-	CreatedAt  time.Time       `json:"created_at"`
+	// Rules is what each enabled rule on the trigger did with the event:
+	// {rule, execution_id} | {rule, skipped} | {rule, not_matched}.
+	Rules     json.RawMessage `json:"rules"`
+	CreatedAt time.Time       `json:"created_at"`
 }
 
 // ListEvents lists events newest first: at most limit, with ids below
 // before when before > 0, of trigger when it is not empty.
 func ListEvents(ctx context.Context, db Querier, trigger string, before int64, limit int) ([]Event, error) {
-	rows, err := db.Query(ctx, `SELECT id, trigger_ref, sensor_ref, payload, created_at FROM attune.event
+	rows, err := db.Query(ctx, `SELECT id, trigger_ref, sensor_ref, payload, rules, created_at FROM attune.event
 		WHERE ($1 = '' OR trigger_ref = $1) AND ($2 = 0 OR id < $2) ORDER BY id DESC LIMIT $3`, trigger, before, limit)
 	if err != nil {
 		return nil, fmt.Errorf("error listing events: %w", err)

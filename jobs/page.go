@@ -3,8 +3,13 @@ package jobs
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 )
+
+// listColumns are executionColumns without the output, which lists leave
+// out: a page of 50 could otherwise be a gigabyte.
+var listColumns = strings.Replace(executionColumns, "stdout, stderr,", "NULL::text AS stdout, NULL::text AS stderr,", 1)
 
 // PageFilter narrows ListPage. Zero fields do not filter.
 type PageFilter struct {
@@ -34,9 +39,7 @@ func ListPage(ctx context.Context, db Querier, f PageFilter) ([]*Execution, int6
 		until = &f.Until
 	}
 	// One row more than asked tells whether another page follows.
-	rows, err := db.Query(ctx, `SELECT id, action_ref, status, parameters, result, exit_code, NULL::text, NULL::text,
-			stdout_truncated, stderr_truncated, error, worker, attempt, max_attempts, timeout_seconds,
-			rule_ref, event_id, created_at, started_at, finished_at
+	rows, err := db.Query(ctx, `SELECT `+listColumns+`
 		FROM attune.execution
 		WHERE ($1 = '' OR action_ref = $1) AND ($2 = '' OR status = $2) AND ($3 = '' OR rule_ref = $3)
 			AND ($4::timestamptz IS NULL OR created_at >= $4) AND ($5::timestamptz IS NULL OR created_at < $5)

@@ -136,28 +136,8 @@ func dispatchEvent(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger, se
 			log.Debug("event names a rule that is not enabled on its trigger; no rule fires",
 				"sensor", sensorRef, "event_id", out.EventID, "trigger", ev.TriggerRef, "trigger_instance_id", ev.RuleID)
 		}
-		outcomes := []ruleOutcome{}
-		for _, r := range rules {
-			id, why, err := fireRule(ctx, tx, r, out.EventID, ev)
-			switch {
-			case err != nil:
-				return err
-			case why != "":
-				out.Skipped = append(out.Skipped, r.Ref+": "+why)
-				outcomes = append(outcomes, ruleOutcome{Rule: r.Ref, Skipped: why})
-				log.Warn("rule skipped", "rule", r.Ref, "action", r.ActionRef, "sensor", sensorRef,
-					"event_id", out.EventID, "trigger", ev.TriggerRef, "reason", why)
-			case id != 0:
-				out.Executions = append(out.Executions, id)
-				outcomes = append(outcomes, ruleOutcome{Rule: r.Ref, ExecutionID: id})
-			default:
-				outcomes = append(outcomes, ruleOutcome{Rule: r.Ref, NotMatched: true})
-			}
-		}
-		if _, err := tx.Exec(ctx, "UPDATE attune.event SET rules = $2 WHERE id = $1", out.EventID, outcomes); err != nil {
-			return fmt.Errorf("error storing what the event's rules did: %w", err)
-		}
-		return nil
+		out, err = fireRules(ctx, tx, log, rules, out.EventID, ev, "sensor", sensorRef)
+		return err
 	})
 	if err != nil {
 		return dispatched{}, err

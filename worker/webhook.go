@@ -104,20 +104,16 @@ func DispatchWebhook(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger, 
 			packs.WebhookTrigger, payload).Scan(&out.EventID); err != nil {
 			return fmt.Errorf("error storing event: %w", err)
 		}
-		for _, r := range rules {
-			id, why, err := fireRule(ctx, tx, r.firingRule, out.EventID, ev)
-			switch {
-			case err != nil:
-				return err
-			case why != "":
-				out.Skipped = append(out.Skipped, r.Ref+": "+why)
-				log.Warn("rule skipped", "rule", r.Ref, "action", r.ActionRef, "webhook", w.Path,
-					"event_id", out.EventID, "reason", why)
-			case id != 0:
-				out.Executions = append(out.Executions, id)
-			}
+		firing := make([]firingRule, len(rules))
+		for i, r := range rules {
+			firing[i] = r.firingRule
 		}
-		return nil
+		d, err := fireRules(ctx, tx, log, firing, out.EventID, ev, "webhook", w.Path)
+		out.Executions, out.Skipped = d.Executions, d.Skipped
+		if out.Executions == nil {
+			out.Executions = []int64{}
+		}
+		return err
 	})
 	if err != nil {
 		return WebhookResult{}, err

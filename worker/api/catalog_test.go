@@ -132,6 +132,9 @@ func TestOpenAPI(t *testing.T) {
 						for _, req := range asStrings(s["required"]) {
 							require.Contains(t, resp.json, req, "%s: %s", op["operationId"], resp.body)
 						}
+						// And declares every field the answer has, in
+						// lists too: the document must not lag the code.
+						requireDeclared(t, schemas, s, resp.json, op["operationId"].(string))
 					}
 				}
 				// Token routes refuse a request without one.
@@ -151,4 +154,31 @@ func asStrings(v any) []string {
 	b, _ := json.Marshal(v)
 	_ = json.Unmarshal(b, &out)
 	return out
+}
+
+// requireDeclared checks that every key of v is a property of schema sch,
+// following $refs into objects and array items.
+func requireDeclared(t *testing.T, schemas map[string]any, sch map[string]any, v any, where string) {
+	t.Helper()
+	if r, ok := sch["$ref"].(string); ok {
+		sch = schemas[strings.TrimPrefix(r, "#/components/schemas/")].(map[string]any)
+	}
+	switch v := v.(type) {
+	case map[string]any:
+		props, ok := sch["properties"].(map[string]any)
+		if !ok {
+			return // a free-form object
+		}
+		for k, x := range v {
+			p, ok := props[k].(map[string]any)
+			require.True(t, ok, "%s: field %q is not in the document", where, k)
+			requireDeclared(t, schemas, p, x, where+"."+k)
+		}
+	case []any:
+		if items, ok := sch["items"].(map[string]any); ok {
+			for _, x := range v {
+				requireDeclared(t, schemas, items, x, where+"[]")
+			}
+		}
+	}
 }

@@ -81,6 +81,9 @@ func TestWebhook(t *testing.T) {
 		r = b.call(t, "POST", "/webhooks/github", ping, "X-GitHub-Event", "ping", "X-Hub-Signature-256", githubSign(ghSecret, ping))
 		require.Equal(t, http.StatusAccepted, r.status, "body %s", r.body)
 		require.Empty(t, r.json["executions"])
+		var rules string
+		require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT rules::text FROM attune.event WHERE id = $1", int64(r.json["event_id"].(float64))).Scan(&rules))
+		require.JSONEq(t, `[{"rule": "t.hook_signed", "not_matched": true}]`, rules, "the event records what its rules did")
 	})
 
 	t.Run("Refused", func(t *testing.T) {
