@@ -54,6 +54,7 @@ type benchResult struct {
 
 type benchOptions struct {
 	n, pickups, replicas int
+	rounds               int
 	binary               string
 	noPeer               bool
 }
@@ -79,13 +80,15 @@ ATTUNE_MAX_CONCURRENT_EXECUTIONS:
     sequential enqueues from a pool of its own on an idle worker, and where
     it goes;
   - the CPU each costs the machine.
+The three contenders take turns (--rounds), so that load from elsewhere on
+the machine falls on each alike; compare their ratios, not runs.
 With --replicas N, attune runs in N 'attune serve' processes instead of in
 bench's own, with -n executions queued at once; bench reports their
 throughput and each replica's peak RSS.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if o.n < 1 || o.pickups < 1 || o.replicas < 0 {
-				return usageError{fmt.Errorf("-n and --pickups must be positive, --replicas 0 or more")}
+			if o.n < 1 || o.pickups < 1 || o.rounds < 1 || o.replicas < 0 {
+				return usageError{fmt.Errorf("-n, --pickups and --rounds must be positive, --replicas 0 or more")}
 			}
 			ctx := cmd.Context()
 			pool, err := a.installDB(ctx)
@@ -114,6 +117,7 @@ throughput and each replica's peak RSS.`,
 	cmd.Flags().IntVarP(&o.n, "executions", "n", 2000, "executions to run")
 	cmd.Flags().IntVar(&o.pickups, "pickups", 100, "sequential enqueues for pickup latency")
 	cmd.Flags().StringVar(&o.binary, "binary", "/bin/true", "the trivial native binary to run")
+	cmd.Flags().IntVar(&o.rounds, "rounds", 4, "take turns this many times, each contender running -n/rounds per turn")
 	cmd.Flags().IntVar(&o.replicas, "replicas", 0, "run attune in this many 'attune serve' processes (0: in bench's own)")
 	cmd.Flags().BoolVar(&o.noPeer, "no-peer", false, "skip the plain River worker")
 	cmd.Flags().StringVar(&profile, "cpuprofile", "", "write a CPU profile of the whole run (go tool pprof)")
@@ -216,36 +220,47 @@ func (a *app) bench(ctx context.Context, pool *pgxpool.Pool, o benchOptions) (*b
 		}
 	}
 	defer progress("")
-	rate := func(what string, t0 time.Time) func(int) {
-		return func(done int) {
-			progress("%s: %d/%d committed (%.0f/s)", what, done, n, float64(done)/time.Since(t0).Seconds())
-		}
-	}
 
-	// Raw spawn: the same binary, same concurrency, no queue.
-	progress("raw spawn: %d runs of %s...", n, filepath.Base(o.binary))
-	rawStart, rawCPU := time.Now(), sampleCPU()
-	if err := rawSpawn(ctx, bin, n, conc); err != nil {
-		return nil, err
-	}
-	res.RawSpawnPerS = float64(n) / time.Since(rawStart).Seconds()
-	res.RawCPU = rawCPU.per(sampleCPU(), n)
-
-	// The peer: what a Go user would write instead of attune.
+	// The contenders, each warmed up, then run in rounds that take turns so
+	// that load from elsewhere on the machine falls on all of them alike.
+	phases := []*phase{{name: "raw spawn", run: func(ctx context.Context, k int, _ func(int)) error {
+		return rawSpawn(ctx, bin, k, conc)
+	}}}
 	if !o.noPeer {
-		if err := benchPeer(ctx, a.cfg.DatabaseURL, bin, n, conc, res, rate); err != nil {
+		// What a Go user would write instead of attune.
+		p, err := startPeer(ctx, a.cfg.DatabaseURL, bin, conc, n+2*conc)
+		if err != nil {
 			return nil, err
 		}
+		defer p.stop(context.WithoutCancel(ctx)) //nolint:errcheck
+		if err := p.run(ctx, 2*conc, nil); err != nil {
+			return nil, err
+		}
+		phases = append(phases, &phase{name: "peer", run: p.run, check: func(ctx context.Context) error {
+			got, err := p.results(ctx)
+			if err == nil && got != n+2*conc {
+				err = fmt.Errorf("the peer committed %d results for %d jobs", got, n+2*conc)
+			}
+			return err
+		}})
 	}
 
 	if o.replicas > 0 {
-		if err := a.benchReplicas(ctx, pool, o.replicas, n, res, rate); err != nil {
+		rs, err := a.startReplicas(ctx, pool, o.replicas)
+		defer rs.stop()
+		if err != nil {
 			return nil, err
 		}
-		res.Ratio = res.ExecutionsPerS / res.RawSpawnPerS
-		if res.PeerPerS > 0 {
-			res.PeerRatio = res.ExecutionsPerS / res.PeerPerS
+		attune := &phase{name: fmt.Sprintf("attune, %d replicas", o.replicas), run: func(ctx context.Context, k int, report func(int)) error {
+			return enqueueAndDrain(ctx, pool, k, report)
+		}}
+		if err := runRounds(ctx, append(phases, attune), n, o.rounds, progress); err != nil {
+			return nil, err
 		}
+		if res.Replicas, err = rs.peakRSS(); err != nil {
+			return nil, err
+		}
+		res.fill(phases, attune, n)
 		return res, nil
 	}
 
@@ -283,19 +298,13 @@ func (a *app) bench(ctx context.Context, pool *pgxpool.Pool, o benchOptions) (*b
 	if err := enqueueAndWait(ctx, pool, finished, 2*conc, nil); err != nil {
 		return nil, err
 	}
-
-	// Throughput through the real path.
-	cpu0 := sampleCPU()
-	t0 := time.Now()
-	if err := enqueueAndWait(ctx, pool, finished, n, rate("attune", t0)); err != nil {
+	attune := &phase{name: "attune", run: func(ctx context.Context, k int, report func(int)) error {
+		return enqueueAndWait(ctx, pool, finished, k, report)
+	}}
+	if err := runRounds(ctx, append(phases, attune), n, o.rounds, progress); err != nil {
 		return nil, err
 	}
-	res.ExecutionsPerS = float64(n) / time.Since(t0).Seconds()
-	res.Ratio = res.ExecutionsPerS / res.RawSpawnPerS
-	if res.PeerPerS > 0 {
-		res.PeerRatio = res.ExecutionsPerS / res.PeerPerS
-	}
-	res.AttuneCPU = cpu0.per(sampleCPU(), n)
+	res.fill(phases, attune, n)
 	res.WorkerCPUPerExe = res.AttuneCPU.Self
 
 	// Pickup latency on an idle worker, enqueued as an application would.
@@ -336,38 +345,71 @@ func (a *app) bench(ctx context.Context, pool *pgxpool.Pool, o benchOptions) (*b
 	return res, nil
 }
 
+// phase is one contender of a bench run: run runs k jobs and returns once
+// all are committed; check, when set, verifies the contender's own count at
+// the end.
+type phase struct {
+	name    string
+	run     func(ctx context.Context, k int, report func(done int)) error
+	check   func(ctx context.Context) error
+	elapsed time.Duration
+	cpu     cpuSample // summed over rounds
+}
+
+func (p *phase) perS(n int) float64 { return float64(n) / p.elapsed.Seconds() }
+
+// runRounds runs n jobs through every phase in rounds, each phase a share
+// of n per round, the order rotating so that none always goes first.
+func runRounds(ctx context.Context, phases []*phase, n, rounds int, progress func(string, ...any)) error {
+	rounds = max(1, min(rounds, n))
+	for r := range rounds {
+		k := n / rounds
+		if r == rounds-1 {
+			k = n - k*(rounds-1)
+		}
+		for i := range phases {
+			p := phases[(r+i)%len(phases)]
+			c0, t0 := sampleCPU(), time.Now()
+			err := p.run(ctx, k, func(done int) {
+				progress("round %d/%d, %s: %d/%d committed (%.0f/s)", r+1, rounds, p.name, done, k, float64(done)/time.Since(t0).Seconds())
+			})
+			if err != nil {
+				return fmt.Errorf("%s: %w", p.name, err)
+			}
+			p.elapsed += time.Since(t0)
+			p.cpu = p.cpu.add(sampleCPU().sub(c0))
+		}
+	}
+	for _, p := range phases {
+		if p.check != nil {
+			if err := p.check(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// fill sets the rates, ratios and CPU of res from the phases: raw spawn
+// first, the peer second if it ran.
+func (res *benchResult) fill(phases []*phase, attune *phase, n int) {
+	res.RawSpawnPerS = phases[0].perS(n)
+	res.RawCPU = cpuSample{}.per(phases[0].cpu, n)
+	res.ExecutionsPerS = attune.perS(n)
+	res.Ratio = res.ExecutionsPerS / res.RawSpawnPerS
+	res.AttuneCPU = cpuSample{}.per(attune.cpu, n)
+	if len(phases) > 1 {
+		res.PeerPerS = phases[1].perS(n)
+		res.PeerRatio = res.ExecutionsPerS / res.PeerPerS
+		c := cpuSample{}.per(phases[1].cpu, n)
+		res.PeerCPU = &c
+	}
+}
+
 // pickDone is an execution settled while bench measures pickup.
 type pickDone struct {
 	id     int64
 	status string
-}
-
-// benchPeer runs n jobs through the peer after a warm-up like attune's.
-func benchPeer(ctx context.Context, url, bin string, n, conc int, res *benchResult, rate func(string, time.Time) func(int)) error {
-	warm := 2 * conc
-	p, err := startPeer(ctx, url, bin, conc, n+warm)
-	if err != nil {
-		return err
-	}
-	defer p.stop(context.WithoutCancel(ctx)) //nolint:errcheck
-	if err := p.run(ctx, warm, nil); err != nil {
-		return err
-	}
-	cpu0, t0 := sampleCPU(), time.Now()
-	if err := p.run(ctx, n, rate("peer", t0)); err != nil {
-		return err
-	}
-	res.PeerPerS = float64(n) / time.Since(t0).Seconds()
-	c := cpu0.per(sampleCPU(), n)
-	res.PeerCPU = &c
-	got, err := p.results(ctx)
-	if err != nil {
-		return err
-	}
-	if got != n+warm {
-		return fmt.Errorf("the peer committed %d results for %d jobs", got, n+warm)
-	}
-	return nil
 }
 
 // rawSpawn runs bin n times with conc at once through the process layer
@@ -420,6 +462,44 @@ func enqueueAndWait(ctx context.Context, pool *pgxpool.Pool, finished <-chan str
 		return fmt.Errorf("%d of %d bench executions did not complete; attune execution list --action bench.noop shows why", failed, n)
 	}
 	return nil
+}
+
+// enqueueAndDrain enqueues n executions in one statement and polls until
+// all of them have finished, whichever replica ran them.
+func enqueueAndDrain(ctx context.Context, pool *pgxpool.Pool, n int, report func(done int)) error {
+	var first, last int64
+	err := pool.QueryRow(ctx, `SELECT min(id), max(id) FROM (
+		SELECT attune.enqueue('bench.noop') AS id FROM generate_series(1, $1)) e`, n).Scan(&first, &last)
+	if err != nil {
+		return fmt.Errorf("error enqueueing: %w", err)
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var lastReport time.Time
+	for {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		var completed, failed int
+		err := pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE status = 'completed'),
+			count(*) FILTER (WHERE status IN ('failed', 'timeout', 'cancelled', 'abandoned'))
+			FROM attune.execution WHERE id BETWEEN $1 AND $2`, first, last).Scan(&completed, &failed)
+		if err != nil {
+			return err
+		}
+		if failed > 0 {
+			return fmt.Errorf("%d of %d bench executions did not complete; attune execution list --action bench.noop shows why", failed, n)
+		}
+		if completed == n {
+			return nil
+		}
+		if report != nil && time.Since(lastReport) > 200*time.Millisecond {
+			report(completed)
+			lastReport = time.Now()
+		}
+	}
 }
 
 func copyFile(from, to string, mode os.FileMode) error {

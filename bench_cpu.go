@@ -57,3 +57,11 @@ func (a cpuSample) per(b cpuSample, n int) cpuSplit {
 	self, kids := b.self-a.self, b.children-a.children
 	return cpuSplit{Self: ms(self), Children: ms(kids), Other: max(ms(b.machine-a.machine-self-kids), 0)}
 }
+
+func (a cpuSample) add(b cpuSample) cpuSample {
+	return cpuSample{a.self + b.self, a.children + b.children, a.machine + b.machine}
+}
+
+func (a cpuSample) sub(b cpuSample) cpuSample {
+	return cpuSample{a.self - b.self, a.children - b.children, a.machine - b.machine}
+}

@@ -33,19 +33,17 @@ type serveReplica struct {
 	logs *tailBuffer
 }
 
-// benchReplicas starts count `attune serve` processes on the configured
-// database, queues n executions at once and measures how fast they drain.
-func (a *app) benchReplicas(ctx context.Context, pool *pgxpool.Pool, count, n int, res *benchResult, rate func(string, time.Time) func(int)) error {
+// replicaSet is the `attune serve` processes of a --replicas run.
+type replicaSet []*serveReplica
+
+// startReplicas starts count `attune serve` processes on the configured
+// database and warms each up. stop the set even when it returns an error.
+func (a *app) startReplicas(ctx context.Context, pool *pgxpool.Pool, count int) (replicaSet, error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var rs []*serveReplica
-	defer func() {
-		for _, r := range rs {
-			r.stop()
-		}
-	}()
+	var rs replicaSet
 	for i := range count {
 		r := &serveReplica{name: fmt.Sprintf("bench-%d-replica-%d", os.Getpid(), i+1), logs: &tailBuffer{max: 8 << 10}}
 		r.cmd = exec.Command(exe, "serve")
@@ -54,32 +52,38 @@ func (a *app) benchReplicas(ctx context.Context, pool *pgxpool.Pool, count, n in
 		r.cmd.Env = append(slices.Clone(a.environ), "ATTUNE_WORKER_NAME="+r.name, "ATTUNE_LOG_FORMAT=text")
 		r.cmd.Stdout, r.cmd.Stderr = r.logs, r.logs
 		if err := r.cmd.Start(); err != nil {
-			return fmt.Errorf("error starting attune serve: %w", err)
+			return rs, fmt.Errorf("error starting attune serve: %w", err)
 		}
 		rs = append(rs, r)
 	}
 	if err := waitReplicas(ctx, pool, rs); err != nil {
-		return err
+		return rs, err
 	}
+	// Every replica's connections and caches.
+	return rs, enqueueAndDrain(ctx, pool, 2*a.cfg.MaxConcurrentExecutions*count, nil)
+}
 
-	// Warm up every replica's connections and caches.
-	if err := enqueueAndDrain(ctx, pool, 2*a.cfg.MaxConcurrentExecutions*count, nil); err != nil {
-		return err
-	}
-	cpu0, t0 := sampleCPU(), time.Now()
-	if err := enqueueAndDrain(ctx, pool, n, rate(fmt.Sprintf("attune, %d replicas", count), t0)); err != nil {
-		return err
-	}
-	res.ExecutionsPerS = float64(n) / time.Since(t0).Seconds()
-	res.AttuneCPU = cpu0.per(sampleCPU(), n)
+// peakRSS reads each replica's VmHWM.
+func (rs replicaSet) peakRSS() ([]replicaResult, error) {
+	var out []replicaResult
 	for _, r := range rs {
 		kib, err := peakRSS(r.cmd.Process.Pid)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		res.Replicas = append(res.Replicas, replicaResult{Name: r.name, PeakRSSKiB: kib})
+		out = append(out, replicaResult{Name: r.name, PeakRSSKiB: kib})
 	}
-	return nil
+	return out, nil
+}
+
+// stop stops every replica, at once.
+func (rs replicaSet) stop() {
+	for _, r := range rs {
+		_ = r.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for _, r := range rs {
+		r.stop()
+	}
 }
 
 // waitReplicas waits until every replica has registered in attune.worker.
@@ -106,44 +110,6 @@ func waitReplicas(ctx context.Context, pool *pgxpool.Pool, rs []*serveReplica) e
 			return fmt.Errorf("only %d of %d replicas registered within 30s; the first one logged: %s", up, len(rs), rs[0].logs)
 		}
 		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// enqueueAndDrain enqueues n executions in one statement and polls until
-// all of them have finished, whichever replica ran them.
-func enqueueAndDrain(ctx context.Context, pool *pgxpool.Pool, n int, report func(done int)) error {
-	var first, last int64
-	err := pool.QueryRow(ctx, `SELECT min(id), max(id) FROM (
-		SELECT attune.enqueue('bench.noop') AS id FROM generate_series(1, $1)) e`, n).Scan(&first, &last)
-	if err != nil {
-		return fmt.Errorf("error enqueueing: %w", err)
-	}
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	var lastReport time.Time
-	for {
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		var completed, failed int
-		err := pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE status = 'completed'),
-			count(*) FILTER (WHERE status IN ('failed', 'timeout', 'cancelled', 'abandoned'))
-			FROM attune.execution WHERE id BETWEEN $1 AND $2`, first, last).Scan(&completed, &failed)
-		if err != nil {
-			return err
-		}
-		if failed > 0 {
-			return fmt.Errorf("%d of %d bench executions did not complete; attune execution list --action bench.noop shows why", failed, n)
-		}
-		if completed == n {
-			return nil
-		}
-		if report != nil && time.Since(lastReport) > 200*time.Millisecond {
-			report(completed)
-			lastReport = time.Now()
-		}
 	}
 }
 

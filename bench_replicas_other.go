@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -16,7 +15,13 @@ type replicaResult struct {
 	PeakRSSKiB int64  `json:"peak_rss_kib"`
 }
 
-// benchReplicas reads peak RSS from /proc, which only Linux has.
-func (a *app) benchReplicas(context.Context, *pgxpool.Pool, int, int, *benchResult, func(string, time.Time) func(int)) error {
-	return errors.New("--replicas runs on Linux only")
+type replicaSet struct{}
+
+func (replicaSet) stop() {}
+
+func (replicaSet) peakRSS() ([]replicaResult, error) { return nil, nil }
+
+// startReplicas reads peak RSS from /proc, which only Linux has.
+func (a *app) startReplicas(context.Context, *pgxpool.Pool, int) (replicaSet, error) {
+	return replicaSet{}, errors.New("--replicas runs on Linux only")
 }

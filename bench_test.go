@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"runtime"
 	"strings"
@@ -109,4 +110,25 @@ func TestPercentiles(t *testing.T) {
 	require.Equal(t, 3.0, p99)
 	p50, p99 = percentiles(nil)
 	require.Zero(t, p50+p99)
+}
+
+// TestRunRounds: every phase runs n in all, in turns whose order rotates.
+func TestRunRounds(t *testing.T) {
+	t.Parallel()
+	var order []string
+	ran := map[string]int{}
+	mk := func(name string) *phase {
+		return &phase{name: name, run: func(_ context.Context, k int, _ func(int)) error {
+			order = append(order, name)
+			ran[name] += k
+			return nil
+		}}
+	}
+	phases := []*phase{mk("a"), mk("b"), mk("c")}
+	require.NoError(t, runRounds(context.Background(), phases, 10, 3, func(string, ...any) {}))
+	require.Equal(t, map[string]int{"a": 10, "b": 10, "c": 10}, ran)
+	require.Equal(t, []string{"a", "b", "c", "b", "c", "a", "c", "a", "b"}, order)
+	for _, p := range phases {
+		require.Positive(t, p.elapsed)
+	}
 }
