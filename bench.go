@@ -141,10 +141,10 @@ func printBench(w io.Writer, res *benchResult) {
 	}
 	if p := res.Pickup; p != nil {
 		fmt.Fprintf(w, "pickup latency\tp50 %.2f ms, p99 %.2f ms (%d sequential SQL enqueues from another pool)\n", p.P50Ms, p.P99Ms, p.Samples)
-		fmt.Fprintf(w, "\tp50 by step: notification %.2f ms, to River's fetch %.2f ms, fetch to process start %.2f ms\n",
-			p.NotifyP50Ms, p.FetchP50Ms, p.StartP50Ms)
-		fmt.Fprintf(w, "\tp99 by step: notification %.2f ms, to River's fetch %.2f ms, fetch to process start %.2f ms\n",
-			p.NotifyP99Ms, p.FetchP99Ms, p.StartP99Ms)
+		fmt.Fprintf(w, "\tp50 by step: commit to River's fetch %.2f ms (notification %.2f), to the claim %.2f, to process start %.2f\n",
+			p.FetchP50Ms, p.NotifyP50Ms, p.ClaimP50Ms, p.StartP50Ms)
+		fmt.Fprintf(w, "\tp99 by step: commit to River's fetch %.2f ms (notification %.2f), to the claim %.2f, to process start %.2f\n",
+			p.FetchP99Ms, p.NotifyP99Ms, p.ClaimP99Ms, p.StartP99Ms)
 	}
 	for _, r := range res.Replicas {
 		fmt.Fprintf(w, "replica %s\tpeak RSS (VmHWM) %d KiB\n", r.Name, r.PeakRSSKiB)

@@ -24,8 +24,13 @@ type pickupResult struct {
 	// transaction's start on the server's clock).
 	FetchP50Ms float64 `json:"fetch_p50_ms"`
 	FetchP99Ms float64 `json:"fetch_p99_ms"`
-	// Start is River's fetch → the process started: the fetch query, the
-	// hand-off to a worker goroutine, the claim and the fork.
+	// Claim is River's fetch → attune's claim (the execution's started_at,
+	// the claim transaction's start): the fetch query, its reply and the
+	// hand-off to a worker goroutine.
+	ClaimP50Ms float64 `json:"claim_p50_ms"`
+	ClaimP99Ms float64 `json:"claim_p99_ms"`
+	// Start is the claim → the process started: the claim query and its
+	// reply, building the process's spec, its work directory and the fork.
 	StartP50Ms float64 `json:"start_p50_ms"`
 	StartP99Ms float64 `json:"start_p99_ms"`
 }
@@ -52,7 +57,7 @@ func measurePickup(ctx context.Context, url string, n int, startedAt func(id int
 	}
 	defer stopListening()
 
-	var total, notify, fetch, start []float64
+	var total, notify, fetch, claim, start []float64
 	for i := range n {
 		report(i)
 		for len(notes) > 0 { // an earlier enqueue's, late
@@ -76,19 +81,21 @@ func measurePickup(ctx context.Context, url string, n int, startedAt func(id int
 			notify = append(notify, msSince(committed, heard))
 		default:
 		}
-		var attempted time.Time
-		err := app.QueryRow(ctx, `SELECT j.attempted_at FROM attune.execution e
-			JOIN attune.river_job j ON j.id = e.job_id WHERE e.id = $1`, id).Scan(&attempted)
+		var attempted, claimed time.Time
+		err := app.QueryRow(ctx, `SELECT j.attempted_at, e.started_at FROM attune.execution e
+			JOIN attune.river_job j ON j.id = e.job_id WHERE e.id = $1`, id).Scan(&attempted, &claimed)
 		if err != nil {
 			return nil, fmt.Errorf("error reading the River job of execution %d: %w", id, err)
 		}
 		fetch = append(fetch, msSince(committed, attempted))
-		start = append(start, msSince(attempted, at))
+		claim = append(claim, msSince(attempted, claimed))
+		start = append(start, msSince(claimed, at))
 	}
 	r := &pickupResult{Samples: len(total)}
 	r.P50Ms, r.P99Ms = percentiles(total)
 	r.NotifyP50Ms, r.NotifyP99Ms = percentiles(notify)
 	r.FetchP50Ms, r.FetchP99Ms = percentiles(fetch)
+	r.ClaimP50Ms, r.ClaimP99Ms = percentiles(claim)
 	r.StartP50Ms, r.StartP99Ms = percentiles(start)
 	return r, nil
 }
