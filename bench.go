@@ -141,10 +141,10 @@ func printBench(w io.Writer, res *benchResult) {
 	}
 	if p := res.Pickup; p != nil {
 		fmt.Fprintf(w, "pickup latency\tp50 %.2f ms, p99 %.2f ms (%d sequential SQL enqueues from another pool)\n", p.P50Ms, p.P99Ms, p.Samples)
-		fmt.Fprintf(w, "\tp50 by step: commit to River's fetch %.2f ms (notification %.2f), to the claim %.2f, to process start %.2f\n",
-			p.FetchP50Ms, p.NotifyP50Ms, p.ClaimP50Ms, p.StartP50Ms)
-		fmt.Fprintf(w, "\tp99 by step: commit to River's fetch %.2f ms (notification %.2f), to the claim %.2f, to process start %.2f\n",
-			p.FetchP99Ms, p.NotifyP99Ms, p.ClaimP99Ms, p.StartP99Ms)
+		fmt.Fprintf(w, "\tp50 by step: commit to River's fetch %.2f ms, to the claim %.2f, to process start %.2f\n",
+			p.FetchP50Ms, p.ClaimP50Ms, p.StartP50Ms)
+		fmt.Fprintf(w, "\tp99 by step: commit to River's fetch %.2f ms, to the claim %.2f, to process start %.2f\n",
+			p.FetchP99Ms, p.ClaimP99Ms, p.StartP99Ms)
 	}
 	for _, r := range res.Replicas {
 		fmt.Fprintf(w, "replica %s\tpeak RSS (VmHWM) %d KiB\n", r.Name, r.PeakRSSKiB)
@@ -336,7 +336,22 @@ func (a *app) bench(ctx context.Context, pool *pgxpool.Pool, o benchOptions) (*b
 			}
 		}
 	}
-	res.Pickup, err = measurePickup(ctx, a.cfg.DatabaseURL, o.pickups, startedAt, waitPicked, func(i int) {
+	steps := func(ctx context.Context, id int64) (fetched, claimed time.Time, err error) {
+		var jobID int64
+		if err := pool.QueryRow(ctx, "SELECT job_id, started_at FROM attune.execution WHERE id = $1", id).Scan(&jobID, &claimed); err != nil {
+			return fetched, claimed, fmt.Errorf("error reading execution %d: %w", id, err)
+		}
+		// River's fetch sets attempted_at to its transaction's start.
+		job, err := srv.Client().JobGet(ctx, jobID)
+		if err != nil {
+			return fetched, claimed, fmt.Errorf("error reading River job %d: %w", jobID, err)
+		}
+		if job.AttemptedAt != nil {
+			fetched = *job.AttemptedAt
+		}
+		return fetched, claimed, nil
+	}
+	res.Pickup, err = measurePickup(ctx, a.cfg.DatabaseURL, o.pickups, startedAt, waitPicked, steps, func(i int) {
 		progress("pickup latency: %d/%d", i+1, o.pickups)
 	})
 	if err != nil {
@@ -473,7 +488,7 @@ func enqueueAndDrain(ctx context.Context, pool *pgxpool.Pool, n int, report func
 	if err != nil {
 		return fmt.Errorf("error enqueueing: %w", err)
 	}
-	tick := time.NewTicker(50 * time.Millisecond)
+	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	var lastReport time.Time
 	for {
