@@ -27,6 +27,6 @@ lint:
 ci:
     bash .ci/run
 
-# Throughput and pickup latency against raw spawn (see README).
+# Throughput against raw spawn and a plain River worker, and pickup latency (see README).
 bench: build
     ./attune bench
