@@ -2,14 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/mattn/go-isatty"
 	"github.com/spf13/cobra"
@@ -124,6 +125,30 @@ func (a *app) showExecution(e *jobs.Execution) error {
 	})
 }
 
+// timeFlag reads --since or --until: a duration before now ("2h", "90m")
+// or an RFC 3339 time; empty is no bound.
+func timeFlag(name, v string) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(v); err == nil && d > 0 {
+		return time.Now().Add(-d), nil
+	}
+	if t, err := time.Parse(time.RFC3339, v); err == nil {
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("--%s %q is invalid: give a duration before now such as 2h, or a time such as 2026-12-01T09:00:00Z", name, v)
+}
+
+// thousands writes n with a comma every three digits: 1,234.
+func thousands(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
 // finalLine is one line on how an execution ended, closing logs --follow.
 func finalLine(e *jobs.Execution) string {
 	line := fmt.Sprintf("--- execution %d %s", e.ID, e.Status)
@@ -160,7 +185,10 @@ const followInterval = 200 * time.Millisecond
 
 func (a *app) executionCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "execution", Short: "Inspect, follow and cancel executions"}
-	var f jobs.ListFilter
+	var (
+		f            jobs.PageFilter
+		since, until string
+	)
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List executions, newest first",
@@ -170,16 +198,25 @@ func (a *app) executionCommand() *cobra.Command {
 				return usageError{fmt.Errorf("--limit %d is invalid: use 1 to 10000", f.Limit)}
 			}
 			// A mistyped status would list nothing, silently.
-			if f.Status != "" && !jobs.Finished(f.Status) && !slices.Contains([]string{jobs.StatusRequested,
-				jobs.StatusScheduled, jobs.StatusRunning, jobs.StatusCanceling}, f.Status) {
+			if f.Status != "" && !jobs.ValidStatus(f.Status) {
 				return usageError{fmt.Errorf("--status %q is invalid: use requested, scheduled, running, completed, failed, timeout, canceling, cancelled or abandoned", f.Status)}
 			}
-			list, err := jobs.List(ctx, pool, f)
+			var err error
+			if f.Since, err = timeFlag("since", since); err != nil {
+				return usageError{err}
+			}
+			if f.Until, err = timeFlag("until", until); err != nil {
+				return usageError{err}
+			}
+			list, next, err := jobs.ListPage(ctx, pool, f)
 			if err != nil {
 				return err
 			}
-			if list == nil {
-				list = []*jobs.Execution{}
+			var total int64
+			if next != 0 && !a.json {
+				if total, err = jobs.Count(ctx, pool, f); err != nil {
+					return err
+				}
 			}
 			return a.print(list, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "ID\tACTION\tSTATUS\tEXIT\tCREATED\tDURATION\tERROR")
@@ -194,11 +231,18 @@ func (a *app) executionCommand() *cobra.Command {
 					fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.ID, e.ActionRef, e.Status, exit,
 						tableTime(e.CreatedAt), dur, truncate(deref(e.Error), 60))
 				}
+				if total > 0 {
+					fmt.Fprintf(w, "(showing %d of %s; --limit, --since and the filters narrow or widen it)\n", len(list), thousands(total))
+				}
 			})
 		}),
 	}
 	list.Flags().StringVar(&f.ActionRef, "action", "", "only executions of this action")
+	list.Flags().StringVar(&f.PackRef, "pack", "", "only executions of this pack's actions")
+	list.Flags().StringVar(&f.RuleRef, "rule", "", "only executions this rule enqueued")
 	list.Flags().StringVar(&f.Status, "status", "", "only executions with this status")
+	list.Flags().StringVar(&since, "since", "", "only executions created since then: a duration ago (2h) or a time (RFC 3339)")
+	list.Flags().StringVar(&until, "until", "", "only executions created before then: a duration ago (30m) or a time (RFC 3339)")
 	list.Flags().IntVar(&f.Limit, "limit", 50, "at most this many")
 
 	byID := func(use, short string, fn func(ctx context.Context, pool *pgxpool.Pool, e *jobs.Execution) error) *cobra.Command {
@@ -315,7 +359,7 @@ func (a *app) executionCommand() *cobra.Command {
 			})
 		}),
 	}
-	cmd.AddCommand(list, show, result, logs, cancel)
+	cmd.AddCommand(list, show, result, logs, cancel, a.reRunCommand())
 	return cmd
 }
 
@@ -325,4 +369,58 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return string([]rune(s)[:n-1]) + "…"
+}
+
+func (a *app) reRunCommand() *cobra.Command {
+	var (
+		params []string
+		watch  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "re-run ID",
+		Short: "Enqueue an execution again: same action, parameters, timeout, priority and attempts (--param replaces one)",
+		Args:  cobra.ExactArgs(1),
+		RunE: a.withDB(func(ctx context.Context, pool *pgxpool.Pool, args []string) error {
+			id, err := parseID(args[0])
+			if err != nil {
+				return err
+			}
+			if _, err := parseParams(params, "", nil); err != nil {
+				return usageError{err}
+			}
+			old, err := jobs.Get(ctx, pool, id)
+			if err != nil {
+				return err
+			}
+			decl, err := actionParams(ctx, pool, old.ActionRef)
+			if err != nil {
+				return err
+			}
+			overrides, err := parseParams(params, "", decl)
+			if err != nil {
+				return usageError{err}
+			}
+			var newID int64
+			err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) (err error) {
+				newID, err = jobs.ReRunWith(ctx, tx, id, overrides)
+				return err
+			})
+			if serr := (*jobs.SecretParametersError)(nil); errors.As(err, &serr) {
+				return exitError{1, fmt.Sprintf("execution %d had secret parameters, whose values attune does not keep: give them again with --param %s=VALUE",
+					id, strings.Join(serr.Names, "=VALUE --param "))}
+			}
+			if err != nil {
+				return err
+			}
+			if watch {
+				return a.watch(ctx, pool, newID)
+			}
+			return a.print(map[string]any{"id": newID, "action_ref": old.ActionRef, "status": jobs.StatusRequested, "re_run_of": id}, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "execution %d of %s requested, re-running %d (attune execution show %d)\n", newID, old.ActionRef, id, newID)
+			})
+		}),
+	}
+	cmd.Flags().StringArrayVar(&params, "param", nil, "replace parameter k=v, converted by k's declared type")
+	cmd.Flags().BoolVar(&watch, "watch", false, "wait for the outcome; exit 0 only when completed")
+	return cmd
 }

@@ -221,3 +221,53 @@ func TestCLIFollowFailed(t *testing.T) {
 	require.Equal(t, fmt.Sprintf("attune: execution %d failed", id), r.line())
 	require.Regexp(t, `--- execution `+strconv.FormatInt(id, 10)+` failed, exit code 3, took \S+: exited with code 3: it went wrong\n$`, r.stderr)
 }
+
+// TestCLIReRun: re-run enqueues the same action and parameters again, a
+// --param replaces one, and secret parameters, which attune does not keep,
+// must be given again.
+func TestCLIReRun(t *testing.T) {
+	t.Parallel()
+	b := setupCLI(t)
+	first := b.execute(t, "c.echo", "--param", "n=3", "--param", "s=hi", "--priority", "2")
+
+	out := b.ok(t, "execution", "re-run", strconv.FormatInt(first, 10))
+	m := regexp.MustCompile(`^execution (\d+) of c\.echo requested, re-running \d+ \(attune execution show \d+\)\n$`).FindStringSubmatch(out)
+	require.NotNil(t, m, out)
+	again, err := strconv.ParseInt(m[1], 10, 64)
+	require.NoError(t, err)
+	e, err := jobs.Get(b.ctx, b.pool, again)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"n": 3, "s": "hi"}`, string(e.Parameters))
+	require.Equal(t, 2, e.Priority)
+	require.Nil(t, e.RuleRef)
+
+	var res map[string]any
+	b.okJSON(t, &res, "execution", "re-run", strconv.FormatInt(first, 10), "--param", "s=bye")
+	e, err = jobs.Get(b.ctx, b.pool, mustID(t, res["id"]))
+	require.NoError(t, err)
+	require.JSONEq(t, `{"n": 3, "s": "bye"}`, string(e.Parameters))
+
+	b.writeFile(t, "sec/pack.yaml", "ref: sec\n")
+	b.writeFile(t, "sec/actions/login.yaml", "name: login\nrunner_type: shell\nentry_point: login.sh\nparameters:\n  user: {type: string}\n  password: {type: string, secret: true}\n")
+	b.writeFile(t, "sec/actions/login.sh", "#!/bin/sh\necho ok\n")
+	b.ok(t, "pack", "register", filepath.Join(b.packs, "sec"))
+	key := "ATTUNE_SECRETS_KEY=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+	r := b.attuneWith(t, b.env(key), "", "action", "execute", "sec.login", "--param", "user=ann", "--param", "password=hunter22")
+	require.NoError(t, r.err, r.stderr)
+	secret := mustID(t, requestedRE.FindStringSubmatch(r.stdout)[1])
+	r = b.attuneWith(t, b.env(key), "", "execution", "re-run", strconv.FormatInt(secret, 10))
+	require.Equal(t, 1, exitCode(r.err))
+	require.Regexp(t, `^attune: execution \d+ had secret parameters, whose values attune does not keep: give them again with --param password=VALUE$`, r.line())
+	r = b.attuneWith(t, b.env(key), "", "execution", "re-run", strconv.FormatInt(secret, 10), "--param", "password=other22")
+	require.NoError(t, r.err, r.stderr)
+
+	r = b.attune(t, "execution", "re-run", "999999")
+	require.Equal(t, "attune: execution not found: 999999 (attune execution list shows recent ones)", r.line())
+}
+
+func mustID(t *testing.T, v any) int64 {
+	t.Helper()
+	id, err := strconv.ParseInt(fmt.Sprint(v), 10, 64)
+	require.NoError(t, err)
+	return id
+}

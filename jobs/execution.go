@@ -93,36 +93,6 @@ func Get(ctx context.Context, db Querier, id int64) (*Execution, error) {
 	return e, nil
 }
 
-// ListFilter narrows List. Zero fields do not filter.
-type ListFilter struct {
-	ActionRef string
-	Status    string
-	Limit     int
-}
-
-// List returns executions, newest first.
-func List(ctx context.Context, db Querier, f ListFilter) ([]*Execution, error) {
-	if f.Limit <= 0 {
-		f.Limit = 50
-	}
-	rows, err := db.Query(ctx, "SELECT "+executionColumns+` FROM attune.execution
-		WHERE ($1 = '' OR action_ref = $1) AND ($2 = '' OR status = $2)
-		ORDER BY id DESC LIMIT $3`, f.ActionRef, f.Status, f.Limit)
-	if err != nil {
-		return nil, fmt.Errorf("error listing executions: %w", err)
-	}
-	defer rows.Close()
-	var out []*Execution
-	for rows.Next() {
-		e, err := scanExecution(rows)
-		if err != nil {
-			return nil, fmt.Errorf("error listing executions: %w", err)
-		}
-		out = append(out, e)
-	}
-	return out, rows.Err()
-}
-
 // Cancel cancels an execution: a queued one becomes cancelled at once; a
 // running one becomes canceling, and the replica running it gets River's
 // remote cancel, kills the process group and records cancelled. It returns

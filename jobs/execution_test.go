@@ -38,9 +38,9 @@ func TestList(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, jobs.StatusCancelled, status)
 
-	listIDs := func(f jobs.ListFilter) []int64 {
+	listIDs := func(f jobs.PageFilter) []int64 {
 		t.Helper()
-		list, err := jobs.List(b.ctx, b.pool, f)
+		list, _, err := jobs.ListPage(b.ctx, b.pool, f)
 		require.NoError(t, err)
 		var out []int64
 		for _, e := range list {
@@ -48,12 +48,12 @@ func TestList(t *testing.T) {
 		}
 		return out
 	}
-	require.Equal(t, []int64{ids[3], ids[2], ids[1], ids[0]}, listIDs(jobs.ListFilter{}), "newest first")
-	require.Equal(t, []int64{ids[3], ids[2], ids[0]}, listIDs(jobs.ListFilter{ActionRef: "t.noop"}))
-	require.Equal(t, []int64{ids[2], ids[1], ids[0]}, listIDs(jobs.ListFilter{Status: jobs.StatusRequested}))
-	require.Equal(t, []int64{ids[2], ids[0]}, listIDs(jobs.ListFilter{ActionRef: "t.noop", Status: jobs.StatusRequested}))
-	require.Equal(t, []int64{ids[3], ids[2]}, listIDs(jobs.ListFilter{Limit: 2}))
-	require.Empty(t, listIDs(jobs.ListFilter{ActionRef: "t.nope"}))
+	require.Equal(t, []int64{ids[3], ids[2], ids[1], ids[0]}, listIDs(jobs.PageFilter{}), "newest first")
+	require.Equal(t, []int64{ids[3], ids[2], ids[0]}, listIDs(jobs.PageFilter{ActionRef: "t.noop"}))
+	require.Equal(t, []int64{ids[2], ids[1], ids[0]}, listIDs(jobs.PageFilter{Status: jobs.StatusRequested}))
+	require.Equal(t, []int64{ids[2], ids[0]}, listIDs(jobs.PageFilter{ActionRef: "t.noop", Status: jobs.StatusRequested}))
+	require.Equal(t, []int64{ids[3], ids[2]}, listIDs(jobs.PageFilter{Limit: 2}))
+	require.Empty(t, listIDs(jobs.PageFilter{ActionRef: "t.nope"}))
 }
 
 // TestExecutionOutcomes: Get reads back what the worker wrote.

@@ -16,6 +16,8 @@ type PageFilter struct {
 	ActionRef string
 	Status    string
 	RuleRef   string
+	// PackRef keeps the executions of that pack's actions.
+	PackRef string
 	// Since and Until bound created_at: Since <= created_at < Until.
 	Since, Until time.Time
 	// Before is the cursor: only ids below it (the previous page's last id).
@@ -31,20 +33,10 @@ func ListPage(ctx context.Context, db Querier, f PageFilter) ([]*Execution, int6
 	if f.Limit <= 0 {
 		f.Limit = 50
 	}
-	var since, until *time.Time
-	if !f.Since.IsZero() {
-		since = &f.Since
-	}
-	if !f.Until.IsZero() {
-		until = &f.Until
-	}
+	where, args := f.where()
 	// One row more than asked tells whether another page follows.
-	rows, err := db.Query(ctx, `SELECT `+listColumns+`
-		FROM attune.execution
-		WHERE ($1 = '' OR action_ref = $1) AND ($2 = '' OR status = $2) AND ($3 = '' OR rule_ref = $3)
-			AND ($4::timestamptz IS NULL OR created_at >= $4) AND ($5::timestamptz IS NULL OR created_at < $5)
-			AND ($6 = 0 OR id < $6)
-		ORDER BY id DESC LIMIT $7`, f.ActionRef, f.Status, f.RuleRef, since, until, f.Before, f.Limit+1)
+	rows, err := db.Query(ctx, `SELECT `+listColumns+` FROM attune.execution WHERE `+where+
+		` ORDER BY id DESC LIMIT $8`, append(args, f.Limit+1)...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("error listing executions: %w", err)
 	}
@@ -66,6 +58,33 @@ func ListPage(ctx context.Context, db Querier, f PageFilter) ([]*Execution, int6
 		next = out[len(out)-1].ID
 	}
 	return out, next, nil
+}
+
+// Count is how many executions f matches, cursor and limit aside: what a
+// list shows as "showing 50 of 1,234".
+func Count(ctx context.Context, db Querier, f PageFilter) (int64, error) {
+	f.Before = 0
+	where, args := f.where()
+	var n int64
+	if err := db.QueryRow(ctx, "SELECT count(*) FROM attune.execution WHERE "+where, args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("error counting executions: %w", err)
+	}
+	return n, nil
+}
+
+// where is f's condition on attune.execution and its arguments $1 to $7.
+func (f PageFilter) where() (string, []any) {
+	var since, until *time.Time
+	if !f.Since.IsZero() {
+		since = &f.Since
+	}
+	if !f.Until.IsZero() {
+		until = &f.Until
+	}
+	return `($1 = '' OR action_ref = $1) AND ($2 = '' OR status = $2) AND ($3 = '' OR rule_ref = $3)
+			AND ($4::timestamptz IS NULL OR created_at >= $4) AND ($5::timestamptz IS NULL OR created_at < $5)
+			AND ($6 = 0 OR id < $6) AND ($7 = '' OR split_part(action_ref, '.', 1) = $7)`,
+		[]any{f.ActionRef, f.Status, f.RuleRef, since, until, f.Before, f.PackRef}
 }
 
 // ValidStatus reports whether s is one of the execution statuses.

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -14,10 +16,27 @@ import (
 // parameters: attune keeps their values only while it is queued.
 var ErrSecretParameters = errors.New("execution had secret parameters, whose values attune does not keep; enqueue it again with every parameter")
 
+// SecretParametersError names the secret parameters a re-run must be given
+// again; it matches ErrSecretParameters.
+type SecretParametersError struct{ Names []string }
+
+func (e *SecretParametersError) Error() string {
+	return fmt.Sprintf("%v (%s)", ErrSecretParameters, strings.Join(e.Names, ", "))
+}
+
+func (e *SecretParametersError) Is(target error) bool { return target == ErrSecretParameters }
+
 // ReRun enqueues a new execution of the same action with the same
 // parameters, timeout, priority and attempts as execution id, inside tx,
 // and returns the new id. The new one is a manual run: no rule, no event.
 func ReRun(ctx context.Context, tx pgx.Tx, id int64) (int64, error) {
+	return ReRunWith(ctx, tx, id, nil)
+}
+
+// ReRunWith is ReRun with some parameters replaced by overrides; it must
+// give every secret parameter the execution had, whose values attune did
+// not keep.
+func ReRunWith(ctx context.Context, tx pgx.Tx, id int64, overrides map[string]any) (int64, error) {
 	var (
 		ref         string
 		params      []byte
@@ -37,8 +56,14 @@ func ReRun(ctx context.Context, tx pgx.Tx, id int64) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("error reading execution %d: %w", id, err)
 	}
-	if len(secretDecl) > 0 {
-		return 0, fmt.Errorf("%w (%v)", ErrSecretParameters, secretDecl)
+	var missing []string
+	for _, name := range secretDecl {
+		if _, ok := overrides[name]; !ok {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		return 0, &SecretParametersError{Names: missing}
 	}
 	var p map[string]any
 	dec := json.NewDecoder(bytes.NewReader(params))
@@ -46,6 +71,7 @@ func ReRun(ctx context.Context, tx pgx.Tx, id int64) (int64, error) {
 	if err := dec.Decode(&p); err != nil {
 		return 0, fmt.Errorf("error reading execution %d's parameters: %w", id, err)
 	}
+	maps.Copy(p, overrides)
 	opts := Options{Priority: priority, MaxAttempts: maxAttempts}
 	if timeout != nil {
 		opts.TimeoutSeconds = *timeout
