@@ -368,8 +368,10 @@ func TestCLIReadCommandsNeverInstall(t *testing.T) {
 	require.NoError(t, admin.QueryRow(b.ctx, "SELECT max(version) FROM attune.schema_migration").Scan(&latest))
 	_, err := admin.Exec(b.ctx, "DELETE FROM attune.schema_migration WHERE version = $1", latest)
 	require.NoError(t, err)
+	var previous int // numbers may have gaps between branches
+	require.NoError(t, admin.QueryRow(b.ctx, "SELECT max(version) FROM attune.schema_migration").Scan(&previous))
 	r = b.attune(t, "execution", "list")
-	require.Equal(t, fmt.Sprintf("attune: schema is not at this attune's version: schema is at version %d, this attune needs %d: run attune migrate", latest-1, latest), r.line())
+	require.Equal(t, fmt.Sprintf("attune: schema is not at this attune's version: schema is at version %d, this attune needs %d: run attune migrate", previous, latest), r.line())
 	r = b.attune(t, "pack", "register")
 	require.Contains(t, r.line(), "run attune migrate")
 	var n int

@@ -117,9 +117,9 @@ func TestOpenCreatesMissingDatabase(t *testing.T) {
 	require.NoError(t, err)
 }
 
-// A database an earlier attune migrated (up to 004) takes 005: the state
-// machine's functions replace the ones 002 and 004 created, and executions
-// enqueued before it move through the new ones.
+// A database an earlier attune migrated (up to 004) takes 005 and what
+// follows: the state machine's functions replace the ones 002 and 004
+// created, and executions enqueued before it move through the new ones.
 func TestMigrateUpgradesFrom004(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -160,7 +160,13 @@ func TestMigrateUpgradesFrom004(t *testing.T) {
 	for _, m := range res.Applied {
 		applied = append(applied, m.Version)
 	}
-	require.Equal(t, []int{5}, applied)
+	var after004 []int
+	for _, m := range ms {
+		if m.Version > 4 {
+			after004 = append(after004, m.Version)
+		}
+	}
+	require.Equal(t, after004, applied)
 
 	var src string
 	require.NoError(t, pool.QueryRow(ctx, "SELECT prosrc FROM pg_proc WHERE oid = 'attune.enqueue(text, jsonb, jsonb)'::regprocedure").Scan(&src))
