@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,7 +52,17 @@ func TestSecretParameter(t *testing.T) {
 	for _, id := range []int64{sqlID, goID} {
 		e := waitStatus(t, b.pool, id, 10*time.Second, jobs.StatusCompleted, jobs.StatusFailed)
 		require.Equal(t, jobs.StatusCompleted, e.Status, deref(e.Error))
-		require.JSONEq(t, `{"stdin": {"password": "hunter2"}, "user": "bob", "secret_in_env": false}`, string(e.Result))
+		var res struct {
+			Stdin       map[string]string `json:"stdin"`
+			StdinRot13  map[string]string `json:"stdin_rot13"`
+			User        string            `json:"user"`
+			SecretInEnv bool              `json:"secret_in_env"`
+		}
+		require.NoError(t, json.Unmarshal(e.Result, &res))
+		require.Equal(t, map[string]string{"password": "********"}, res.Stdin, "masked in the stored result")
+		require.Equal(t, map[string]string{"cnffjbeq": rot13("hunter2")}, res.StdinRot13)
+		require.Equal(t, "bob", res.User)
+		require.False(t, res.SecretInEnv)
 		require.JSONEq(t, `{"user": "bob", "password": "********"}`, string(e.Parameters))
 	}
 	require.Zero(t, count(t, b.pool, "attune.execution_secret"), "secrets are deleted once executions finish")
@@ -235,10 +246,14 @@ func TestSecretStoreReachesAction(t *testing.T) {
 	e := waitStatus(t, b.pool, id, 10*time.Second, jobs.StatusCompleted, jobs.StatusFailed)
 	require.Equal(t, jobs.StatusCompleted, e.Status, deref(e.Error))
 	var res struct {
-		Stdin map[string]string `json:"stdin"`
+		Stdin map[string]string `json:"stdin_rot13"`
 	}
 	require.NoError(t, json.Unmarshal(e.Result, &res))
-	require.Equal(t, map[string]string{"token": "action-token", "region": "global-region", "password": "hunter2"}, res.Stdin)
+	got := map[string]string{}
+	for k, v := range res.Stdin {
+		got[rot13(k)] = rot13(v)
+	}
+	require.Equal(t, map[string]string{"token": "action-token", "region": "global-region", "password": "hunter2"}, got)
 
 }
 
@@ -277,4 +292,16 @@ func reversed[T any](s []T) []T {
 		out[len(s)-1-i] = v
 	}
 	return out
+}
+
+func rot13(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z':
+			return 'a' + (r-'a'+13)%26
+		case r >= 'A' && r <= 'Z':
+			return 'A' + (r-'A'+13)%26
+		}
+		return r
+	}, s)
 }
