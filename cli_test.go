@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -406,6 +407,7 @@ func TestCLIReadOnlyRole(t *testing.T) {
 		// The README's read-only grants.
 		"GRANT USAGE ON SCHEMA attune TO " + role,
 		"GRANT SELECT ON ALL TABLES IN SCHEMA attune TO " + role,
+		"REVOKE SELECT ON attune.execution_secret FROM " + role,
 	} {
 		_, err := b.pool.Exec(b.ctx, sql)
 		require.NoError(t, err, sql)
@@ -428,6 +430,12 @@ func TestCLIReadOnlyRole(t *testing.T) {
 	}
 	r := b.attuneWith(t, env, "", "execution", "list")
 	require.Contains(t, r.stdout, "c.echo")
+	// Secret parameters, which SQL enqueues store in clear, stay unreadable.
+	conn, err := pgx.Connect(b.ctx, u.String())
+	require.NoError(t, err)
+	defer conn.Close(b.ctx)
+	_, err = conn.Exec(b.ctx, "SELECT parameters FROM attune.execution_secret")
+	require.ErrorContains(t, err, "permission denied")
 	// Writing is refused by PostgreSQL, with its own words.
 	r = b.attuneWith(t, env, "", "action", "execute", "c.echo", "--param", "n=1", "--param", "s=x")
 	require.ErrorContains(t, r.err, "permission denied")

@@ -90,6 +90,7 @@ type claimed struct {
 	Path              string
 	Parameters        map[string]any
 	SecretParams      map[string]any
+	SealedParams      []byte // the execution_secret row when sealed: spec opens it, so a key problem fails the execution, not the claim
 	Decls             packs.Params
 	ResultSchema      map[string]any
 	TimeoutSeconds    *int
@@ -180,6 +181,10 @@ func (w *executor) claim(ctx context.Context, job *river.Job[jobs.ExecutionArgs]
 		v any
 	}{{params, &c.Parameters}, {secretParams, &c.SecretParams}, {decls, &c.Decls}, {resultSchema, &c.ResultSchema}, {sealed, &c.Sealed}} {
 		if len(f.b) == 0 {
+			continue
+		}
+		if f.v == &c.SecretParams && jobs.Sealed(f.b) {
+			c.SealedParams = f.b
 			continue
 		}
 		// json.Number: jsonb keeps every digit of a number, so must we.
@@ -312,6 +317,17 @@ func (w *executor) spec(c *claimed) (process.Spec, *masker, error) {
 	prog, args, err := w.runtimes.command(c.RunnerType, c.Path)
 	if err != nil {
 		return process.Spec{}, nil, err
+	}
+	if c.SealedParams != nil {
+		plain, err := jobs.OpenParameters(w.key, c.ID, c.SealedParams)
+		if err != nil {
+			return process.Spec{}, nil, err
+		}
+		dec := json.NewDecoder(bytes.NewReader(plain))
+		dec.UseNumber()
+		if err := dec.Decode(&c.SecretParams); err != nil {
+			return process.Spec{}, nil, fmt.Errorf("error decoding the secret parameters of execution %d: %w", c.ID, err)
+		}
 	}
 
 	all := map[string]any{}

@@ -87,7 +87,7 @@ func TestExecuteSecretsMaskedInStoredOutput(t *testing.T) {
 
 	for _, mode := range []string{"ok", "fail"} {
 		pidfile := filepath.Join(t.TempDir(), "pid")
-		id := b.enqueue(t, "t.run", map[string]any{"helper": "leak", "password": password, "big": mode, "pidfile": pidfile}, nil)
+		id := b.enqueue(t, "t.run", map[string]any{"helper": "leak", "password": password, "big": mode, "pidfile": pidfile}, &jobs.Options{SecretsKey: k})
 
 		// Half the password is out; the next live write must hold it back.
 		waitPidfile(t, pidfile)
@@ -120,6 +120,42 @@ func TestExecuteSecretsMaskedInStoredOutput(t *testing.T) {
 	}
 	require.NotContains(t, b.logs.String(), token)
 	require.NotContains(t, b.logs.String(), password)
+}
+
+// TestExecuteSealedSecretParameter: enqueued with the key, a secret
+// parameter's row holds no trace of its value; the worker opens it, and the
+// row is gone once the execution ends.
+func TestExecuteSealedSecretParameter(t *testing.T) {
+	t.Parallel()
+	key := "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+	b := setup(t, setupOpts{env: []string{"ATTUNE_SECRETS_KEY=" + key}})
+	k, err := DecodeSecretsKey(key)
+	require.NoError(t, err)
+	const password = "sealed-hunter2"
+
+	id := b.enqueue(t, "t.run", map[string]any{"helper": "stdin", "password": password},
+		&jobs.Options{SecretsKey: k, ScheduledAt: time.Now().Add(time.Hour)})
+	var stored []byte
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT parameters::text FROM attune.execution_secret WHERE execution_id = $1", id).Scan(&stored))
+	require.NotContains(t, string(stored), password)
+	require.NotContains(t, string(stored), base64.StdEncoding.EncodeToString([]byte(password)))
+	require.True(t, jobs.Sealed(stored), "%s", stored)
+	plain, err := jobs.OpenParameters(k, id, stored)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"password": "`+password+`"}`, string(plain))
+	_, err = jobs.OpenParameters(k, id+1, stored)
+	require.Error(t, err, "the envelope is bound to its execution")
+
+	// Now due: the worker opens it and hands it over; the child's echo of
+	// it is masked, which only the exact value would be.
+	_, err = b.pool.Exec(b.ctx, "UPDATE attune.river_job SET scheduled_at = now() WHERE (args->>'execution_id')::bigint = $1", id)
+	require.NoError(t, err)
+	e := b.wait(t, id)
+	require.Equal(t, jobs.StatusCompleted, e.Status, deref(e.Error))
+	require.JSONEq(t, `{"password": "********"}`, string(e.Result)) // the helper prints its stdin
+	var n int
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM attune.execution_secret").Scan(&n))
+	require.Zero(t, n)
 }
 
 func rot13(s string) string {
