@@ -18,6 +18,7 @@ import (
 
 	"github.com/attune-system/attune/jobs"
 	"github.com/attune-system/attune/packs"
+	"github.com/attune-system/attune/worker"
 )
 
 func (a *app) actionCommand() *cobra.Command {
@@ -193,6 +194,13 @@ func (a *app) executeCommand() *cobra.Command {
 			for _, name := range []string{"priority", "max-attempts"} {
 				if v, _ := cmd.Flags().GetInt(name); cmd.Flags().Changed(name) && v < 1 {
 					return usageError{fmt.Errorf("--%s %d is invalid: use a whole number of at least 1", name, v)}
+				}
+			}
+			// With the key, secret parameters are sealed before they are
+			// stored; without it they wait in clear, as from SQL.
+			if a.cfg.SecretsKey != "" {
+				if opts.SecretsKey, err = worker.DecodeSecretsKey(a.cfg.SecretsKey); err != nil {
+					return fmt.Errorf("ATTUNE_SECRETS_KEY %w", err)
 				}
 			}
 			ctx := cmd.Context()

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -101,8 +103,53 @@ func (a *app) secretCommand() *cobra.Command {
 			})
 		}),
 	}
-	cmd.AddCommand(set, list, del)
+	rotate := &cobra.Command{
+		Use:   "rotate-key",
+		Short: "Re-encrypt every secret from ATTUNE_SECRETS_KEY to ATTUNE_NEW_SECRETS_KEY, in one transaction",
+		Args:  cobra.NoArgs,
+		RunE: a.withDB(func(ctx context.Context, pool *pgxpool.Pool, _ []string) error {
+			old, err := key()
+			if err != nil {
+				return err
+			}
+			raw := envValue(a.environ, "ATTUNE_NEW_SECRETS_KEY")
+			if raw == "" {
+				return usageError{errors.New("ATTUNE_NEW_SECRETS_KEY is not set; set it to the new key, base64 of 32 random bytes (head -c32 /dev/urandom | base64)")}
+			}
+			next, err := worker.DecodeSecretsKey(raw)
+			if err != nil {
+				return usageError{fmt.Errorf("ATTUNE_NEW_SECRETS_KEY %w", err)}
+			}
+			r, err := jobs.RotateSecretsKey(ctx, pool, old, next)
+			if err != nil {
+				return err
+			}
+			return a.print(r, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "re-encrypted %s and the sealed secret parameters of %s from key %s to key %s; restart every replica with ATTUNE_SECRETS_KEY set to the new key\n",
+					pluralCount(r.Secrets, "secret"), pluralCount(r.Parameters, "execution"), r.OldKeyID, r.NewKeyID)
+			})
+		}),
+	}
+	cmd.AddCommand(set, list, del, rotate)
 	return cmd
+}
+
+// pluralCount is "1 secret", "2 secrets".
+func pluralCount(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// envValue is the value of name in environ, "" when unset.
+func envValue(environ []string, name string) string {
+	for _, kv := range slices.Backward(environ) {
+		if v, ok := strings.CutPrefix(kv, name+"="); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 func scopeSuffix(r jobs.SecretRef) string {

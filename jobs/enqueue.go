@@ -31,6 +31,12 @@ type Options struct {
 	// RuleRef and EventID are set when a rule enqueues for an event.
 	RuleRef string `json:"rule_ref,omitempty"`
 	EventID int64  `json:"event_id,omitempty"`
+	// SecretsKey, when set, seals the values of secret parameters
+	// (AES-256-GCM, as the secret store) before attune.execution_secret
+	// holds them until the execution ends; it must be the installation's
+	// key (CheckSecretsKey). Without it they wait there in clear, as they
+	// do when enqueued from SQL. Pass ATTUNE_SECRETS_KEY decoded.
+	SecretsKey []byte `json:"-"`
 }
 
 // Request is one execution to enqueue.
@@ -114,6 +120,9 @@ func EnqueueMany(ctx context.Context, tx pgx.Tx, reqs []Request) ([]int64, error
 		if err != nil {
 			return nil, err
 		}
+		if err := sealFor(req.Options.SecretsKey, &p); err != nil {
+			return nil, err
+		}
 		preps[i] = p
 		opts := &river.InsertOpts{Queue: p.Queue, Priority: p.Priority, MaxAttempts: p.MaxAttempts}
 		// River makes any job with ScheduledAt "scheduled", to be promoted
@@ -129,17 +138,37 @@ func EnqueueMany(ctx context.Context, tx pgx.Tx, reqs []Request) ([]int64, error
 		return nil, fmt.Errorf("error inserting River jobs: %w", err)
 	}
 	ids := make([]int64, len(reqs))
-	var due []string // queues of jobs runnable now, to wake
+	var due []string            // queues of jobs runnable now, to wake
+	keys := map[string][]byte{} // keys that sealed something, by fingerprint
 	for i, p := range preps {
+		secret := p.Secret
+		if p.Sealed != nil {
+			secret = []byte("{}") // enqueue_record writes no clear row
+		}
 		_, err := sp.Exec(ctx, "SELECT attune.enqueue_record($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-			p.ExecutionID, reqs[i].ActionRef, p.Public, p.Secret, p.Priority, p.MaxAttempts, p.ScheduledAt,
+			p.ExecutionID, reqs[i].ActionRef, p.Public, secret, p.Priority, p.MaxAttempts, p.ScheduledAt,
 			p.TimeoutSeconds, p.RuleRef, p.EventID, results[i].Job.ID)
 		if err != nil {
 			return nil, fmt.Errorf("error recording execution: %w", err)
 		}
+		if p.Sealed != nil {
+			_, err := sp.Exec(ctx, "INSERT INTO attune.execution_secret (execution_id, parameters) VALUES ($1, $2)", p.ExecutionID, p.Sealed)
+			if err != nil {
+				return nil, fmt.Errorf("error recording secret parameters: %w", err)
+			}
+			key := reqs[i].Options.SecretsKey
+			keys[KeyID(key)] = key
+		}
 		ids[i] = p.ExecutionID
 		if !p.Future {
 			due = append(due, p.Queue)
+		}
+	}
+	// The key is checked after the rows are written: a key rotation that
+	// committed while they waited on its lock shows here.
+	for _, key := range keys {
+		if err := requireKey(ctx, sp, key); err != nil {
+			return nil, err
 		}
 	}
 	// Wake listening workers as attune.enqueue does. River's own insert
@@ -161,6 +190,7 @@ type prepared struct {
 	ExecutionID    int64
 	Queue          string
 	Public, Secret []byte
+	Sealed         []byte // Secret sealed (sealFor), nil when in clear
 	Priority       int
 	MaxAttempts    int
 	ScheduledAt    time.Time

@@ -81,7 +81,8 @@ max_retries: 2
 	"actions/disabled.yaml": "name: disabled\nref: t.disabled\nenabled: false\nrunner_type: shell\nentry_point: noop.sh\n",
 
 	// secret prints whether the secret reached it on stdin, and what it
-	// got there, as its result.
+	// got there, as its result: as is (which attune masks) and in ROT13
+	// (which it does not), so tests can see the values.
 	"actions/secret.yaml": `name: secret
 ref: t.secret
 runner_type: shell
@@ -99,7 +100,8 @@ parameters:
 `,
 	"actions/secret.sh": "#!/bin/sh\nread -r line\n" +
 		`if env | grep -q hunter2; then inenv=true; else inenv=false; fi` + "\n" +
-		`printf '{"stdin": %s, "user": "%s", "secret_in_env": %s}\n' "$line" "$ATTUNE_ACTION_USER" "$inenv"` + "\n",
+		`rot=$(printf '%s' "$line" | tr 'A-Za-z' 'N-ZA-Mn-za-m')` + "\n" +
+		`printf '{"stdin": %s, "stdin_rot13": %s, "user": "%s", "secret_in_env": %s}\n' "$line" "$rot" "$ATTUNE_ACTION_USER" "$inenv"` + "\n",
 
 	// hang writes its pid and a grandchild's to ATTUNE_ACTION_PIDFILE, then
 	// waits for the grandchild: a process group to kill.

@@ -20,7 +20,7 @@ var ErrNoSecretsKey = errors.New("ATTUNE_SECRETS_KEY is not set; set it to base6
 
 // ErrSecretUndecryptable is returned when a stored secret does not open
 // under the configured key.
-var ErrSecretUndecryptable = errors.New("secret cannot be decrypted with ATTUNE_SECRETS_KEY; it was stored under another key: set it again with attune secret set")
+var ErrSecretUndecryptable = errors.New("secret cannot be decrypted with ATTUNE_SECRETS_KEY; it was stored under another key: give every replica the installation's key")
 
 // Secret scopes, most specific last.
 const (
@@ -80,8 +80,16 @@ func gcm(key []byte) (cipher.AEAD, error) {
 	return cipher.NewGCM(block)
 }
 
-// SetSecret stores value under ref, encrypted with AES-256-GCM under key.
-func SetSecret(ctx context.Context, db Execer, key []byte, ref SecretRef, value []byte) error {
+// Beginner starts transactions: a pool, a connection, or a transaction
+// (a savepoint).
+type Beginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// SetSecret stores value under ref, encrypted with AES-256-GCM under key,
+// which must be the installation's (CheckSecretsKey: a first key is
+// recorded, another is refused with a *KeyMismatchError).
+func SetSecret(ctx context.Context, db Beginner, key []byte, ref SecretRef, value []byte) error {
 	aead, err := gcm(key)
 	if err != nil {
 		return err
@@ -91,13 +99,20 @@ func SetSecret(ctx context.Context, db Execer, key []byte, ref SecretRef, value 
 		return fmt.Errorf("error making a nonce: %w", err)
 	}
 	ct := aead.Seal(nil, nonce, value, ref.aad())
-	_, err = db.Exec(ctx, `INSERT INTO attune.secret (name, scope, scope_ref, nonce, ciphertext) VALUES ($1, $2, $3, $4, $5)
-		ON CONFLICT (name, scope, scope_ref) DO UPDATE SET nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext, updated = now()`,
-		ref.Name, ref.Scope, ref.ScopeRef, nonce, ct)
-	if err != nil {
-		return fmt.Errorf("error storing secret %s: %w", ref.Name, err)
-	}
-	return nil
+	return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		if err := CheckSecretsKey(ctx, tx, key); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO attune.secret (name, scope, scope_ref, nonce, ciphertext) VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (name, scope, scope_ref) DO UPDATE SET nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext, updated = now()`,
+			ref.Name, ref.Scope, ref.ScopeRef, nonce, ct)
+		if err != nil {
+			return fmt.Errorf("error storing secret %s: %w", ref.Name, err)
+		}
+		// Again once the row is written: a key rotation that committed
+		// while it waited shows here, and the row goes with the transaction.
+		return requireKey(ctx, tx, key)
+	})
 }
 
 // DeleteSecret removes ref; it reports whether it existed.
@@ -150,7 +165,7 @@ func OpenSecrets(key []byte, sealed []SealedSecret) (map[string]string, error) {
 	for _, s := range sealed {
 		plain, err := aead.Open(nil, s.Nonce, s.Ciphertext, s.aad())
 		if err != nil {
-			return nil, fmt.Errorf("%w (secret %s, %s scope)", ErrSecretUndecryptable, s.Name, s.Scope)
+			return nil, fmt.Errorf("%w (secret %s, %s scope; this key's fingerprint is %s)", ErrSecretUndecryptable, s.Name, s.Scope, KeyID(key))
 		}
 		if r, seen := best[s.Name]; seen && r > rank[s.Scope] {
 			continue

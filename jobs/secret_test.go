@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,7 +53,17 @@ func TestSecretParameter(t *testing.T) {
 	for _, id := range []int64{sqlID, goID} {
 		e := waitStatus(t, b.pool, id, 10*time.Second, jobs.StatusCompleted, jobs.StatusFailed)
 		require.Equal(t, jobs.StatusCompleted, e.Status, deref(e.Error))
-		require.JSONEq(t, `{"stdin": {"password": "hunter2"}, "user": "bob", "secret_in_env": false}`, string(e.Result))
+		var res struct {
+			Stdin       map[string]string `json:"stdin"`
+			StdinRot13  map[string]string `json:"stdin_rot13"`
+			User        string            `json:"user"`
+			SecretInEnv bool              `json:"secret_in_env"`
+		}
+		require.NoError(t, json.Unmarshal(e.Result, &res))
+		require.Equal(t, map[string]string{"password": "********"}, res.Stdin, "masked in the stored result")
+		require.Equal(t, map[string]string{"cnffjbeq": rot13("hunter2")}, res.StdinRot13)
+		require.Equal(t, "bob", res.User)
+		require.False(t, res.SecretInEnv)
 		require.JSONEq(t, `{"user": "bob", "password": "********"}`, string(e.Parameters))
 	}
 	require.Zero(t, count(t, b.pool, "attune.execution_secret"), "secrets are deleted once executions finish")
@@ -235,40 +247,82 @@ func TestSecretStoreReachesAction(t *testing.T) {
 	e := waitStatus(t, b.pool, id, 10*time.Second, jobs.StatusCompleted, jobs.StatusFailed)
 	require.Equal(t, jobs.StatusCompleted, e.Status, deref(e.Error))
 	var res struct {
-		Stdin map[string]string `json:"stdin"`
+		Stdin map[string]string `json:"stdin_rot13"`
 	}
 	require.NoError(t, json.Unmarshal(e.Result, &res))
-	require.Equal(t, map[string]string{"token": "action-token", "region": "global-region", "password": "hunter2"}, res.Stdin)
+	got := map[string]string{}
+	for k, v := range res.Stdin {
+		got[rot13(k)] = rot13(v)
+	}
+	require.Equal(t, map[string]string{"token": "action-token", "region": "global-region", "password": "hunter2"}, got)
 
 }
 
-// TestSecretStoreWrongKey: an execution whose secrets do not open under the
-// worker's key fails, saying so, and never starts; without a key likewise.
+// TestSecretStoreWrongKey: a replica whose key is not the installation's,
+// or that has none while secrets are stored, refuses to start, saying
+// which; a secret stored after a keyless replica started fails the
+// executions that need it, and nothing starts.
 func TestSecretStoreWrongKey(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
+	keyless := b.startWorker(t, "keyless")
+	run(t, keyless) // no secrets yet: fine
+
+	key := newKey(t)
 	ref, err := jobs.NewSecretRef("token", "t", "")
 	require.NoError(t, err)
-	require.NoError(t, jobs.SetSecret(b.ctx, b.pool, newKey(t), ref, []byte("pack-token")))
+	require.NoError(t, jobs.SetSecret(b.ctx, b.pool, key, ref, []byte("pack-token")))
+	id, err := sqlEnqueue(b.ctx, b.pool, "t.noop", `{}`, `{}`)
+	require.NoError(t, err)
+	e := waitStatus(t, b.pool, id, 10*time.Second, jobs.StatusCompleted, jobs.StatusFailed)
+	require.Equal(t, jobs.StatusFailed, e.Status)
+	require.Contains(t, deref(e.Error), jobs.ErrNoSecretsKey.Error())
+	require.Nil(t, e.ExitCode, "the process must not start")
 
-	for _, tc := range []struct {
-		worker string
-		env    []string
-		want   error
-	}{
-		{"wrong-key", []string{"ATTUNE_SECRETS_KEY=" + base64.StdEncoding.EncodeToString(newKey(t))}, jobs.ErrSecretUndecryptable},
-		{"no-key", nil, jobs.ErrNoSecretsKey},
-	} {
-		srv := b.startWorker(t, tc.worker, tc.env...)
-		require.NoError(t, srv.Start(b.ctx))
-		id, err := sqlEnqueue(b.ctx, b.pool, "t.noop", `{}`, `{}`)
-		require.NoError(t, err)
-		e := waitStatus(t, b.pool, id, 10*time.Second, jobs.StatusCompleted, jobs.StatusFailed)
-		require.NoError(t, srv.Stop(b.ctx))
-		require.Equal(t, jobs.StatusFailed, e.Status, tc.worker)
-		require.Contains(t, deref(e.Error), tc.want.Error(), tc.worker)
-		require.Nil(t, e.ExitCode, "%s: the process must not start", tc.worker)
-	}
+	other := newKey(t)
+	err = b.startWorker(t, "wrong-key", "ATTUNE_SECRETS_KEY="+base64.StdEncoding.EncodeToString(other)).Start(b.ctx)
+	var mismatch *jobs.KeyMismatchError
+	require.ErrorAs(t, err, &mismatch)
+	require.Equal(t, fmt.Sprintf("ATTUNE_SECRETS_KEY has fingerprint %s, but this installation's secrets are under key %s: give every replica and command the same key (attune secret rotate-key changes it)",
+		jobs.KeyID(other), jobs.KeyID(key)), err.Error())
+
+	err = b.startWorker(t, "no-key").Start(b.ctx)
+	var missing *jobs.MissingKeyError
+	require.ErrorAs(t, err, &missing)
+	require.Equal(t, fmt.Sprintf("ATTUNE_SECRETS_KEY is not set, but this installation stores 1 secret under key %s: set that key on this replica", jobs.KeyID(key)), err.Error())
+
+	// Storing a secret under another key is refused too, and stores nothing.
+	err = jobs.SetSecret(b.ctx, b.pool, other, ref, []byte("other-token"))
+	require.ErrorAs(t, err, &mismatch)
+	opened, err := jobs.OpenSecrets(key, sealed(t, b.pool))
+	require.NoError(t, err)
+	require.Equal(t, map[string]string{"token": "pack-token"}, opened)
+
+	run(t, b.startWorker(t, "right-key", "ATTUNE_SECRETS_KEY="+base64.StdEncoding.EncodeToString(key)))
+}
+
+// TestSecretsKeyFirstUse: with no fingerprint recorded (a database from
+// before it was), the first key is recorded only if it opens what is
+// stored.
+func TestSecretsKeyFirstUse(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	key := newKey(t)
+	ref, err := jobs.NewSecretRef("token", "", "")
+	require.NoError(t, err)
+	require.NoError(t, jobs.SetSecret(b.ctx, b.pool, key, ref, []byte("v1")))
+	_, err = b.pool.Exec(b.ctx, "DELETE FROM attune.secrets_key") // as before migration 008
+	require.NoError(t, err)
+
+	var mismatch *jobs.KeyMismatchError
+	require.ErrorAs(t, jobs.CheckSecretsKey(b.ctx, b.pool, newKey(t)), &mismatch)
+	require.Contains(t, mismatch.Error(), "does not open the secrets stored in this database")
+	require.Zero(t, count(t, b.pool, "attune.secrets_key"), "the wrong key is not recorded")
+
+	require.NoError(t, jobs.CheckSecretsKey(b.ctx, b.pool, key))
+	var id string
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT key_id FROM attune.secrets_key").Scan(&id))
+	require.Equal(t, jobs.KeyID(key), id)
 }
 
 func reversed[T any](s []T) []T {
@@ -277,4 +331,16 @@ func reversed[T any](s []T) []T {
 		out[len(s)-1-i] = v
 	}
 	return out
+}
+
+func rot13(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z':
+			return 'a' + (r-'a'+13)%26
+		case r >= 'A' && r <= 'Z':
+			return 'A' + (r-'A'+13)%26
+		}
+		return r
+	}, s)
 }

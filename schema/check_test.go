@@ -18,6 +18,7 @@ func TestCheck(t *testing.T) {
 	ms, err := schema.Migrations()
 	require.NoError(t, err)
 	latest := ms[len(ms)-1].Version
+	previous := ms[len(ms)-2].Version // numbers may have gaps between branches
 
 	t.Run("Current", func(t *testing.T) {
 		t.Parallel()
@@ -30,7 +31,7 @@ func TestCheck(t *testing.T) {
 		require.NoError(t, err)
 		err = schema.Check(ctx, pool)
 		require.ErrorIs(t, err, schema.ErrNotMigrated)
-		require.ErrorContains(t, err, fmt.Sprintf("schema is at version %d, this attune needs %d: run attune migrate", latest-1, latest))
+		require.ErrorContains(t, err, fmt.Sprintf("schema is at version %d, this attune needs %d: run attune migrate", previous, latest))
 	})
 	t.Run("Newer", func(t *testing.T) {
 		t.Parallel()

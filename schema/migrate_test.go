@@ -117,9 +117,9 @@ func TestOpenCreatesMissingDatabase(t *testing.T) {
 	require.NoError(t, err)
 }
 
-// A database an earlier attune migrated (up to 004) takes 005: the state
-// machine's functions replace the ones 002 and 004 created, and executions
-// enqueued before it move through the new ones.
+// A database an earlier attune migrated (up to 004) takes 005 and what
+// follows: the state machine's functions replace the ones 002 and 004
+// created, and executions enqueued before it move through the new ones.
 func TestMigrateUpgradesFrom004(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

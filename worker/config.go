@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v11"
+
+	"github.com/attune-system/attune/jobs"
 )
 
 // Config is attune's configuration, read from the environment (SPEC §2).
@@ -249,10 +250,7 @@ func DecodeSecretsKey(s string) ([]byte, error) {
 }
 
 // KeyID is a short, non-secret fingerprint of a secrets key, for messages.
-func KeyID(key []byte) string {
-	sum := sha256.Sum256(key)
-	return base64.RawURLEncoding.EncodeToString(sum[:6])
-}
+func KeyID(key []byte) string { return jobs.KeyID(key) }
 
 // envProblems rewrites caarlos0/env's errors, which name Go fields, into
 // one problem per variable naming it and its value; nil when err is not

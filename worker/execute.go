@@ -90,6 +90,7 @@ type claimed struct {
 	Path              string
 	Parameters        map[string]any
 	SecretParams      map[string]any
+	SealedParams      []byte // the execution_secret row when sealed: spec opens it, so a key problem fails the execution, not the claim
 	Decls             packs.Params
 	ResultSchema      map[string]any
 	TimeoutSeconds    *int
@@ -182,6 +183,10 @@ func (w *executor) claim(ctx context.Context, job *river.Job[jobs.ExecutionArgs]
 		if len(f.b) == 0 {
 			continue
 		}
+		if f.v == &c.SecretParams && jobs.Sealed(f.b) {
+			c.SealedParams = f.b
+			continue
+		}
 		// json.Number: jsonb keeps every digit of a number, so must we.
 		dec := json.NewDecoder(bytes.NewReader(f.b))
 		dec.UseNumber()
@@ -234,7 +239,7 @@ func failed(msg string) outcome {
 
 // run prepares and runs the process, and turns its Result into an outcome.
 func (w *executor) run(ctx context.Context, c *claimed) outcome {
-	spec, err := w.spec(c)
+	spec, mask, err := w.spec(c)
 	if err != nil {
 		return failed(err.Error())
 	}
@@ -242,11 +247,24 @@ func (w *executor) run(ctx context.Context, c *claimed) outcome {
 	if w.onStart != nil {
 		spec.OnStart = func(pid int, at time.Time) { w.onStart(c.ID, at) }
 	}
-	live := &liveOutput{w: w, id: c.ID, attempt: c.Attempt}
+	live := &liveOutput{w: w, id: c.ID, attempt: c.Attempt, mask: mask}
 	spec.OnOutput, spec.OutputEvery = live.publish, liveOutputEvery
 	res := process.Run(ctx, spec)
 	live.wg.Wait()
+	// Secret values never reach what is stored: the result is parsed from
+	// the text as printed and masked after, the rest masked from here on.
+	rawStdout := res.Stdout
+	res.Stdout, res.StdoutTruncated = mask.stream(res.Stdout, res.StdoutTruncated, false, "stdout", w.cfg.MaxStdoutBytes)
+	res.Stderr, res.StderrTruncated = mask.stream(res.Stderr, res.StderrTruncated, false, "stderr", w.cfg.MaxStderrBytes)
+	out := w.outcomeOf(c, spec, res, rawStdout)
+	out.Result = mask.value(out.Result)
+	out.Error = mask.text(out.Error)
+	return out
+}
 
+// outcomeOf turns a process's Result into an outcome; rawStdout is stdout
+// before masking, which the result is parsed from.
+func (w *executor) outcomeOf(c *claimed, spec process.Spec, res process.Result, rawStdout string) outcome {
 	out := outcome{
 		Stdout: &res.Stdout, Stderr: &res.Stderr,
 		StdoutTruncated: res.StdoutTruncated, StderrTruncated: res.StderrTruncated,
@@ -280,7 +298,7 @@ func (w *executor) run(ctx context.Context, c *claimed) outcome {
 			break
 		}
 		out.Status = jobs.StatusCompleted
-		if v, ok := parseResult(res.Stdout, c.OutputFormat); ok {
+		if v, ok := parseResult(rawStdout, c.OutputFormat); ok {
 			if len(c.ResultSchema) > 0 {
 				if err := packs.ValidateAgainst(c.ResultSchema, v); err != nil {
 					out.Status, out.Retryable = jobs.StatusFailed, true
@@ -295,10 +313,22 @@ func (w *executor) run(ctx context.Context, c *claimed) outcome {
 
 // spec builds the child process of SPEC §6: argv without a shell, an
 // environment built from nothing, parameters delivered as the action says.
-func (w *executor) spec(c *claimed) (process.Spec, error) {
+// It returns the masker of the secrets the child receives, too.
+func (w *executor) spec(c *claimed) (process.Spec, *masker, error) {
 	prog, args, err := w.runtimes.command(c.RunnerType, c.Path)
 	if err != nil {
-		return process.Spec{}, err
+		return process.Spec{}, nil, err
+	}
+	if c.SealedParams != nil {
+		plain, err := jobs.OpenParameters(w.key, c.ID, c.SealedParams)
+		if err != nil {
+			return process.Spec{}, nil, err
+		}
+		dec := json.NewDecoder(bytes.NewReader(plain))
+		dec.UseNumber()
+		if err := dec.Decode(&c.SecretParams); err != nil {
+			return process.Spec{}, nil, fmt.Errorf("error decoding the secret parameters of execution %d: %w", c.ID, err)
+		}
 	}
 
 	all := map[string]any{}
@@ -310,17 +340,17 @@ func (w *executor) spec(c *claimed) (process.Spec, error) {
 	}
 	params, err := w.validate(c, all)
 	if err != nil {
-		return process.Spec{}, err
+		return process.Spec{}, nil, err
 	}
 
 	secrets := map[string]any{}
 	if len(c.Sealed) > 0 {
 		if w.key == nil {
-			return process.Spec{}, fmt.Errorf("action %s needs secrets but %w", c.ActionRef, jobs.ErrNoSecretsKey)
+			return process.Spec{}, nil, fmt.Errorf("action %s needs secrets but %w", c.ActionRef, jobs.ErrNoSecretsKey)
 		}
 		opened, err := jobs.OpenSecrets(w.key, c.Sealed)
 		if err != nil {
-			return process.Spec{}, err
+			return process.Spec{}, nil, err
 		}
 		for k, v := range opened {
 			secrets[k] = v
@@ -371,7 +401,7 @@ func (w *executor) spec(c *claimed) (process.Spec, error) {
 		}
 		b, err := encodeDocument(doc, c.ParameterFormat)
 		if err != nil {
-			return process.Spec{}, err
+			return process.Spec{}, nil, err
 		}
 		if c.ParameterDelivery == packs.DeliveryStdin {
 			spec.Stdin = b
@@ -381,17 +411,17 @@ func (w *executor) spec(c *claimed) (process.Spec, error) {
 	default:
 		pe, err := paramEnv(params, c.Decls)
 		if err != nil {
-			return process.Spec{}, err
+			return process.Spec{}, nil, err
 		}
 		env = append(env, pe...)
 		b, err := json.Marshal(secrets)
 		if err != nil {
-			return process.Spec{}, err
+			return process.Spec{}, nil, err
 		}
 		spec.Stdin = append(b, '\n')
 	}
 	spec.Env = env
-	return spec, nil
+	return spec, newSecretMasker(secrets), nil
 }
 
 // validate checks parameters against the action's declarations, defaults
@@ -541,6 +571,7 @@ type liveOutput struct {
 	w       *executor
 	id      int64
 	attempt int
+	mask    *masker
 	busy    atomic.Bool
 	wg      sync.WaitGroup
 }
@@ -553,6 +584,10 @@ func (l *liveOutput) publish(stdout, stderr string) {
 	go func() {
 		defer l.wg.Done()
 		defer l.busy.Store(false)
+		// Masked here, off Run's goroutine; a value the child is half way
+		// through printing is held back until it can be masked whole.
+		stdout, _ := l.mask.stream(stdout, false, true, "stdout", l.w.cfg.MaxStdoutBytes)
+		stderr, _ := l.mask.stream(stderr, false, true, "stderr", l.w.cfg.MaxStderrBytes)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		// Only while this attempt runs here: once the result is written

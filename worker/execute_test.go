@@ -330,9 +330,14 @@ func TestExecuteSecretsOnStdinOnly(t *testing.T) {
 		require.NoError(t, jobs.SetSecret(b.ctx, b.pool, k, s.ref, []byte(s.value)))
 	}
 
+	// What the child printed of its secrets is masked; ROT13 shows which
+	// it got.
 	e := b.execute(t, "t.run", map[string]any{"helper": "stdin", "password": "hunter2"}, nil)
 	require.Equal(t, jobs.StatusCompleted, e.Status, deref(e.Error))
-	require.JSONEq(t, `{"token": "action-token", "region": "pack-region", "password": "hunter2"}`, string(e.Result))
+	require.JSONEq(t, `{"token": "********", "region": "********", "password": "********"}`, string(e.Result))
+	r := b.execute(t, "t.run", map[string]any{"helper": "rot13", "password": "hunter2"}, nil)
+	require.Equal(t, jobs.StatusCompleted, r.Status, deref(r.Error))
+	require.JSONEq(t, `{"token": "action-token", "region": "pack-region", "password": "hunter2"}`, rot13(*r.Stdout))
 	require.JSONEq(t, `{"helper": "stdin", "password": "********"}`, string(e.Parameters))
 
 	var leftover int
@@ -394,7 +399,8 @@ func TestExecuteParameterDeliveryFile(t *testing.T) {
 	}
 	require.NoError(t, json.Unmarshal(e.Result, &pf))
 	require.Contains(t, pf.Mode, "400")
-	require.JSONEq(t, `{"helper": "paramfile", "password": "s3cret"}`, pf.Content)
+	// The secret is masked in the result; only its exact value would be.
+	require.JSONEq(t, `{"helper": "paramfile", "password": "********"}`, pf.Content)
 	_, err := os.Stat(pf.Path)
 	require.ErrorIs(t, err, os.ErrNotExist, "parameter file and work dir removed afterwards")
 }

@@ -15,7 +15,7 @@ import (
 // native actions are this binary, and the helper mode arrives as the
 // parameter "helper".
 func TestMain(m *testing.M) {
-	processtest.ServeHelper(nil)
+	processtest.ServeHelper(secretHelpers)
 	// Database tests need schematest.Main, which stops a private cluster
 	// it may have started; goleak checks what the tests left behind after.
 	code := schematest.Main(m)

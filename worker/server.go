@@ -113,6 +113,11 @@ func (s *Server) OnFinish(fn func(id int64, status string)) { s.exec.completer.o
 
 // Start registers the worker, starts the heartbeat and River.
 func (s *Server) Start(ctx context.Context) error {
+	// One key per installation: a replica with another key, or none while
+	// secrets are stored, would fail every execution that needs one.
+	if err := jobs.CheckSecretsKey(ctx, s.pool, s.exec.key); err != nil {
+		return err
+	}
 	caps, _ := json.Marshal(map[string]any{
 		"runtimes":                  s.exec.runtimes.Names(),
 		"max_concurrent_executions": s.cfg.MaxConcurrentExecutions,
