@@ -163,7 +163,7 @@ func (a *app) loadConfig(cmd *cobra.Command) (worker.Config, error) {
 		return worker.LoadConfig(a.environ)
 	case path == "version" || path == "help" || path == "pack check" || strings.HasPrefix(path, "completion") || path == "attune":
 		return worker.LoadConfigOf(a.environ, nil)
-	case strings.HasPrefix(path, "secret ") || path == "action execute":
+	case strings.HasPrefix(path, "secret ") || path == "action execute" || path == "execution re-run":
 		return worker.LoadConfigOf(a.environ, secretSettings)
 	case strings.HasPrefix(path, "pack "):
 		return worker.LoadConfigOf(a.environ, packSettings)

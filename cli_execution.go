@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/attune-system/attune/jobs"
+	"github.com/attune-system/attune/worker"
 )
 
 // watch waits until an execution finishes, printing the outcome. On a
@@ -400,9 +401,15 @@ func (a *app) reRunCommand() *cobra.Command {
 			if err != nil {
 				return usageError{err}
 			}
+			var key []byte
+			if a.cfg.SecretsKey != "" {
+				if key, err = worker.DecodeSecretsKey(a.cfg.SecretsKey); err != nil {
+					return err
+				}
+			}
 			var newID int64
 			err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) (err error) {
-				newID, err = jobs.ReRunWith(ctx, tx, id, overrides)
+				newID, err = jobs.ReRunWith(ctx, tx, id, overrides, key)
 				return err
 			})
 			if serr := (*jobs.SecretParametersError)(nil); errors.As(err, &serr) {

@@ -252,6 +252,7 @@ func TestCLIReRun(t *testing.T) {
 	b.writeFile(t, "sec/actions/login.sh", "#!/bin/sh\necho ok\n")
 	b.ok(t, "pack", "register", filepath.Join(b.packs, "sec"))
 	key := "ATTUNE_SECRETS_KEY=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+	require.NoError(t, b.attuneWith(t, b.env(key), "v\n", "secret", "set", "x").err) // records the installation's key
 	r := b.attuneWith(t, b.env(key), "", "action", "execute", "sec.login", "--param", "user=ann", "--param", "password=hunter22")
 	require.NoError(t, r.err, r.stderr)
 	secret := mustID(t, requestedRE.FindStringSubmatch(r.stdout)[1])
@@ -270,4 +271,26 @@ func mustID(t *testing.T, v any) int64 {
 	id, err := strconv.ParseInt(fmt.Sprint(v), 10, 64)
 	require.NoError(t, err)
 	return id
+}
+
+// TestCLIReRunSealsSecrets: a secret parameter given again to re-run is
+// sealed like one given to action execute.
+func TestCLIReRunSealsSecrets(t *testing.T) {
+	t.Parallel()
+	b := setupCLI(t)
+	b.writeFile(t, "sec/pack.yaml", "ref: sec\n")
+	b.writeFile(t, "sec/actions/login.yaml", "name: login\nrunner_type: shell\nentry_point: login.sh\nparameters:\n  password: {type: string, secret: true}\n")
+	b.writeFile(t, "sec/actions/login.sh", "#!/bin/sh\necho ok\n")
+	b.ok(t, "pack", "register", filepath.Join(b.packs, "sec"))
+	env := b.env("ATTUNE_SECRETS_KEY=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
+	require.NoError(t, b.attuneWith(t, env, "v\n", "secret", "set", "x").err) // records the installation's key
+	r := b.attuneWith(t, env, "", "action", "execute", "sec.login", "--param", "password=first-pass")
+	require.NoError(t, r.err, r.stderr)
+	id := mustID(t, requestedRE.FindStringSubmatch(r.stdout)[1])
+	r = b.attuneWith(t, env, "", "-j", "execution", "re-run", strconv.FormatInt(id, 10), "--param", "password=second-pass")
+	require.NoError(t, r.err, r.stderr)
+	var raw string
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT string_agg(parameters::text, ' ') FROM attune.execution_secret").Scan(&raw))
+	require.NotContains(t, raw, "first-pass")
+	require.NotContains(t, raw, "second-pass")
 }

@@ -30,13 +30,13 @@ func (e *SecretParametersError) Is(target error) bool { return target == ErrSecr
 // parameters, timeout, priority and attempts as execution id, inside tx,
 // and returns the new id. The new one is a manual run: no rule, no event.
 func ReRun(ctx context.Context, tx pgx.Tx, id int64) (int64, error) {
-	return ReRunWith(ctx, tx, id, nil)
+	return ReRunWith(ctx, tx, id, nil, nil)
 }
 
 // ReRunWith is ReRun with some parameters replaced by overrides; it must
 // give every secret parameter the execution had, whose values attune did
-// not keep.
-func ReRunWith(ctx context.Context, tx pgx.Tx, id int64, overrides map[string]any) (int64, error) {
+// not keep. secretsKey seals them, as Options.SecretsKey does.
+func ReRunWith(ctx context.Context, tx pgx.Tx, id int64, overrides map[string]any, secretsKey []byte) (int64, error) {
 	var (
 		ref         string
 		params      []byte
@@ -72,7 +72,7 @@ func ReRunWith(ctx context.Context, tx pgx.Tx, id int64, overrides map[string]an
 		return 0, fmt.Errorf("error reading execution %d's parameters: %w", id, err)
 	}
 	maps.Copy(p, overrides)
-	opts := Options{Priority: priority, MaxAttempts: maxAttempts}
+	opts := Options{Priority: priority, MaxAttempts: maxAttempts, SecretsKey: secretsKey}
 	if timeout != nil {
 		opts.TimeoutSeconds = *timeout
 	}
