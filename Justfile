@@ -30,3 +30,7 @@ ci:
 # Throughput and pickup latency against raw spawn (see README).
 bench: build
     ./attune bench
+
+# Regenerate the README's console screenshots with the browser tests (needs chromium).
+screenshots:
+    ATTUNE_SCREENSHOTS="$PWD/worker/console/testdata/screenshots" go test -count=1 -run 'TestBrowser$' ./worker/console

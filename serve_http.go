@@ -12,6 +12,7 @@ import (
 
 	"github.com/attune-system/attune/worker"
 	"github.com/attune-system/attune/worker/api"
+	"github.com/attune-system/attune/worker/console"
 )
 
 // httpListener is serve's HTTP side: bound before the worker starts, so a
@@ -52,6 +53,7 @@ func (a *app) listenHTTP(pool *pgxpool.Pool, srv *worker.Server) (*httpListener,
 	h.watchRiver = h.metrics.WatchRiver(srv.Client())
 	h.server = api.New(api.Options{
 		Pool: pool, Log: a.log, Tokens: tokens, MetricsPublic: a.cfg.MetricsPublic, SecretsKey: key, Metrics: h.metrics,
+		Wrap: console.Wrap(console.Options{Pool: pool, Log: a.log, Tokens: tokens}),
 		RiverRunning: func() bool {
 			select {
 			case <-srv.Client().Stopped():
