@@ -295,6 +295,28 @@ func TestBrowser(t *testing.T) {
 		requireRuleEnabled(t, b, false)
 	})
 
+	t.Run("RiverUI", func(t *testing.T) {
+		p.t = t
+		p.open("/")
+		p.follow(`a[href="/riverui/"]`)
+		p.waitFor(`document.body.innerText.includes("Job State")`, 30*time.Second)
+		// River UI's own page lists attune's jobs by their kind.
+		p.open("/riverui/jobs?state=completed")
+		p.waitFor(`document.body.innerText.includes("attune_execution")`, 30*time.Second)
+		status := eval[int](p, `fetch("/riverui/api/jobs/cancel", {method: "POST", headers: {"Content-Type": "application/json"},
+			body: JSON.stringify({ids: ["1"]})}).then(r => r.status)`)
+		require.Equal(t, http.StatusForbidden, status, "River UI's writes are refused")
+		token := eval[string](p, `fetch("/rules").then(r => r.text()).then(t => t.match(/name="csrf" value="([^"]+)"/)[1])`)
+		status = eval[int](p, fmt.Sprintf(`fetch("/riverui/api/jobs/delete", {method: "POST", headers: {"Content-Type": "application/json", "X-CSRF-Token": %q},
+			body: JSON.stringify({ids: ["1"]})}).then(r => r.status)`, token))
+		require.Equal(t, http.StatusForbidden, status, "even with the CSRF token")
+		if dir := os.Getenv("ATTUNE_SCREENSHOTS_ALL"); dir != "" {
+			png, err := chromedp.Run(p.ctx, chromedp.CaptureScreenshot())
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "riverui.png"), png, 0o644))
+		}
+	})
+
 	t.Run("Screenshots", func(t *testing.T) {
 		p.t = t
 		b.enqueue(t, "t.fail", nil)

@@ -2,8 +2,10 @@ package console
 
 import (
 	"bytes"
+	"context"
 	"embed"
 	"encoding/json"
+	"fmt"
 	"html/template"
 	"io"
 	"io/fs"
@@ -13,7 +15,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"riverqueue.com/riverui"
 
 	"github.com/attune-system/attune/worker"
 )
@@ -35,6 +40,9 @@ type Options struct {
 	SessionTTL time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// River, when set, mounts River UI at /riverui behind the console's
+	// login, read-only (see riverUI). Defaults to none.
+	River *river.Client[pgx.Tx]
 }
 
 // Console serves the web console and hands every API path to the API.
@@ -46,16 +54,11 @@ type Console struct {
 	mux      *http.ServeMux
 	pages    map[string]*template.Template
 	sessions *sessions
+	riverui  *riverui.Handler // nil without Options.River
 }
 
-// Wrap returns the api.Options.Wrap function that puts a console built from
-// opts in front of the API.
-func Wrap(opts Options) func(api http.Handler) http.Handler {
-	return func(api http.Handler) http.Handler { return New(opts, api) }
-}
-
-// New builds a console in front of api.
-func New(opts Options, api http.Handler) *Console {
+// New builds a console; Wrap puts it in front of the API.
+func New(opts Options) (*Console, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
@@ -65,11 +68,38 @@ func New(opts Options, api http.Handler) *Console {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	c := &Console{opts: opts, pool: opts.Pool, log: opts.Log, api: api, mux: http.NewServeMux(),
+	c := &Console{opts: opts, pool: opts.Pool, log: opts.Log, mux: http.NewServeMux(),
 		sessions: newSessions(opts.Tokens, opts.SessionTTL, opts.Now)}
 	c.pages = parsePages()
+	if opts.River != nil {
+		h, err := riverui.NewHandler(&riverui.HandlerOpts{Endpoints: riverui.NewEndpoints(opts.River, nil),
+			Logger: opts.Log, Prefix: "/riverui", JobListHideArgsByDefault: true})
+		if err != nil {
+			return nil, fmt.Errorf("error building River UI: %w", err)
+		}
+		c.riverui = h
+	}
 	c.routes()
+	return c, nil
+}
+
+// Wrap is api.Options.Wrap: the console answers its pages and hands the
+// API's paths to api.
+func (c *Console) Wrap(api http.Handler) http.Handler {
+	c.api = api
 	return c
+}
+
+// Start starts River UI's background queries until ctx is done; without
+// River UI it does nothing.
+func (c *Console) Start(ctx context.Context) error {
+	if c.riverui == nil {
+		return nil
+	}
+	if err := c.riverui.Start(ctx); err != nil {
+		return fmt.Errorf("error starting River UI: %w", err)
+	}
+	return nil
 }
 
 // apiPrefixes are the paths the API answers; the console answers the rest.
@@ -83,6 +113,10 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	h := w.Header()
+	if strings.HasPrefix(r.URL.Path, "/riverui") {
+		c.mux.ServeHTTP(w, r) // River UI's own pages set their own rules
+		return
+	}
 	// Pages come from this origin only: no inline script, no framing.
 	h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 	h.Set("X-Content-Type-Options", "nosniff")
@@ -115,6 +149,10 @@ func (c *Console) routes() {
 	c.mux.Handle("GET /sensors", c.authed(c.sensors))
 	c.mux.Handle("GET /workers", c.authed(c.workers))
 	c.mux.Handle("GET /events", c.authed(c.events))
+	if c.riverui != nil {
+		c.mux.Handle("/riverui", http.RedirectHandler("/riverui/", http.StatusMovedPermanently))
+		c.mux.Handle("/riverui/", c.authed(c.riverUI))
+	}
 	c.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		c.errorPage(w, r, http.StatusNotFound, "No page at "+r.URL.Path, "The menu above lists the console's pages.")
 	})
@@ -154,4 +192,19 @@ func apiError(body []byte) (msg, hint string) {
 		return "The API answered without an error message", ""
 	}
 	return e.Error, e.Hint
+}
+
+// riverUI serves River UI's pages and its reads. Its writes (cancel, delete
+// or retry a River job, pause a queue) would change River's rows behind
+// attune.execution's back, leaving an execution running with no job or
+// running twice, so they are refused: attune's own Cancel and Re-run do
+// those through the execution.
+func (c *Console) riverUI(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusForbidden)
+		_, _ = io.WriteString(w, `{"message": "River UI is read-only in attune: cancel and re-run executions from the console's execution page"}`+"\n")
+		return
+	}
+	c.riverui.ServeHTTP(w, r)
 }

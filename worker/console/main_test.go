@@ -174,8 +174,12 @@ func setup(t testing.TB) *testBundle {
 
 	tokens, err := worker.ParseAPITokens([]string{"ci:" + testToken})
 	require.NoError(t, err)
-	server := api.New(api.Options{Pool: pool, Log: log, Tokens: tokens, SecretsKey: secretsKey,
-		Wrap: console.Wrap(console.Options{Pool: pool, Log: log, Tokens: tokens})})
+	cons, err := console.New(console.Options{Pool: pool, Log: log, Tokens: tokens, River: srv.Client()})
+	require.NoError(t, err)
+	uictx, stopUI := context.WithCancel(ctx)
+	t.Cleanup(stopUI)
+	require.NoError(t, cons.Start(uictx))
+	server := api.New(api.Options{Pool: pool, Log: log, Tokens: tokens, SecretsKey: secretsKey, Wrap: cons.Wrap})
 	l, err := api.Listen("127.0.0.1:0")
 	require.NoError(t, err)
 	b.base = "http://" + l.Addr().String()

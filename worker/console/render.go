@@ -68,6 +68,7 @@ type pageData struct {
 	Session *session
 	CSRF    string
 	Refresh bool // the page reloads its live part while something runs
+	RiverUI bool // River UI is mounted at /riverui
 	Data    any
 }
 
@@ -80,7 +81,7 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, pag
 
 func (c *Console) renderLive(w http.ResponseWriter, r *http.Request, status int, page, title string, refresh bool, data any) {
 	t := c.pages[page]
-	pd := pageData{Title: title, Nav: navOf[page], Session: sessionOf(r.Context()), Refresh: refresh, Data: data}
+	pd := pageData{Title: title, Nav: navOf[page], Session: sessionOf(r.Context()), Refresh: refresh, Data: data, RiverUI: c.riverui != nil}
 	if pd.Session != nil {
 		pd.CSRF = pd.Session.csrf
 	}

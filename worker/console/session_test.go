@@ -45,6 +45,9 @@ func TestSession(t *testing.T) {
 		require.Equal(t, "/login?next=%2Fexecutions%3Fstatus%3Dfailed", resp.Header.Get("Location"))
 		require.Equal(t, http.StatusUnauthorized, post(c, "/rules/t.hook/disable", nil).StatusCode)
 		requireRuleEnabled(t, b, true)
+		resp, _ = get(c, "/riverui/")
+		require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+		require.Equal(t, "/login?next=%2Friverui%2F", resp.Header.Get("Location"))
 	})
 
 	t.Run("APIPathsPassThrough", func(t *testing.T) {
