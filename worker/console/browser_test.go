@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
 
@@ -293,6 +294,58 @@ func TestBrowser(t *testing.T) {
 		token := eval[string](p, `document.querySelector("input[name=csrf]").value`)
 		require.NotEqual(t, http.StatusForbidden, post("csrf="+token))
 		requireRuleEnabled(t, b, false)
+	})
+
+	t.Run("ExecutionsPage", func(t *testing.T) {
+		p.t = t
+		id := b.enqueue(t, "t.ticks", map[string]any{"count": 15})
+		p.open("/executions")
+		// The list refreshes itself while something runs, in the same
+		// document, and stops once nothing does.
+		eval[bool](p, `(window.sameDocument = true)`)
+		row := fmt.Sprintf(`[...document.querySelectorAll("table.execs tbody tr")].find(r => r.cells[0].textContent.trim() === "%d")`, id)
+		require.NotContains(t, eval[string](p, row+`.cells[2].textContent`), "completed")
+		require.Contains(t, p.text(".live"), "Refreshing")
+		p.waitFor(`window.sameDocument && `+row+`?.cells[2].textContent.includes("running")`, 20*time.Second)
+		p.waitFor(`window.sameDocument && `+row+`?.cells[2].textContent.includes("completed")`, 30*time.Second)
+		p.waitFor(`!document.getElementById("main").dataset.refresh || document.querySelector(".s-running") === null`, 10*time.Second)
+
+		// Filters go in the URL; the counts per status are links too.
+		p.setValue("#f-status", "cancelled")
+		p.follow(`.filters button[type="submit"]`)
+		require.Contains(t, p.path(), "status=cancelled")
+		statuses := eval[[]string](p, `[...document.querySelectorAll("table.execs tbody tr td:nth-child(3)")].map(td => td.textContent.trim())`)
+		require.NotEmpty(t, statuses)
+		for _, s := range statuses {
+			require.Contains(t, s, "cancelled")
+		}
+		require.Contains(t, p.text(`.tabs a[aria-current="true"]`), "cancelled")
+		p.follow(`.tabs li:first-child a`)
+		require.Equal(t, "/executions", p.path())
+	})
+
+	t.Run("Layout", func(t *testing.T) {
+		p.t = t
+		// The first Tab reaches the skip link, which leads to the content.
+		p.open("/executions")
+		p.do(chromedp.KeyEvent("\t"))
+		require.Equal(t, "Skip to content", eval[string](p, `document.activeElement.textContent`))
+		// A phone's width scrolls tables inside their box, not the page.
+		p.do(chromedp.EmulateViewport(390, 844))
+		for _, path := range []string{"/", "/executions", fmt.Sprintf("/executions/%d", formID), "/actions/t.form", "/rules", "/events"} {
+			p.open(path)
+			require.LessOrEqual(t, eval[int](p, `document.documentElement.scrollWidth`), 390, path)
+		}
+		// Dark by the system's preference.
+		_, err := chromedp.Call(p.ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+			Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}})
+		require.NoError(t, err)
+		p.open("/executions")
+		require.Equal(t, "rgb(18, 22, 28)", eval[string](p, `getComputedStyle(document.body).backgroundColor`))
+		_, err = chromedp.Call(p.ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+			Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "light"}}})
+		require.NoError(t, err)
+		p.do(chromedp.EmulateViewport(1280, 800))
 	})
 
 	t.Run("RiverUI", func(t *testing.T) {
