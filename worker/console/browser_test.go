@@ -296,6 +296,39 @@ func TestBrowser(t *testing.T) {
 		requireRuleEnabled(t, b, false)
 	})
 
+	t.Run("FailureAndTruncation", func(t *testing.T) {
+		p.t = t
+		id := b.enqueue(t, "t.fail", nil)
+		p.open(fmt.Sprintf("/executions/%d", id))
+		p.waitFor(`document.getElementById("status")?.textContent.includes("failed")`, 30*time.Second)
+		require.Contains(t, p.text("#stderr"), "something broke")
+		require.Equal(t, "3", strings.TrimSpace(p.text(".facts div:nth-child(3) dd")))
+		require.Contains(t, p.text("#status .status"), "✗", "status is a glyph and a word, not colour alone")
+
+		id = b.enqueue(t, "t.flood", nil)
+		p.open(fmt.Sprintf("/executions/%d", id))
+		p.waitFor(`document.getElementById("status")?.textContent.includes("completed")`, 30*time.Second)
+		require.Contains(t, p.text("#stdout-truncated"), "ATTUNE_MAX_STDOUT_BYTES")
+		require.Empty(t, p.text("#stderr-truncated"))
+	})
+
+	t.Run("Catalog", func(t *testing.T) {
+		p.t = t
+		p.open("/workers")
+		require.Contains(t, p.text("tbody"), "console-test")
+		require.Contains(t, p.text("tbody .badge.on"), "active")
+		require.Contains(t, p.text("tbody"), "shell")
+		p.open("/sensors")
+		require.Contains(t, p.text("tbody"), "core.timer_sensor")
+		p.open("/actions")
+		require.Contains(t, p.text("#pack-t"), "Pack t")
+		require.Contains(t, p.text("main"), "Takes one parameter of each kind")
+		p.open("/")
+		require.Contains(t, p.text("#h-hour + .big"), "enqueued")
+		require.True(t, eval[bool](p, `document.querySelectorAll("svg.chart rect.bar").length > 0`))
+		require.Contains(t, p.text("svg.chart"), "enqueued")
+	})
+
 	t.Run("ExecutionsPage", func(t *testing.T) {
 		p.t = t
 		id := b.enqueue(t, "t.ticks", map[string]any{"count": 15})

@@ -104,6 +104,9 @@ parameters:
 	"actions/fail.yaml": "name: fail\nref: t.fail\nrunner_type: shell\nentry_point: fail.sh\noutput_format: text\n",
 	"actions/fail.sh":   "#!/bin/sh\necho 'something broke' >&2\nexit 3\n",
 
+	"actions/flood.yaml": "name: flood\nref: t.flood\nrunner_type: shell\nentry_point: flood.sh\noutput_format: text\n",
+	"actions/flood.sh":   "#!/bin/sh\nhead -c 20000 /dev/zero | tr '\\0' x\n",
+
 	"rules/hook.yaml": `name: hook
 ref: t.hook
 description: Greets whoever a push webhook names.
@@ -157,6 +160,7 @@ func setup(t testing.TB) *testBundle {
 		"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
 		"ATTUNE_DATABASE_URL=" + url, "ATTUNE_PACKS_DIR=" + packDir,
 		"ATTUNE_KILL_GRACE=1s", "ATTUNE_SHUTDOWN_TIMEOUT=2s", "ATTUNE_WORKER_NAME=console-test",
+		"ATTUNE_MAX_STDOUT_BYTES=4096",
 		"ATTUNE_SECRETS_KEY=" + base64.StdEncoding.EncodeToString(secretsKey),
 	})
 	require.NoError(t, err)

@@ -298,13 +298,12 @@ func (c *Console) rerun(w http.ResponseWriter, r *http.Request) {
 	}
 	status, body := c.callAPI(r, sessionOf(r.Context()), "POST", fmt.Sprintf("/api/v1/executions/%d/re-run", id), nil)
 	if status != http.StatusCreated {
-		msg, _ := apiError(body)
+		msg, hint := apiError(body)
 		if status == http.StatusConflict {
 			// Secret parameters are not kept: the run form asks for them.
 			http.Redirect(w, r, fmt.Sprintf("/executions/%d?problem=%s", id, url.QueryEscape(msg)), http.StatusSeeOther)
 			return
 		}
-		msg, hint := apiError(body)
 		c.errorPage(w, r, status, msg, hint)
 		return
 	}
