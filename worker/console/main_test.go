@@ -131,6 +131,13 @@ type testBundle struct {
 
 func setup(t testing.TB) *testBundle {
 	t.Helper()
+	return setupTokens(t, "ci:"+testToken)
+}
+
+// setupTokens is setup with these ATTUNE_API_TOKENS entries; none is the
+// open loopback mode.
+func setupTokens(t testing.TB, entries ...string) *testBundle {
+	t.Helper()
 	ctx := context.Background()
 	url := schematest.URL(t)
 	pool, err := pgxpool.New(ctx, url+"&pool_max_conns=20")
@@ -176,7 +183,7 @@ func setup(t testing.TB) *testBundle {
 		require.NoError(t, srv.Stop(ctx))
 	})
 
-	tokens, err := worker.ParseAPITokens([]string{"ci:" + testToken})
+	tokens, err := worker.ParseAPITokens(entries)
 	require.NoError(t, err)
 	cons, err := console.New(console.Options{Pool: pool, Log: log, Tokens: tokens, River: srv.Client()})
 	require.NoError(t, err)

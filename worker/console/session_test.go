@@ -139,3 +139,45 @@ func TestSession(t *testing.T) {
 		require.Equal(t, http.StatusSeeOther, resp.StatusCode)
 	})
 }
+
+// TestOpenWithoutTokens: with no ATTUNE_API_TOKENS the API is open on
+// loopback, and the console asks for no token, but still for a login (so
+// the CSRF token has a session) and for the CSRF token.
+func TestOpenWithoutTokens(t *testing.T) {
+	t.Parallel()
+	b := setupTokens(t)
+	jar, err := cookiejar.New(nil)
+	require.NoError(t, err)
+	c := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Get(b.base + "/login")
+	require.NoError(t, err)
+	page, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	require.Contains(t, string(page), "leave the field empty")
+	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(string(page))
+	require.NotNil(t, m)
+	resp, err = c.PostForm(b.base+"/login", url.Values{"token": {""}, "csrf": {m[1]}})
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+
+	resp, err = c.Get(b.base + "/rules")
+	require.NoError(t, err)
+	page, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Contains(t, string(page), "(loopback, no tokens)")
+	m = regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(string(page))
+	require.NotNil(t, m)
+	resp, err = c.PostForm(b.base+"/rules/t.hook/disable", nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusForbidden, resp.StatusCode)
+	resp, err = c.PostForm(b.base+"/rules/t.hook/disable", url.Values{"csrf": {m[1]}})
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	requireRuleEnabled(t, b, false)
+}
