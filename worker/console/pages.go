@@ -237,7 +237,7 @@ func (c *Console) execution(w http.ResponseWriter, r *http.Request) {
 	c.renderLive(w, r, http.StatusOK, "execution", fmt.Sprintf("Execution %d", e.ID), !jobs.Finished(e.Status), map[string]any{
 		"E": e, "Action": a, "Parameters": maskedParameters(e.Parameters, fields),
 		"Cancellable": !jobs.Finished(e.Status) && e.Status != jobs.StatusCanceling,
-		"Problem":     r.URL.Query().Get("problem"),
+		"Problem":     problems[r.URL.Query().Get("problem")],
 	})
 }
 
@@ -259,6 +259,12 @@ func maskedParameters(raw json.RawMessage, fields []field) string {
 }
 
 const secretMask = "********"
+
+// problems are the notices an execution page shows after a redirect, by
+// code, so a link cannot put words of its own on the page.
+var problems = map[string]string{
+	"secret": "This execution had secret parameters, whose values attune does not keep, so it cannot be re-run as is",
+}
 
 // stream is the API's live log stream for the browser: EventSource cannot
 // send a bearer token, so the session's goes with an in-process request.
@@ -301,7 +307,8 @@ func (c *Console) rerun(w http.ResponseWriter, r *http.Request) {
 		msg, hint := apiError(body)
 		if status == http.StatusConflict {
 			// Secret parameters are not kept: the run form asks for them.
-			http.Redirect(w, r, fmt.Sprintf("/executions/%d?problem=%s", id, url.QueryEscape(msg)), http.StatusSeeOther)
+			c.log.Info("console re-run refused", "id", id, "err", msg)
+			http.Redirect(w, r, fmt.Sprintf("/executions/%d?problem=secret", id), http.StatusSeeOther)
 			return
 		}
 		c.errorPage(w, r, status, msg, hint)
