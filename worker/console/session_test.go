@@ -1,13 +1,16 @@
 package console_test
 
 import (
+	"html"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -180,4 +183,60 @@ func TestOpenWithoutTokens(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
 	requireRuleEnabled(t, b, false)
+}
+
+// TestPaging: 50 executions a page, newest first, an Older link while more
+// follow, and the counts per status over every page.
+func TestPaging(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	later := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	var ids []int64
+	for range 51 {
+		status, body := b.apiCall(t, "POST", "/api/v1/executions", map[string]any{"action": "t.ticks",
+			"options": map[string]any{"scheduled_at": later}})
+		require.Equal(t, http.StatusCreated, status, "body %v", body)
+		ids = append(ids, int64(body["id"].(float64)))
+	}
+	c := loggedIn(t, b)
+	page := getPage(t, c, b.base+"/executions")
+	rows := regexp.MustCompile(`<td><a href="/executions/(\d+)">`).FindAllStringSubmatch(page, -1)
+	require.Len(t, rows, 50)
+	require.Equal(t, strconv.FormatInt(ids[50], 10), rows[0][1], "newest first")
+	require.Regexp(t, `scheduled</span> <span class="n">51</span>`, page)
+	older := regexp.MustCompile(`<a href="([^"]+)" rel="next">`).FindStringSubmatch(page)
+	require.NotNil(t, older)
+	page = getPage(t, c, b.base+html.UnescapeString(older[1]))
+	rows = regexp.MustCompile(`<td><a href="/executions/(\d+)">`).FindAllStringSubmatch(page, -1)
+	require.Len(t, rows, 1)
+	require.Equal(t, strconv.FormatInt(ids[0], 10), rows[0][1])
+	require.Contains(t, page, "← Newest")
+	require.NotContains(t, page, `rel="next"`)
+}
+
+// loggedIn is a client with a console session for the test token.
+func loggedIn(t *testing.T, b *testBundle) *http.Client {
+	t.Helper()
+	jar, err := cookiejar.New(nil)
+	require.NoError(t, err)
+	c := &http.Client{Jar: jar}
+	page := getPage(t, c, b.base+"/login")
+	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(page)
+	require.NotNil(t, m)
+	resp, err := c.PostForm(b.base+"/login", url.Values{"token": {testToken}, "csrf": {m[1]}})
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	return c
+}
+
+func getPage(t *testing.T, c *http.Client, url string) string {
+	t.Helper()
+	resp, err := c.Get(url)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", url, body)
+	return string(body)
 }
