@@ -30,3 +30,7 @@ ci:
 # Throughput against raw spawn and a plain River worker, and pickup latency (see README).
 bench: build
     ./attune bench
+
+# Regenerate the README's console screenshots with the browser tests (needs chromium).
+screenshots:
+    ATTUNE_SCREENSHOTS="$PWD/worker/console/testdata/screenshots" go test -count=1 -run 'TestBrowser$' ./worker/console

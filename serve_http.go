@@ -13,6 +13,7 @@ import (
 
 	"github.com/attune-system/attune/worker"
 	"github.com/attune-system/attune/worker/api"
+	"github.com/attune-system/attune/worker/console"
 )
 
 // httpListener is serve's HTTP side: bound before the worker starts, so a
@@ -22,6 +23,7 @@ type httpListener struct {
 	server   *api.Server
 	listener net.Listener
 	metrics  *api.Metrics
+	console  *console.Console
 	started  atomic.Bool // the worker started: River runs unless it stopped since
 
 	watchRiver func(ctx context.Context)
@@ -47,12 +49,17 @@ func (a *app) listenHTTP(pool *pgxpool.Pool, srv *worker.Server) (*httpListener,
 	if err != nil {
 		return nil, err
 	}
-	h := &httpListener{listener: l, metrics: api.NewMetrics(pool, a.log, a.cfg.WorkerName)}
+	cons, err := console.New(console.Options{Pool: pool, Log: a.log, Tokens: tokens, River: srv.Client()})
+	if err != nil {
+		return nil, errors.Join(err, l.Close())
+	}
+	h := &httpListener{listener: l, metrics: api.NewMetrics(pool, a.log, a.cfg.WorkerName), console: cons}
 	srv.OnFinish(h.metrics.Finished)
 	srv.OnEvent(h.metrics.Event)
 	h.watchRiver = h.metrics.WatchRiver(srv.Client())
 	h.server = api.New(api.Options{
 		Pool: pool, Log: a.log, Tokens: tokens, MetricsPublic: a.cfg.MetricsPublic, SecretsKey: key, Metrics: h.metrics,
+		Wrap: cons.Wrap,
 		RiverRunning: func() bool {
 			select {
 			case <-srv.Client().Stopped():
@@ -73,6 +80,9 @@ func (h *httpListener) serve(a *app) {
 	h.started.Store(true)
 	ctx, cancel := context.WithCancel(context.Background())
 	h.stopMetrics = cancel
+	if err := h.console.Start(ctx); err != nil {
+		a.log.Error("River UI did not start; the console runs without it", "err", err)
+	}
 	h.wg.Add(3)
 	go func() {
 		defer h.wg.Done()

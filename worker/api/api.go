@@ -35,6 +35,9 @@ type Options struct {
 	// RiverRunning reports whether this replica's River client runs, for
 	// /readyz; nil counts as running.
 	RiverRunning func() bool
+	// Wrap, when set, builds the listener's handler around the API's: the
+	// web console serves its pages and hands the API's routes on.
+	Wrap func(api http.Handler) http.Handler
 	// Timeouts; zero values take the defaults below.
 	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 }
@@ -85,8 +88,12 @@ func New(opts Options) *Server {
 		}
 		s.mux.Handle(rt.method+" "+rt.muxPath(), h)
 	}
+	handler := http.Handler(s)
+	if opts.Wrap != nil {
+		handler = opts.Wrap(s)
+	}
 	s.http = &http.Server{
-		Handler:           s,
+		Handler:           handler,
 		ReadHeaderTimeout: opts.ReadHeaderTimeout,
 		ReadTimeout:       opts.ReadTimeout,
 		WriteTimeout:      opts.WriteTimeout,
