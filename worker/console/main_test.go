@@ -150,8 +150,7 @@ func setupTokens(t testing.TB, entries ...string) *testBundle {
 	for _, dir := range []string{core, filepath.Join(packDir, "t")} {
 		p, problems := packs.Load(dir)
 		require.NoError(t, packs.AsError(problems))
-		_, err = packs.Register(ctx, pool, p)
-		require.NoError(t, err)
+		require.NoError(t, packs.RegisterPool(ctx, pool, []*packs.Pack{p}, problems).Err())
 	}
 
 	lb := &lockedBuffer{}
