@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -515,34 +514,67 @@ func validText(s string) string {
 // execution shorter than this writes its output once, at the end.
 const liveOutputEvery = time.Second
 
-// liveOutput writes a running execution's output so far. A write still in
-// flight makes the next tick skip; the final result write replaces it all.
+// liveOutput writes a running execution's output so far. process.Run hands
+// it only streams whose stored text changed, so a capped stream is written
+// once more (with its notice) and never again, however long the child
+// floods. One write is in flight at a time; what changes meanwhile waits
+// and goes in the next write, so the last stored text is never lost to a
+// busy tick. The final result write replaces it all.
 type liveOutput struct {
 	w       *executor
 	id      int64
 	attempt int
-	busy    atomic.Bool
 	wg      sync.WaitGroup
+
+	mu                     sync.Mutex
+	busy                   bool
+	pendingOut, pendingErr *string
 }
 
-func (l *liveOutput) publish(stdout, stderr string) {
-	if !l.busy.CompareAndSwap(false, true) {
-		return
+func (l *liveOutput) publish(stdout, stderr *string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if stdout != nil {
+		l.pendingOut = stdout
 	}
+	if stderr != nil {
+		l.pendingErr = stderr
+	}
+	if l.busy {
+		return // the write in flight takes the pending text when it is done
+	}
+	l.busy = true
 	l.wg.Add(1)
-	go func() {
-		defer l.wg.Done()
-		defer l.busy.Store(false)
+	go l.write()
+}
+
+// write writes what is pending until nothing is.
+func (l *liveOutput) write() {
+	defer l.wg.Done()
+	for {
+		l.mu.Lock()
+		stdout, stderr := l.pendingOut, l.pendingErr
+		l.pendingOut, l.pendingErr = nil, nil
+		if stdout == nil && stderr == nil {
+			l.busy = false
+			l.mu.Unlock()
+			return
+		}
+		l.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		// Only while this attempt runs here: once the result is written
-		// (or another replica settled it) a late write must not land.
-		_, err := l.w.pool.Exec(ctx, "SELECT attune.record_output($1, $2, $3, $4, $5)",
+		// Only while this attempt runs here: once the result is written (or
+		// another replica settled it) a late write must not land. A stream
+		// left NULL keeps its stored value, TOAST pointer and all, so an
+		// unchanged (capped) stream costs no WAL. (attune.record_output
+		// always sets both.)
+		_, err := l.w.pool.Exec(ctx, `UPDATE attune.execution SET stdout = COALESCE($4, stdout), stderr = COALESCE($5, stderr)
+			WHERE id = $1 AND worker = $2 AND attempt = $3 AND status IN ('running', 'canceling')`,
 			l.id, l.w.cfg.WorkerName, l.attempt, stdout, stderr)
+		cancel()
 		if err != nil {
 			l.w.log.Debug("writing live output failed", "id", l.id, "err", err)
 		}
-	}()
+	}
 }
 
 // workDirPrefix names the work directories of one execution's attempts on

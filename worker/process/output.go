@@ -72,18 +72,24 @@ func (c *capture) readFrom(r io.Reader) {
 	}
 }
 
-// snapshot returns what is stored so far and whether it grew since seen
-// bytes (kept plus dropped) were counted; it serves live output while the
-// child runs.
-func (c *capture) snapshot(stream string, seen int64) (text string, total int64, grew bool) {
+// snapshot returns what is stored so far when it changed since version
+// seen, and the version it returns. The stored text changes only while it
+// grows and once more when the first dropped byte adds the truncation
+// notice: bytes dropped past the cap do not change it, so they must not
+// count as growth (a flood would have the whole capped text rewritten on
+// every tick).
+func (c *capture) snapshot(stream string, seen int64) (text string, version int64, changed bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	total = int64(len(c.buf)) + c.dropped
-	if total == seen {
-		return "", total, false
+	version = int64(len(c.buf)) << 1
+	if c.truncated() {
+		version |= 1
+	}
+	if version == seen {
+		return "", version, false
 	}
 	text, _ = c.textLocked(stream)
-	return text, total, true
+	return text, version, true
 }
 
 // truncated reports whether the child wrote more than max bytes.

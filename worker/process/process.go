@@ -68,9 +68,12 @@ type Spec struct {
 	// started (the timeout is already running, so keep it short).
 	OnStart func(pid int, at time.Time)
 	// OnOutput, if set, is called on Run's goroutine every OutputEvery
-	// while the process runs and its output grew, with what is stored so
-	// far. It must not block: Run waits on nothing else meanwhile.
-	OnOutput    func(stdout, stderr string)
+	// while the process runs and what is stored of its output changed, with
+	// the stored text of each stream that changed (nil for one that did
+	// not). Output dropped past a cap changes nothing: a capped stream is
+	// handed over once more, with its truncation notice, and then never
+	// again. It must not block: Run waits on nothing else meanwhile.
+	OnOutput    func(stdout, stderr *string)
 	OutputEvery time.Duration
 }
 
