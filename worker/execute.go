@@ -272,7 +272,11 @@ func (w *executor) run(ctx context.Context, c *claimed) outcome {
 			break
 		}
 		out.Status = jobs.StatusCompleted
-		if v, ok := parseResult(res.Stdout, c.OutputFormat); ok {
+		// Parsing runs on the worker's CPU: within the execution's deadline.
+		pctx, cancel := context.WithDeadline(ctx, res.StartedAt.Add(spec.Timeout))
+		v, ok := parseResult(pctx, res.Stdout, c.OutputFormat)
+		cancel()
+		if ok {
 			if len(c.ResultSchema) > 0 {
 				if err := packs.ValidateAgainst(c.ResultSchema, v); err != nil {
 					out.Status, out.Retryable = jobs.StatusFailed, true
@@ -336,8 +340,14 @@ func (w *executor) spec(c *claimed) (process.Spec, error) {
 		env = append(env, "ATTUNE_TRIGGER="+*c.TriggerRef)
 	}
 
+	root, err := packFolder(c.Path, "actions")
+	if err != nil {
+		return process.Spec{}, err
+	}
+
 	spec := process.Spec{
 		Path: prog, Args: args,
+		EntryPoint: c.Path, EntryRoot: root,
 		// The execution id in the name lets a replica reaping a dead worker
 		// on this host find and remove what its executions left.
 		WorkDirPrefix: WorkDirPrefix(w.database, w.cfg.WorkerName, c.ID),

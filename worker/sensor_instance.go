@@ -186,8 +186,13 @@ func (in *sensorInstance) runOnce(restarts int, lastErr string) error {
 	evCtx, evCancel := context.WithCancel(context.Background())
 	defer evCancel()
 	var tail stderrTail
+	root, err := packFolder(def.Path, "sensors")
+	if err != nil {
+		return err
+	}
 	p, err := process.Start(process.Spec{
 		Path: prog, Args: args, Env: env,
+		EntryPoint: def.Path, EntryRoot: root,
 		WorkDirPrefix: "attune-sensor-",
 		StdinPipe:     true,
 		ReadStdout:    func(r io.Reader) { in.readEvents(evCtx, r, def) },
