@@ -348,6 +348,7 @@ func (w *executor) spec(c *claimed) (process.Spec, error) {
 	spec := process.Spec{
 		Path: prog, Args: args,
 		EntryPoint: c.Path, EntryRoot: root,
+		Credential: w.cfg.RunAsCredential,
 		// The execution id in the name lets a replica reaping a dead worker
 		// on this host find and remove what its executions left.
 		WorkDirPrefix: WorkDirPrefix(w.database, w.cfg.WorkerName, c.ID),

@@ -193,6 +193,7 @@ func (in *sensorInstance) runOnce(restarts int, lastErr string) error {
 	p, err := process.Start(process.Spec{
 		Path: prog, Args: args, Env: env,
 		EntryPoint: def.Path, EntryRoot: root,
+		Credential:    in.sup.cfg.RunAsCredential,
 		WorkDirPrefix: "attune-sensor-",
 		StdinPipe:     true,
 		ReadStdout:    func(r io.Reader) { in.readEvents(evCtx, r, def) },

@@ -67,6 +67,11 @@ type Spec struct {
 	// worker's TMPDIR (a random suffix follows). Defaults to "attune-exec-".
 	WorkDirPrefix string
 
+	// Credential, when set, is the user and groups the child runs as (the
+	// worker must be root); its work directory and parameter file are
+	// made its own.
+	Credential *syscall.Credential
+
 	// uncontained leaves out the containment beyond the process group
 	// (cgroup, subreaper), for tests of what happens without it.
 	uncontained bool
@@ -180,6 +185,12 @@ func Start(spec Spec) (_ *Handle, err error) {
 		}
 	}()
 
+	if c := spec.Credential; c != nil {
+		if err := os.Chown(dir, int(c.Uid), int(c.Gid)); err != nil {
+			return nil, fmt.Errorf("error giving the work directory to uid %d: %w", c.Uid, err)
+		}
+	}
+
 	env := make([]string, 0, len(spec.Env)+2) // non-nil: nil would inherit ours
 	for _, kv := range spec.Env {
 		if hasKey(kv, "TMPDIR") || (spec.ParameterFile != nil && hasKey(kv, "ATTUNE_PARAMETER_FILE")) {
@@ -192,6 +203,11 @@ func Start(spec Spec) (_ *Handle, err error) {
 		path := filepath.Join(dir, parameterFileName)
 		if err := os.WriteFile(path, spec.ParameterFile, 0o400); err != nil {
 			return nil, fmt.Errorf("error writing parameter file: %w", err)
+		}
+		if c := spec.Credential; c != nil {
+			if err := os.Chown(path, int(c.Uid), int(c.Gid)); err != nil {
+				return nil, fmt.Errorf("error giving the parameter file to uid %d: %w", c.Uid, err)
+			}
 		}
 		env = append(env, "ATTUNE_PARAMETER_FILE="+path)
 	}
@@ -269,6 +285,7 @@ func (h *Handle) start(spec Spec, argv, env []string) (err error) {
 		h.cmd.Dir = h.dir
 		h.cmd.Stdout, h.cmd.Stderr = stdoutW, stderrW
 		h.cmd.SysProcAttr = sysProcAttr()
+		h.cmd.SysProcAttr.Credential = spec.Credential
 		h.jail.apply(h.cmd.SysProcAttr)
 		// A backstop only: with *os.File streams os/exec starts no copying
 		// goroutines, but should that change, a grandchild holding a pipe must
