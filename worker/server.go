@@ -111,10 +111,16 @@ func (s *Server) OnFinish(fn func(id int64, status string)) { s.exec.completer.o
 
 // Start registers the worker, starts the heartbeat and River.
 func (s *Server) Start(ctx context.Context) error {
-	caps, _ := json.Marshal(map[string]any{
+	caps := map[string]any{
 		"runtimes":                  s.exec.runtimes.Names(),
 		"max_concurrent_executions": s.cfg.MaxConcurrentExecutions,
-	})
+		// How escaped descendants are killed (process.Containment).
+		"containment": process.Containment(),
+	}
+	if s.cfg.RunAs != "" {
+		caps["run_as"] = s.cfg.RunAs
+	}
+	capsJSON, _ := json.Marshal(caps)
 	if err := s.pool.QueryRow(ctx, "SELECT current_database()").Scan(&s.exec.database); err != nil {
 		return fmt.Errorf("error reading the database name: %w", err)
 	}
@@ -122,7 +128,7 @@ func (s *Server) Start(ctx context.Context) error {
 		VALUES ($1, $2, $3, $4, 'active', now(), now())
 		ON CONFLICT (name) DO UPDATE SET hostname = EXCLUDED.hostname, pid = EXCLUDED.pid,
 			capabilities = EXCLUDED.capabilities, status = 'active', started_at = now(), heartbeat_at = now()`,
-		s.cfg.WorkerName, s.hostname, os.Getpid(), caps)
+		s.cfg.WorkerName, s.hostname, os.Getpid(), capsJSON)
 	if err != nil {
 		return fmt.Errorf("error registering worker %s: %w", s.cfg.WorkerName, err)
 	}

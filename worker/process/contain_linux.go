@@ -462,6 +462,15 @@ func ownerDead(name string) bool {
 	return err != nil || st.start != start
 }
 
+// SweepDead removes what dead workers on this host left: what is still
+// alive in their cgroups, and their work directories. Every worker does
+// it as it starts (the first Containment or Start); a worker reaping a
+// dead one on its host does it again.
+func SweepDead() {
+	setupContainment()
+	sweepDead(os.TempDir())
+}
+
 // sweepDead removes what dead workers on this host left: it kills what is
 // left in their cgroups and removes them, and removes their work
 // directories (os.TempDir()/attune-*).

@@ -19,3 +19,7 @@ func (j *jail) failed()                                         {}
 func (j *jail) killAll(pid, pgid int, tmpdir string)            {}
 func (j *jail) released(pid int)                                {}
 func ownerTag() string                                          { return "" }
+
+// SweepDead does nothing here: work directories of a dead worker are
+// removed when its executions are reaped.
+func SweepDead() {}
