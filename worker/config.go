@@ -234,8 +234,10 @@ func (c *Config) problems() []configProblem {
 		}
 		// attune's configuration holds the database URL and the secrets
 		// key, libpq's variables a password: credentials never reach a
-		// child.
-		if configVars[name] || strings.HasPrefix(name, "ATTUNE_") || strings.HasPrefix(name, "PG") {
+		// child. ATTUNE_ACTION_* is the children's own namespace (their
+		// parameters), not configuration.
+		attune := strings.HasPrefix(name, "ATTUNE_") && !strings.HasPrefix(name, "ATTUNE_ACTION_")
+		if configVars[name] || attune || strings.HasPrefix(name, "PG") {
 			bad("ATTUNE_PASSTHROUGH_ENV", strings.Join(c.PassthroughEnv, ","), fmt.Sprintf("%q is attune's own configuration or a database credential (ATTUNE_*, PG*) and never reaches a child", name))
 			break
 		}

@@ -3,6 +3,7 @@ package process
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 )
@@ -31,6 +32,10 @@ func confine(entry, root string) (string, error) {
 	}
 	real, err := filepath.EvalSymlinks(entry)
 	if err != nil {
+		if fi, lerr := os.Lstat(entry); lerr == nil && fi.Mode()&os.ModeSymlink != 0 {
+			// A dangling link: whatever it names could appear before execve.
+			return "", &userError{msg: fmt.Sprintf("Entry point %s is a link that leads nowhere: %v", entry, err), kind: ErrOutsideRoot, cause: err}
+		}
 		// Missing: the binary checks that follow say so in their words.
 		return entry, nil
 	}

@@ -72,9 +72,10 @@ type Spec struct {
 	// made its own.
 	Credential *syscall.Credential
 
-	// uncontained leaves out the containment beyond the process group
-	// (cgroup, subreaper), for tests of what happens without it.
-	uncontained bool
+	// Detached lets descendants that leave the process group live on: no
+	// cgroup, no subreaper kill. For a tool whose job is to start a daemon
+	// (pg_ctl start calls setsid); actions and sensors never set it.
+	Detached bool
 	// noCgroup contains the child as where cgroups are not available.
 	noCgroup bool
 
@@ -231,7 +232,7 @@ func Start(spec Spec) (_ *Handle, err error) {
 		return nil, err
 	}
 
-	j, err := newJail(dir, spec.uncontained, spec.noCgroup)
+	j, err := newJail(dir, spec.Detached, spec.noCgroup)
 	if err != nil {
 		return nil, err
 	}

@@ -392,7 +392,7 @@ func TestRunGrandchildren(t *testing.T) {
 		// the group kill; Run gives up on its pipe after DefaultDrainTimeout.
 		b := setupProc(t)
 		spec := helperSpec(t, "escape", pidfileEnv+"="+b.pidfile)
-		spec.uncontained = true
+		spec.Detached = true
 		res := Run(ctx, spec)
 		returned := time.Now()
 		pids := readPidfile(t, b.pidfile)
