@@ -30,6 +30,13 @@ type capture struct {
 	max     int
 	buf     []byte
 	dropped int64
+
+	// The text last made of buf, and the version it was made at: the live
+	// snapshot and the final result of a capped stream are one string, not
+	// two copies of up to max bytes.
+	last        string
+	lastVersion int64
+	lastOK      bool
 }
 
 func newCapture(max int) *capture { return &capture{max: max} }
@@ -81,15 +88,22 @@ func (c *capture) readFrom(r io.Reader) {
 func (c *capture) snapshot(stream string, seen int64) (text string, version int64, changed bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	version = int64(len(c.buf)) << 1
-	if c.truncated() {
-		version |= 1
-	}
+	version = c.versionLocked()
 	if version == seen {
 		return "", version, false
 	}
 	text, _ = c.textLocked(stream)
 	return text, version, true
+}
+
+// versionLocked identifies the stored text: it changes exactly when the
+// text does.
+func (c *capture) versionLocked() int64 {
+	v := int64(len(c.buf)) << 1
+	if c.truncated() {
+		v |= 1
+	}
+	return v
 }
 
 // truncated reports whether the child wrote more than max bytes.
@@ -106,6 +120,16 @@ func (c *capture) text(stream string) (string, bool) {
 }
 
 func (c *capture) textLocked(stream string) (string, bool) {
+	v := c.versionLocked()
+	if c.lastOK && c.lastVersion == v {
+		return c.last, c.truncated()
+	}
+	s, truncated := c.makeText(stream)
+	c.last, c.lastVersion, c.lastOK = s, v, true
+	return s, truncated
+}
+
+func (c *capture) makeText(stream string) (string, bool) {
 	if !c.truncated() {
 		if s, complete := Sanitize(c.buf, c.max); complete {
 			return s, false
