@@ -42,7 +42,10 @@ func isCredential(name string) bool {
 func protectCredentials() {
 	if fdText, ok := os.LookupEnv(credentialsFDEnv); ok {
 		_ = os.Unsetenv(credentialsFDEnv)
-		if fd, err := strconv.Atoi(fdText); err == nil {
+		// Only the memfd our previous image made: a stray variable must not
+		// have us read stdin, say.
+		fd, err := strconv.Atoi(fdText)
+		if link, _ := os.Readlink("/proc/self/fd/" + fdText); err == nil && strings.HasPrefix(link, "/memfd:attune-credentials") {
 			f := os.NewFile(uintptr(fd), "credentials")
 			b, _ := io.ReadAll(f)
 			_ = f.Close()
