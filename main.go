@@ -10,6 +10,7 @@ import (
 )
 
 func main() {
+	protectCredentials() // before anything else: it may re-exec
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/caarlos0/env/v11"
@@ -20,6 +21,10 @@ type Config struct {
 	// DatabaseURL is the PostgreSQL database; it is created when missing and
 	// the role may. Defaults to postgres://localhost:5432/attune?sslmode=disable.
 	DatabaseURL string `env:"ATTUNE_DATABASE_URL" envDefault:"postgres://localhost:5432/attune?sslmode=disable"`
+
+	// DatabaseURLFile names a file holding DatabaseURL (one trailing
+	// newline trimmed), instead of the variable. Defaults to none.
+	DatabaseURLFile string `env:"ATTUNE_DATABASE_URL_FILE"`
 
 	// PacksDir is the packs base directory: {dir}/{pack}/actions/{entry_point}.
 	// Defaults to ./packs.
@@ -64,6 +69,18 @@ type Config struct {
 	// SecretsKey is the base64 of 32 bytes that encrypts secrets at rest.
 	// Defaults to none (secrets unavailable).
 	SecretsKey string `env:"ATTUNE_SECRETS_KEY"`
+
+	// SecretsKeyFile names a file holding SecretsKey (one trailing newline
+	// trimmed), instead of the variable. Defaults to none.
+	SecretsKeyFile string `env:"ATTUNE_SECRETS_KEY_FILE"`
+
+	// RunAs is user[:group], names or ids, that children run as when the
+	// worker runs as root; the group defaults to the user's. Defaults to
+	// none (children run as the worker).
+	RunAs string `env:"ATTUNE_RUN_AS"`
+
+	// RunAsCredential is RunAs resolved. Defaults to nil.
+	RunAsCredential *syscall.Credential `env:"-"`
 
 	// ShutdownTimeout is how long running executions may finish after
 	// SIGTERM before they are killed. Defaults to 30s.
@@ -158,7 +175,14 @@ func load(environ []string, uses func(name string) bool) (Config, error) {
 		cfg.WorkerName = fmt.Sprintf("%s-%d", host, os.Getpid())
 	}
 	cfg.PassthroughEnv = trimAll(cfg.PassthroughEnv)
-	for _, p := range cfg.problems() {
+	ps := cfg.readFiles(vars)
+	if cfg.RunAs != "" {
+		var err error
+		if cfg.RunAsCredential, err = resolveRunAs(cfg.RunAs); err != nil {
+			ps = append(ps, configProblem{"ATTUNE_RUN_AS", fmt.Errorf("ATTUNE_RUN_AS=%s is invalid: %w", cfg.RunAs, err)})
+		}
+	}
+	for _, p := range append(ps, cfg.problems()...) {
 		if uses(p.name) {
 			return cfg, p.err
 		}
@@ -223,9 +247,12 @@ func (c *Config) problems() []configProblem {
 			break
 		}
 		// attune's configuration holds the database URL and the secrets
-		// key, which must never reach a child.
-		if configVars[name] {
-			bad("ATTUNE_PASSTHROUGH_ENV", strings.Join(c.PassthroughEnv, ","), fmt.Sprintf("%q is attune's own configuration and never reaches a child", name))
+		// key, libpq's variables a password: credentials never reach a
+		// child. ATTUNE_ACTION_* is the children's own namespace (their
+		// parameters), not configuration.
+		attune := strings.HasPrefix(name, "ATTUNE_") && !strings.HasPrefix(name, "ATTUNE_ACTION_")
+		if configVars[name] || attune || strings.HasPrefix(name, "PG") {
+			bad("ATTUNE_PASSTHROUGH_ENV", strings.Join(c.PassthroughEnv, ","), fmt.Sprintf("%q is attune's own configuration or a database credential (ATTUNE_*, PG*) and never reaches a child", name))
 			break
 		}
 	}
@@ -233,6 +260,40 @@ func (c *Config) problems() []configProblem {
 		if _, err := DecodeSecretsKey(c.SecretsKey); err != nil {
 			bad("ATTUNE_SECRETS_KEY", "(hidden)", err.Error())
 		}
+	}
+	return ps
+}
+
+// readFiles reads the _FILE variants of the credentials into their fields.
+// A problem is reported under the plain variable's name, which is what
+// commands say they use.
+func (c *Config) readFiles(vars map[string]string) []configProblem {
+	var ps []configProblem
+	for _, f := range []struct {
+		name, file string
+		dst        *string
+	}{
+		{"ATTUNE_DATABASE_URL", c.DatabaseURLFile, &c.DatabaseURL},
+		{"ATTUNE_SECRETS_KEY", c.SecretsKeyFile, &c.SecretsKey},
+	} {
+		if f.file == "" {
+			continue
+		}
+		if _, both := vars[f.name]; both {
+			ps = append(ps, configProblem{f.name, fmt.Errorf("%s and %s_FILE are both set: set only one", f.name, f.name)})
+			continue
+		}
+		b, err := os.ReadFile(f.file)
+		if err != nil {
+			ps = append(ps, configProblem{f.name, fmt.Errorf("%s_FILE=%s is invalid: %w", f.name, f.file, err)})
+			continue
+		}
+		v := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+		if v == "" {
+			ps = append(ps, configProblem{f.name, fmt.Errorf("%s_FILE=%s is invalid: the file is empty", f.name, f.file)})
+			continue
+		}
+		*f.dst = v
 	}
 	return ps
 }

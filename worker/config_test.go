@@ -1,6 +1,9 @@
 package worker
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -46,7 +49,7 @@ func TestLoadConfigBadValues(t *testing.T) {
 		{"ATTUNE_MAX_CONCURRENT_EXECUTIONS=0", "ATTUNE_MAX_CONCURRENT_EXECUTIONS=0 is invalid: must be from 1 to 10000"},
 		{"ATTUNE_MAX_STDOUT_BYTES=10", "ATTUNE_MAX_STDOUT_BYTES=10 is invalid: must be from 1024 to 268435456"},
 		{"ATTUNE_MAX_STDERR_BYTES=1000000000", "ATTUNE_MAX_STDERR_BYTES=1000000000 is invalid: must be from 1024 to 268435456"},
-		{"ATTUNE_PASSTHROUGH_ENV=HOME,ATTUNE_DATABASE_URL", `"ATTUNE_DATABASE_URL" is attune's own configuration`},
+		{"ATTUNE_PASSTHROUGH_ENV=HOME,ATTUNE_DATABASE_URL", `"ATTUNE_DATABASE_URL" is attune's own configuration or a database credential`},
 		{"ATTUNE_DEFAULT_TIMEOUT=-1s", "ATTUNE_DEFAULT_TIMEOUT=-1s is invalid: must be whole seconds, at least 1s"},
 		{"ATTUNE_DEFAULT_TIMEOUT=1ms", "ATTUNE_DEFAULT_TIMEOUT=1ms is invalid: must be whole seconds, at least 1s"},
 		{"ATTUNE_DEFAULT_TIMEOUT=1.5s", "ATTUNE_DEFAULT_TIMEOUT=1.5s is invalid: must be whole seconds, at least 1s"},
@@ -79,4 +82,52 @@ func TestLoadConfigOf(t *testing.T) {
 	require.EqualError(t, err, `ATTUNE_MAX_CONCURRENT_EXECUTIONS="abc" is invalid: must be a whole number`)
 	_, err = LoadConfig(environ)
 	require.Error(t, err)
+}
+
+func TestLoadConfigCredentialFiles(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	urlFile, keyFile := filepath.Join(dir, "url"), filepath.Join(dir, "key")
+	require.NoError(t, os.WriteFile(urlFile, []byte("postgres://u:pw@db/x\n"), 0o600))
+	require.NoError(t, os.WriteFile(keyFile, []byte("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"), 0o600))
+	cfg, err := LoadConfig([]string{"ATTUNE_DATABASE_URL_FILE=" + urlFile, "ATTUNE_SECRETS_KEY_FILE=" + keyFile})
+	require.NoError(t, err)
+	require.Equal(t, "postgres://u:pw@db/x", cfg.DatabaseURL)
+	require.Equal(t, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", cfg.SecretsKey)
+
+	_, err = LoadConfig([]string{"ATTUNE_DATABASE_URL_FILE=" + urlFile, "ATTUNE_DATABASE_URL=postgres://db/y"})
+	require.EqualError(t, err, "ATTUNE_DATABASE_URL and ATTUNE_DATABASE_URL_FILE are both set: set only one")
+	_, err = LoadConfig([]string{"ATTUNE_SECRETS_KEY_FILE=" + filepath.Join(dir, "missing")})
+	require.ErrorContains(t, err, "ATTUNE_SECRETS_KEY_FILE="+filepath.Join(dir, "missing")+" is invalid")
+	require.NoError(t, os.WriteFile(keyFile, []byte("c2hvcnQ=\n"), 0o600))
+	_, err = LoadConfig([]string{"ATTUNE_SECRETS_KEY_FILE=" + keyFile})
+	require.ErrorContains(t, err, "ATTUNE_SECRETS_KEY=(hidden) is invalid: decodes to 5 bytes")
+}
+
+func TestLoadConfigRefusesCredentialPassthrough(t *testing.T) {
+	t.Parallel()
+	for _, name := range []string{"PGPASSWORD", "PGHOST", "ATTUNE_SECRETS_KEY_FILE", "ATTUNE_ANYTHING"} {
+		_, err := LoadConfig([]string{"ATTUNE_PASSTHROUGH_ENV=HOME," + name})
+		require.ErrorContains(t, err, fmt.Sprintf("%q is attune's own configuration or a database credential", name))
+		require.NotContains(t, err.Error(), "\n")
+	}
+}
+
+func TestLoadConfigRunAs(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		_, err := LoadConfig([]string{"ATTUNE_RUN_AS=nobody"})
+		require.ErrorContains(t, err, "only a worker running as root")
+		return
+	}
+	cfg, err := LoadConfig([]string{"ATTUNE_RUN_AS=nobody"})
+	require.NoError(t, err)
+	require.EqualValues(t, 65534, cfg.RunAsCredential.Uid)
+	cfg, err = LoadConfig([]string{"ATTUNE_RUN_AS=65534:0"})
+	require.NoError(t, err)
+	require.EqualValues(t, 0, cfg.RunAsCredential.Gid)
+	for _, bad := range []string{"no-such-user-here", "nobody:no-such-group", "root"} {
+		_, err := LoadConfig([]string{"ATTUNE_RUN_AS=" + bad})
+		require.ErrorContains(t, err, "ATTUNE_RUN_AS="+bad+" is invalid", bad)
+	}
 }

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -144,9 +145,13 @@ func singleQuote(s string) string {
 }
 
 // parseResult reads an exited-0 child's stdout as the action's output_format.
-// It reports ok=false when stdout holds no result in that format.
-func parseResult(stdout, format string) (any, bool) {
-	v, ok := parseResultRaw(stdout, format)
+// It reports ok=false when stdout holds no result in that format, is
+// larger than maxResultBytes, or ctx ends first (see result.go).
+func parseResult(ctx context.Context, stdout, format string) (any, bool) {
+	if len(stdout) > maxResultBytes {
+		return nil, false
+	}
+	v, ok := parseResultRaw(ctx, stdout, format)
 	if !ok {
 		return nil, false
 	}
@@ -190,7 +195,7 @@ func withoutNUL(v any) any {
 	return v
 }
 
-func parseResultRaw(stdout, format string) (any, bool) {
+func parseResultRaw(ctx context.Context, stdout, format string) (any, bool) {
 	trimmed := strings.TrimSpace(stdout)
 	if trimmed == "" {
 		return nil, false
@@ -205,17 +210,17 @@ func parseResultRaw(stdout, format string) (any, bool) {
 			return v, true
 		}
 	case packs.FormatYAML:
-		var v any
-		if yaml.Unmarshal([]byte(trimmed), &v) == nil {
-			if j, err := toJSONCompatible(v); err == nil {
-				return j, true
-			}
+		if v, err := decodeYAMLResult(ctx, trimmed); err == nil {
+			return v, true
 		}
 	case packs.FormatJSONL:
 		var items []any
 		for _, line := range strings.Split(trimmed, "\n") {
 			if line = strings.TrimSpace(line); line == "" {
 				continue
+			}
+			if ctx.Err() != nil {
+				return nil, false
 			}
 			v, err := decodeJSON(line)
 			if err != nil {
@@ -226,14 +231,4 @@ func parseResultRaw(stdout, format string) (any, bool) {
 		return items, true
 	}
 	return nil, false
-}
-
-// toJSONCompatible round-trips a YAML value through JSON so it can be stored
-// as jsonb (YAML allows non-string map keys).
-func toJSONCompatible(v any) (any, error) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return nil, err
-	}
-	return decodeJSON(string(b))
 }

@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -256,7 +255,7 @@ func (w *executor) run(ctx context.Context, c *claimed) outcome {
 	rawStdout := res.Stdout
 	res.Stdout, res.StdoutTruncated = mask.stream(res.Stdout, res.StdoutTruncated, false, "stdout", w.cfg.MaxStdoutBytes)
 	res.Stderr, res.StderrTruncated = mask.stream(res.Stderr, res.StderrTruncated, false, "stderr", w.cfg.MaxStderrBytes)
-	out := w.outcomeOf(c, spec, res, rawStdout)
+	out := w.outcomeOf(ctx, c, spec, res, rawStdout)
 	out.Result = mask.value(out.Result)
 	out.Error = mask.text(out.Error)
 	return out
@@ -264,7 +263,7 @@ func (w *executor) run(ctx context.Context, c *claimed) outcome {
 
 // outcomeOf turns a process's Result into an outcome; rawStdout is stdout
 // before masking, which the result is parsed from.
-func (w *executor) outcomeOf(c *claimed, spec process.Spec, res process.Result, rawStdout string) outcome {
+func (w *executor) outcomeOf(ctx context.Context, c *claimed, spec process.Spec, res process.Result, rawStdout string) outcome {
 	out := outcome{
 		Stdout: &res.Stdout, Stderr: &res.Stderr,
 		StdoutTruncated: res.StdoutTruncated, StderrTruncated: res.StderrTruncated,
@@ -298,7 +297,11 @@ func (w *executor) outcomeOf(c *claimed, spec process.Spec, res process.Result, 
 			break
 		}
 		out.Status = jobs.StatusCompleted
-		if v, ok := parseResult(rawStdout, c.OutputFormat); ok {
+		// Parsing runs on the worker's CPU: within the execution's deadline.
+		pctx, cancel := context.WithDeadline(ctx, res.StartedAt.Add(spec.Timeout))
+		v, ok := parseResult(pctx, rawStdout, c.OutputFormat)
+		cancel()
+		if ok {
 			if len(c.ResultSchema) > 0 {
 				if err := packs.ValidateAgainst(c.ResultSchema, v); err != nil {
 					out.Status, out.Retryable = jobs.StatusFailed, true
@@ -374,8 +377,15 @@ func (w *executor) spec(c *claimed) (process.Spec, *masker, error) {
 		env = append(env, "ATTUNE_TRIGGER="+*c.TriggerRef)
 	}
 
+	root, err := packFolder(c.Path, "actions")
+	if err != nil {
+		return process.Spec{}, nil, err
+	}
+
 	spec := process.Spec{
 		Path: prog, Args: args,
+		EntryPoint: c.Path, EntryRoot: root,
+		Credential: w.cfg.RunAsCredential,
 		// The execution id in the name lets a replica reaping a dead worker
 		// on this host find and remove what its executions left.
 		WorkDirPrefix: WorkDirPrefix(w.database, w.cfg.WorkerName, c.ID),
@@ -565,39 +575,78 @@ func validText(s string) string {
 // execution shorter than this writes its output once, at the end.
 const liveOutputEvery = time.Second
 
-// liveOutput writes a running execution's output so far. A write still in
-// flight makes the next tick skip; the final result write replaces it all.
+// liveOutput writes a running execution's output so far. process.Run hands
+// it only streams whose stored text changed, so a capped stream is written
+// once more (with its notice) and never again, however long the child
+// floods. One write is in flight at a time; what changes meanwhile waits
+// and goes in the next write, so the last stored text is never lost to a
+// busy tick. The final result write replaces it all.
 type liveOutput struct {
 	w       *executor
 	id      int64
 	attempt int
 	mask    *masker
-	busy    atomic.Bool
 	wg      sync.WaitGroup
+
+	mu                     sync.Mutex
+	busy                   bool
+	pendingOut, pendingErr *string
 }
 
-func (l *liveOutput) publish(stdout, stderr string) {
-	if !l.busy.CompareAndSwap(false, true) {
-		return
+func (l *liveOutput) publish(stdout, stderr *string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if stdout != nil {
+		l.pendingOut = stdout
 	}
+	if stderr != nil {
+		l.pendingErr = stderr
+	}
+	if l.busy {
+		return // the write in flight takes the pending text when it is done
+	}
+	l.busy = true
 	l.wg.Add(1)
-	go func() {
-		defer l.wg.Done()
-		defer l.busy.Store(false)
+	go l.write()
+}
+
+// write writes what is pending until nothing is.
+func (l *liveOutput) write() {
+	defer l.wg.Done()
+	for {
+		l.mu.Lock()
+		stdout, stderr := l.pendingOut, l.pendingErr
+		l.pendingOut, l.pendingErr = nil, nil
+		if stdout == nil && stderr == nil {
+			l.busy = false
+			l.mu.Unlock()
+			return
+		}
+		l.mu.Unlock()
 		// Masked here, off Run's goroutine; a value the child is half way
 		// through printing is held back until it can be masked whole.
-		stdout, _ := l.mask.stream(stdout, false, true, "stdout", l.w.cfg.MaxStdoutBytes)
-		stderr, _ := l.mask.stream(stderr, false, true, "stderr", l.w.cfg.MaxStderrBytes)
+		if stdout != nil {
+			m, _ := l.mask.stream(*stdout, false, true, "stdout", l.w.cfg.MaxStdoutBytes)
+			stdout = &m
+		}
+		if stderr != nil {
+			m, _ := l.mask.stream(*stderr, false, true, "stderr", l.w.cfg.MaxStderrBytes)
+			stderr = &m
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		// Only while this attempt runs here: once the result is written
-		// (or another replica settled it) a late write must not land.
-		_, err := l.w.pool.Exec(ctx, "SELECT attune.record_output($1, $2, $3, $4, $5)",
+		// Only while this attempt runs here: once the result is written (or
+		// another replica settled it) a late write must not land. A stream
+		// left NULL keeps its stored value, TOAST pointer and all, so an
+		// unchanged (capped) stream costs no WAL. (attune.record_output
+		// always sets both.)
+		_, err := l.w.pool.Exec(ctx, `UPDATE attune.execution SET stdout = COALESCE($4, stdout), stderr = COALESCE($5, stderr)
+			WHERE id = $1 AND worker = $2 AND attempt = $3 AND status IN ('running', 'canceling')`,
 			l.id, l.w.cfg.WorkerName, l.attempt, stdout, stderr)
+		cancel()
 		if err != nil {
 			l.w.log.Debug("writing live output failed", "id", l.id, "err", err)
 		}
-	}()
+	}
 }
 
 // workDirPrefix names the work directories of one execution's attempts on

@@ -106,6 +106,31 @@ parameters:
 entry_point: slowlines.sh
 output_format: text
 `,
+	"legit.yaml": `name: legit
+entry_point: legit.sh
+output_format: text
+`,
+	"legit.sh": "echo legit\n",
+	"yaml80k.yaml": `name: yaml80k
+entry_point: yaml80k.sh
+output_format: yaml
+`,
+	"yaml80k.sh": "seq 1 80000 | awk '{print \"key-number-\" $1 \": \" $1}'\n",
+	"flood.yaml": `name: flood
+entry_point: flood.sh
+output_format: text
+parameters:
+  seconds: {type: integer, required: true}
+  file: {type: string, required: true}
+`,
+	// Incompressible output on both streams, as fast as cat goes, for
+	// ATTUNE_ACTION_SECONDS.
+	"flood.sh": `end=$(( $(date +%s) + ATTUNE_ACTION_SECONDS ))
+while [ "$(date +%s)" -lt "$end" ]; do
+	cat "$ATTUNE_ACTION_FILE"
+	cat "$ATTUNE_ACTION_FILE" >&2
+done
+`,
 	"script.yaml": `name: script
 entry_point: script.sh
 output_format: text

@@ -8,6 +8,10 @@ import "github.com/attune-system/attune/worker/process"
 // and its descendants inherit them. It returns how many process groups it
 // killed.
 func killOrphans(execs map[string]string) int {
+	// What a worker killed outright left in its cgroups (setsid and
+	// double-forked descendants included) and its sensors' work
+	// directories, which no execution names.
+	process.SweepDead()
 	if len(execs) == 0 {
 		return 0 // nothing to look for: spare the walk of /proc
 	}

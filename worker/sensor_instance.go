@@ -186,8 +186,14 @@ func (in *sensorInstance) runOnce(restarts int, lastErr string) error {
 	evCtx, evCancel := context.WithCancel(context.Background())
 	defer evCancel()
 	var tail stderrTail
+	root, err := packFolder(def.Path, "sensors")
+	if err != nil {
+		return err
+	}
 	p, err := process.Start(process.Spec{
 		Path: prog, Args: args, Env: env,
+		EntryPoint: def.Path, EntryRoot: root,
+		Credential:    in.sup.cfg.RunAsCredential,
 		WorkDirPrefix: "attune-sensor-",
 		StdinPipe:     true,
 		ReadStdout:    func(r io.Reader) { in.readEvents(evCtx, r, def) },

@@ -118,10 +118,16 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := jobs.CheckSecretsKey(ctx, s.pool, s.exec.key); err != nil {
 		return err
 	}
-	caps, _ := json.Marshal(map[string]any{
+	caps := map[string]any{
 		"runtimes":                  s.exec.runtimes.Names(),
 		"max_concurrent_executions": s.cfg.MaxConcurrentExecutions,
-	})
+		// How escaped descendants are killed (process.Containment).
+		"containment": process.Containment(),
+	}
+	if s.cfg.RunAs != "" {
+		caps["run_as"] = s.cfg.RunAs
+	}
+	capsJSON, _ := json.Marshal(caps)
 	if err := s.pool.QueryRow(ctx, "SELECT current_database()").Scan(&s.exec.database); err != nil {
 		return fmt.Errorf("error reading the database name: %w", err)
 	}
@@ -129,7 +135,7 @@ func (s *Server) Start(ctx context.Context) error {
 		VALUES ($1, $2, $3, $4, 'active', now(), now())
 		ON CONFLICT (name) DO UPDATE SET hostname = EXCLUDED.hostname, pid = EXCLUDED.pid,
 			capabilities = EXCLUDED.capabilities, status = 'active', started_at = now(), heartbeat_at = now()`,
-		s.cfg.WorkerName, s.hostname, os.Getpid(), caps)
+		s.cfg.WorkerName, s.hostname, os.Getpid(), capsJSON)
 	if err != nil {
 		return fmt.Errorf("error registering worker %s: %w", s.cfg.WorkerName, err)
 	}

@@ -90,7 +90,8 @@ func startCluster(ctx context.Context) (*cluster, error) {
 // the group kill after pg_ctl exits does not reach it.
 func (c *cluster) run(ctx context.Context, name string, args ...string) (string, error) {
 	argv := append(append(append([]string{}, c.asUser...), filepath.Join(c.bin, name)), args...)
-	return process.Output(ctx, process.Spec{Path: argv[0], Args: argv[1:], Env: os.Environ()})
+	// Detached: pg_ctl start leaves the postmaster running, by design.
+	return process.Output(ctx, process.Spec{Path: argv[0], Args: argv[1:], Env: os.Environ(), Detached: true})
 }
 
 func (c *cluster) stop() {

@@ -16,6 +16,14 @@
 //     descendant that stays in the group; on a timeout or cancel the group
 //     gets SIGTERM (and SIGCONT), then SIGKILL after the grace, and whenever
 //     the child ends what is left of its group is SIGKILLed;
+//   - containment beyond the group (contain_linux.go): a cgroup v2 of its
+//     own where the host allows it, killed whole when the child ends, else
+//     the worker as subreaper killing the descendants that come back to it,
+//     so one that left the group (setsid, a double fork, an emptied
+//     environment) dies too; Containment says which;
+//   - its entry point (Spec.EntryPoint) resolved again and confined to its
+//     folder right before the fork (confine.go), and optionally another
+//     user (Spec.Credential);
 //   - pipes of our own on stdin, stdout and stderr, so the child's exit, not
 //     pipe EOF, ends the wait (a grandchild holding a pipe cannot hang it),
 //     output captured up to a bound by writers that never return an error
@@ -26,7 +34,10 @@
 // shells report it.
 //
 // KillOrphans finds and kills what the children of a dead worker left
-// behind on this host.
+// behind on this host, by their environment; SweepDead (run by every
+// worker as it starts) kills what is left in a dead worker's cgroups and
+// removes its work directories, which carry its pid and start time in
+// their names.
 //
 // # Platforms
 //
@@ -48,7 +59,9 @@
 //   - No per-string execve limit (MAX_ARG_STRLEN) to check in advance:
 //     MaxArgLen is unbounded and an environment too large in total is
 //     reported when execve refuses it (E2BIG), as on Linux.
-//   - KillOrphans, which reads /proc, kills nothing.
+//   - KillOrphans, which reads /proc, kills nothing, and there is no
+//     containment beyond the process group: no cgroups, no subreaper
+//     (Containment reports "process-group").
 //   - CheckBinary takes Mach-O as native on macOS and ELF as foreign there.
 //
 // Windows is not supported: process groups and signals are POSIX.

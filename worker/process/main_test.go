@@ -19,7 +19,8 @@ import (
 // ATTUNE_ACTION_PIDFILE on, and waits (the tests that children die with
 // their worker kill it).
 func TestMain(m *testing.M) {
-	processtest.ServeHelper(map[string]func() int{"worker": actAsWorker})
+	processtest.ServeHelper(map[string]func() int{"worker": actAsWorker, "escape-worker": actAsEscapeWorker})
+	Containment() // a subreaper before the first child starts, as attune serve is
 	code := m.Run()
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
@@ -73,3 +74,26 @@ func helperSpec(t testing.TB, mode string, env ...string) Spec {
 		KillGrace: time.Second,
 	}
 }
+
+// actAsEscapeWorker runs the escapers and hangs, for TestSweepDeadWorker
+// to kill.
+func actAsEscapeWorker() int {
+	pidfile := os.Getenv(pidfileEnv)
+	_ = Run(context.Background(), Spec{Path: "/bin/sh", Args: []string{"-c", escapersScript + "sleep 600\n", "sh", pidfile},
+		Env: []string{"PATH=/usr/bin:/bin"}, MaxStdout: 4096, MaxStderr: 4096})
+	return 0
+}
+
+// escapersScript is a shell action whose descendants leave its process group in
+// the ways an adversarial run found to survive: setsid in the background
+// (holding stdout), and a double fork into a new session with an empty
+// environment (not holding it). It writes their pids to $1 and exits 0.
+const escapersScript = `
+setsid sleep 612 &
+echo $! >> "$1"
+( setsid sh -c 'env -i /usr/bin/sleep 613 </dev/null >/dev/null 2>&1 & echo $! >> "$1"' sh "$1" & )
+setsid sh -c 'sleep 614' </dev/null >/dev/null 2>&1 &
+echo $! >> "$1"
+while [ "$(wc -l < "$1")" -lt 3 ]; do sleep 0.01; done
+echo bye
+`

@@ -30,6 +30,13 @@ type capture struct {
 	max     int
 	buf     []byte
 	dropped int64
+
+	// The text last made of buf, and the version it was made at: the live
+	// snapshot and the final result of a capped stream are one string, not
+	// two copies of up to max bytes.
+	last        string
+	lastVersion int64
+	lastOK      bool
 }
 
 func newCapture(max int) *capture { return &capture{max: max} }
@@ -72,18 +79,31 @@ func (c *capture) readFrom(r io.Reader) {
 	}
 }
 
-// snapshot returns what is stored so far and whether it grew since seen
-// bytes (kept plus dropped) were counted; it serves live output while the
-// child runs.
-func (c *capture) snapshot(stream string, seen int64) (text string, total int64, grew bool) {
+// snapshot returns what is stored so far when it changed since version
+// seen, and the version it returns. The stored text changes only while it
+// grows and once more when the first dropped byte adds the truncation
+// notice: bytes dropped past the cap do not change it, so they must not
+// count as growth (a flood would have the whole capped text rewritten on
+// every tick).
+func (c *capture) snapshot(stream string, seen int64) (text string, version int64, changed bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	total = int64(len(c.buf)) + c.dropped
-	if total == seen {
-		return "", total, false
+	version = c.versionLocked()
+	if version == seen {
+		return "", version, false
 	}
 	text, _ = c.textLocked(stream)
-	return text, total, true
+	return text, version, true
+}
+
+// versionLocked identifies the stored text: it changes exactly when the
+// text does.
+func (c *capture) versionLocked() int64 {
+	v := int64(len(c.buf)) << 1
+	if c.truncated() {
+		v |= 1
+	}
+	return v
 }
 
 // truncated reports whether the child wrote more than max bytes.
@@ -100,6 +120,16 @@ func (c *capture) text(stream string) (string, bool) {
 }
 
 func (c *capture) textLocked(stream string) (string, bool) {
+	v := c.versionLocked()
+	if c.lastOK && c.lastVersion == v {
+		return c.last, c.truncated()
+	}
+	s, truncated := c.makeText(stream)
+	c.last, c.lastVersion, c.lastOK = s, v, true
+	return s, truncated
+}
+
+func (c *capture) makeText(stream string) (string, bool) {
 	if !c.truncated() {
 		if s, complete := Sanitize(c.buf, c.max); complete {
 			return s, false

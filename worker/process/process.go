@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -56,9 +57,27 @@ type Spec struct {
 	// passes it to Terminate); 0 means SIGKILL at once. Start also sizes
 	// os/exec's WaitDelay backstop from it.
 	KillGrace time.Duration
+	// EntryPoint, when set, is the file this child is for, a pack's entry
+	// point: Path itself (a binary, a #! script) or one of Args (a script
+	// for its interpreter). Right before the process starts, it is resolved
+	// with symlinks followed and must lie within EntryRoot, else the child
+	// does not start (ErrOutsideRoot); the resolved path is what runs.
+	EntryPoint, EntryRoot string
 	// WorkDirPrefix names the private work directory made under the
 	// worker's TMPDIR (a random suffix follows). Defaults to "attune-exec-".
 	WorkDirPrefix string
+
+	// Credential, when set, is the user and groups the child runs as (the
+	// worker must be root); its work directory and parameter file are
+	// made its own.
+	Credential *syscall.Credential
+
+	// Detached lets descendants that leave the process group live on: no
+	// cgroup, no subreaper kill. For a tool whose job is to start a daemon
+	// (pg_ctl start calls setsid); actions and sensors never set it.
+	Detached bool
+	// noCgroup contains the child as where cgroups are not available.
+	noCgroup bool
 
 	// The fields below are Run's; Start ignores them.
 
@@ -68,9 +87,12 @@ type Spec struct {
 	// started (the timeout is already running, so keep it short).
 	OnStart func(pid int, at time.Time)
 	// OnOutput, if set, is called on Run's goroutine every OutputEvery
-	// while the process runs and its output grew, with what is stored so
-	// far. It must not block: Run waits on nothing else meanwhile.
-	OnOutput    func(stdout, stderr string)
+	// while the process runs and what is stored of its output changed, with
+	// the stored text of each stream that changed (nil for one that did
+	// not). Output dropped past a cap changes nothing: a capped stream is
+	// handed over once more, with its truncation notice, and then never
+	// again. It must not block: Run waits on nothing else meanwhile.
+	OnOutput    func(stdout, stderr *string)
 	OutputEvery time.Duration
 }
 
@@ -119,6 +141,7 @@ type Handle struct {
 	startedAt time.Time
 	dir       string
 	drain     time.Duration
+	jail      *jail // what contains the child's descendants beyond its group
 
 	// exited is closed when the child has exited. Where the platform can
 	// wait without reaping, the child is still a zombie then, so its pid
@@ -151,7 +174,9 @@ func Start(spec Spec) (_ *Handle, err error) {
 	if prefix == "" {
 		prefix = "attune-exec-"
 	}
-	dir, err := os.MkdirTemp("", prefix) // 0700
+	// The owner tag lets the next worker on this host remove the directory
+	// should this one die without cleaning up (kill -9).
+	dir, err := os.MkdirTemp("", prefix+ownerTag()) // 0700
 	if err != nil {
 		return nil, fmt.Errorf("error creating work directory: %w", err)
 	}
@@ -160,6 +185,12 @@ func Start(spec Spec) (_ *Handle, err error) {
 			_ = RemoveWorkDir(dir) // the start error is what matters
 		}
 	}()
+
+	if c := spec.Credential; c != nil {
+		if err := os.Chown(dir, int(c.Uid), int(c.Gid)); err != nil {
+			return nil, fmt.Errorf("error giving the work directory to uid %d: %w", c.Uid, err)
+		}
+	}
 
 	env := make([]string, 0, len(spec.Env)+2) // non-nil: nil would inherit ours
 	for _, kv := range spec.Env {
@@ -174,14 +205,39 @@ func Start(spec Spec) (_ *Handle, err error) {
 		if err := os.WriteFile(path, spec.ParameterFile, 0o400); err != nil {
 			return nil, fmt.Errorf("error writing parameter file: %w", err)
 		}
+		if c := spec.Credential; c != nil {
+			if err := os.Chown(path, int(c.Uid), int(c.Gid)); err != nil {
+				return nil, fmt.Errorf("error giving the parameter file to uid %d: %w", c.Uid, err)
+			}
+		}
 		env = append(env, "ATTUNE_PARAMETER_FILE="+path)
+	}
+	if spec.EntryPoint != "" {
+		real, err := confine(spec.EntryPoint, spec.EntryRoot)
+		if err != nil {
+			return nil, err
+		}
+		spec.Args = slices.Clone(spec.Args)
+		for i, a := range spec.Args {
+			if a == spec.EntryPoint {
+				spec.Args[i] = real
+			}
+		}
+		if spec.Path == spec.EntryPoint {
+			spec.Path = real
+		}
 	}
 	argv := append([]string{spec.Path}, spec.Args...)
 	if err := checkExecArgs(argv, env); err != nil {
 		return nil, err
 	}
 
+	j, err := newJail(dir, spec.Detached, spec.noCgroup)
+	if err != nil {
+		return nil, err
+	}
 	h := &Handle{
+		jail:   j,
 		dir:    dir,
 		drain:  cmp.Or(spec.DrainTimeout, DefaultDrainTimeout),
 		exited: make(chan struct{}),
@@ -189,6 +245,7 @@ func Start(spec Spec) (_ *Handle, err error) {
 		stderr: newCapture(spec.MaxStderr),
 	}
 	if err := h.start(spec, argv, env); err != nil {
+		j.failed()
 		return nil, err
 	}
 	return h, nil
@@ -229,6 +286,8 @@ func (h *Handle) start(spec Spec, argv, env []string) (err error) {
 		h.cmd.Dir = h.dir
 		h.cmd.Stdout, h.cmd.Stderr = stdoutW, stderrW
 		h.cmd.SysProcAttr = sysProcAttr()
+		h.cmd.SysProcAttr.Credential = spec.Credential
+		h.jail.apply(h.cmd.SysProcAttr)
 		// A backstop only: with *os.File streams os/exec starts no copying
 		// goroutines, but should that change, a grandchild holding a pipe must
 		// still not hang Wait.
@@ -236,7 +295,14 @@ func (h *Handle) start(spec Spec, argv, env []string) (err error) {
 		if stdinR != nil {
 			h.cmd.Stdin = stdinR // else /dev/null: EOF at once
 		}
+		// Until the leader is registered, the reaper of adopted processes
+		// must not take it for one of them.
+		lockFork()
 		err = h.cmd.Start()
+		if err == nil {
+			h.jail.started(h.cmd.Process.Pid)
+		}
+		unlockFork()
 		// ETXTBSY: another goroutine forked while a binary was still open for
 		// writing (golang.org/issue/22315); the window is short.
 		if err == nil || !errors.Is(err, syscall.ETXTBSY) || attempt == 5 {
@@ -348,9 +414,12 @@ func (h *Handle) reap() *os.ProcessState {
 	// Unless the platform had to reap it already, the child is a zombie
 	// still, so its pid (the group id) is not reusable.
 	_ = signalGroup(h.pid, syscall.SIGKILL)
+	// Then the descendants that left the group (contain_linux.go).
+	h.jail.killAll(h.pid, h.pid, h.dir)
 	if !h.reaped {
 		_ = h.cmd.Wait() // the status is in ProcessState; a non-zero exit is no error here
 	}
+	h.jail.released(h.pid)
 	return h.cmd.ProcessState
 }
 

@@ -217,7 +217,7 @@ func TestRun(t *testing.T) {
 		require.NoError(t, os.WriteFile(script, []byte("#!/bin/sh\necho \"hello $1 from $(pwd)\"\n"), 0o755))
 		res := Run(ctx, Spec{Path: script, Args: []string{"world"}, MaxStdout: 4096, MaxStderr: 4096})
 		require.Equal(t, OutcomeExited, res.Outcome, res.Stderr)
-		require.Regexp(t, `^hello world from /\S+/attune-exec-\d+\n$`, res.Stdout)
+		require.Regexp(t, `^hello world from /\S+/attune-exec-o\d+\.\d+-\d+\n$`, res.Stdout)
 
 		// Interpreter + script, as the lead runs shell actions.
 		res = Run(ctx, Spec{Path: "/bin/sh", Args: []string{script, "again"}, MaxStdout: 4096, MaxStderr: 4096})
@@ -387,10 +387,13 @@ func TestRunGrandchildren(t *testing.T) {
 	t.Run("EscapedDoesNotHangRun", func(t *testing.T) {
 		t.Parallel()
 
-		// A grandchild that left the process group (setsid) is out of reach
-		// of the group kill; Run gives up on its pipe after DefaultDrainTimeout.
+		// Without containment beyond the group (TestContainment has it), a
+		// grandchild that left the process group (setsid) is out of reach of
+		// the group kill; Run gives up on its pipe after DefaultDrainTimeout.
 		b := setupProc(t)
-		res := Run(ctx, helperSpec(t, "escape", pidfileEnv+"="+b.pidfile))
+		spec := helperSpec(t, "escape", pidfileEnv+"="+b.pidfile)
+		spec.Detached = true
+		res := Run(ctx, spec)
 		returned := time.Now()
 		pids := readPidfile(t, b.pidfile)
 		require.Len(t, pids, 2)

@@ -71,7 +71,7 @@ func Run(ctx context.Context, spec Spec) Result {
 		defer ticker.Stop()
 		progress = ticker.C
 	}
-	var seenOut, seenErr int64
+	seenOut, seenErr := int64(0), int64(0) // versions of the stored texts last handed to OnOutput
 
 	stopped, cause := OutcomeExited, error(nil) // how Run ended it, if it did
 wait:
@@ -85,17 +85,16 @@ wait:
 			stopped, cause = OutcomeCanceled, context.Cause(ctx)
 			h.Terminate(spec.KillGrace)
 		case <-progress:
-			out, nOut, grewOut := h.stdout.snapshot("stdout", seenOut)
-			errText, nErr, grewErr := h.stderr.snapshot("stderr", seenErr)
-			if grewOut || grewErr {
-				if !grewOut {
-					out, _ = h.stdout.text("stdout")
-				}
-				if !grewErr {
-					errText, _ = h.stderr.text("stderr")
-				}
-				seenOut, seenErr = nOut, nErr
-				spec.OnOutput(out, errText)
+			out, vOut, outChanged := h.stdout.snapshot("stdout", seenOut)
+			errText, vErr, errChanged := h.stderr.snapshot("stderr", seenErr)
+			seenOut, seenErr = vOut, vErr
+			switch {
+			case outChanged && errChanged:
+				spec.OnOutput(&out, &errText)
+			case outChanged:
+				spec.OnOutput(&out, nil)
+			case errChanged:
+				spec.OnOutput(nil, &errText)
 			}
 			continue
 		}

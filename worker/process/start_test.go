@@ -75,6 +75,7 @@ func TestStart(t *testing.T) {
 		pidfile := filepath.Join(t.TempDir(), "pids")
 		spec := helperSpec(t, "escape", pidfileEnv+"="+pidfile)
 		spec.DrainTimeout = 200 * time.Millisecond
+		spec.Detached = true // else the grandchild dies with the child
 		var readErr error
 		spec.ReadStdout = func(r io.Reader) { _, readErr = io.Copy(io.Discard, r) }
 		h, err := Start(spec)
