@@ -49,7 +49,8 @@ func (a *app) startReplicas(ctx context.Context, pool *pgxpool.Pool, count int) 
 		r.cmd = exec.Command(exe, "serve")
 		// Replicas never outlive bench.
 		r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		r.cmd.Env = append(slices.Clone(a.environ), "ATTUNE_WORKER_NAME="+r.name, "ATTUNE_LOG_FORMAT=text")
+		// Replicas on one host would all claim ATTUNE_HTTP_ADDR's port.
+		r.cmd.Env = append(slices.Clone(a.environ), "ATTUNE_WORKER_NAME="+r.name, "ATTUNE_LOG_FORMAT=text", "ATTUNE_HTTP_ADDR=off")
 		r.cmd.Stdout, r.cmd.Stderr = r.logs, r.logs
 		if err := r.cmd.Start(); err != nil {
 			return rs, fmt.Errorf("error starting attune serve: %w", err)

@@ -80,16 +80,18 @@ type queueDepth struct {
 	OldestDueSeconds *float64
 }
 
-// queueDepths counts the executions waiting in each runtime queue (River's
-// jobs of attune's kind), due now or scheduled for later.
+// queueDepths counts the executions waiting in each runtime queue, due now
+// or scheduled for later. An execution's queue is its action's runner type
+// (attune.enqueue_prepare); counted from attune's rows, as the metrics are,
+// so nothing here depends on River's schema.
 func queueDepths(ctx context.Context, db jobs.Querier) ([]queueDepth, error) {
-	rows, err := db.Query(ctx, `SELECT queue,
-			count(*) FILTER (WHERE scheduled_at <= now())::int,
-			count(*) FILTER (WHERE scheduled_at > now())::int,
-			extract(epoch FROM now() - min(scheduled_at) FILTER (WHERE scheduled_at <= now()))::float8
-		FROM attune.river_job
-		WHERE kind = 'attune_execution' AND state IN ('available', 'scheduled', 'retryable', 'pending')
-		GROUP BY queue ORDER BY queue`)
+	rows, err := db.Query(ctx, `SELECT a.runner_type,
+			count(*) FILTER (WHERE e.scheduled_at <= now())::int,
+			count(*) FILTER (WHERE e.scheduled_at > now())::int,
+			extract(epoch FROM now() - min(e.scheduled_at) FILTER (WHERE e.scheduled_at <= now()))::float8
+		FROM attune.execution e JOIN attune.action a ON a.ref = e.action_ref
+		WHERE e.status IN ('requested', 'scheduled')
+		GROUP BY a.runner_type ORDER BY a.runner_type`)
 	if err != nil {
 		return nil, fmt.Errorf("error reading queue depths: %w", err)
 	}
