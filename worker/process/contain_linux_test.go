@@ -118,7 +118,14 @@ func TestSweepDeadWorker(t *testing.T) {
 	require.NoError(t, cmd.Process.Kill())
 	_ = cmd.Wait()
 	time.Sleep(100 * time.Millisecond)
-	require.True(t, alive(pids[0]), "the setsid descendant outlives its dead worker until a sweep")
+	// Without a sweep the setsid descendant would outlive its dead worker.
+	// Any live attune process on this host sweeps the shared cgroup root
+	// too (a parallel test package's worker, say), so it may be gone
+	// already; the work directory under this test's own TMPDIR is only
+	// this sweep's to remove.
+	if !alive(pids[0]) {
+		t.Log("another attune process on this host swept the dead worker's cgroup first")
+	}
 	require.DirExists(t, dirs[0])
 
 	sweepDead(b.dir)
