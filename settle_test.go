@@ -186,7 +186,10 @@ func TestImmediateRestartWhileClaiming(t *testing.T) {
 	t.Parallel()
 	cluster := schematest.StartCluster(t)
 	b := setupStamp(t, cluster.URL("attune_crash"))
-	a := b.start(t, "replica-a")
+	// This is about claims lost to crashes, not fencing: a stale window
+	// like the default's (far longer than a restart) keeps the replica from
+	// fencing itself while a loaded machine takes seconds to restart.
+	a := b.start(t, "replica-a", "ATTUNE_WORKER_STALE_AFTER=15s")
 
 	var ids []int64
 	for round := range 4 {
