@@ -357,14 +357,17 @@ BEGIN
     END LOOP;
 
     -- Jobs River had handed to it whose executions never started: back to
-    -- the queue on a new job, the attempt not counted.
+    -- the queue on a new job, the attempt not counted. One whose attempt
+    -- ran and was settled to retry (the row says that attempt) before River
+    -- marked the job retryable: the same, the attempt counted.
     FOR r IN
-        SELECT e.id, j.attempt FROM attune.execution e JOIN attune.river_job j ON j.id = e.job_id
+        SELECT e.id, j.attempt, e.attempt >= j.attempt AS ran
+        FROM attune.execution e JOIN attune.river_job j ON j.id = e.job_id
         WHERE e.status IN ('requested', 'scheduled') AND j.state = 'running'
             AND j.attempted_by[array_upper(j.attempted_by, 1)] = reap_worker.river_id
         FOR UPDATE OF e
     LOOP
-        PERFORM attune._replace_job(r.id, r.attempt);
+        PERFORM attune._replace_job(r.id, CASE WHEN r.ran THEN r.attempt + 1 ELSE r.attempt END);
     END LOOP;
     RETURN n;
 END $$;
@@ -438,4 +441,20 @@ BEGIN
         ran_on := r.worker;
         RETURN NEXT;
     END LOOP;
+END $$;
+
+-- (no status change) lost_fetches is 005's, but for executions whose
+-- attempt never started: a row back in requested at the job's own attempt
+-- ran it and was settled to retry, and River is about to mark the job
+-- retryable (after a long outage its attempted_at is old enough to look
+-- lost). Requeueing it would run the next attempt under the same number.
+CREATE OR REPLACE FUNCTION attune.lost_fetches(river_id text, older_than interval)
+RETURNS SETOF bigint LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY
+    SELECT j.id FROM attune.river_job j
+    JOIN attune.execution e ON e.job_id = j.id
+    WHERE j.state = 'running' AND e.status IN ('requested', 'scheduled') AND e.attempt < j.attempt
+        AND j.attempted_by[array_upper(j.attempted_by, 1)] = lost_fetches.river_id
+        AND j.attempted_at < now() - lost_fetches.older_than;
 END $$;
