@@ -9,8 +9,9 @@
 // # Execution states
 //
 // An execution's status (attune.execution.status) changes only in the SQL
-// functions of schema/migrations/005_state_machine.sql; Go calls them. That
-// file is also the only place attune reads or writes River's tables. Where
+// functions of schema/migrations/005_state_machine.sql, as amended by
+// 009_settle.sql; Go calls them. Those two files are also the only place
+// attune reads or writes River's tables. Where
 // River's job moves with the execution, the caller uses River's API in the
 // same transaction: InsertManyTx to enqueue, JobCompleteTx when a result is
 // final, JobCancelTx to cancel.
@@ -21,15 +22,19 @@
 //	           its next attempt after a retry          claim (worker) → running
 //	                                                   cancel_execution (Cancel) → cancelled
 //	                                                   fail_unrunnable (worker: action gone) → failed
+//	                                                   settle (its claim lost to a crash) → as running
+//	                                                   reconcile (River job gone) → abandoned | cancelled
 //	scheduled  queued with a scheduled_at in the       enqueue_record → here; then as requested (River
 //	           future                                  makes the job available at scheduled_at; the
 //	                                                   status stays scheduled until claim)
 //	running    a worker's process runs the attempt     settle (worker) → completed | failed | timeout |
 //	           (worker, attempt say whose)               cancelled | abandoned, or requested to retry
 //	                                                   cancel_execution (Cancel) → canceling
-//	                                                   reap_worker (dead worker) → requested to retry,
-//	                                                     else abandoned
+//	                                                   reap_worker (dead worker) → requested to retry
+//	                                                     (on a new River job), else abandoned
 //	                                                   claim (River delivers the job again) → running
+//	                                                   settle (decode failure after claim) → failed
+//	                                                   reconcile (River job gone) → abandoned | cancelled
 //	canceling  cancel asked while running: the worker  settle (worker) → cancelled, or the attempt's
 //	           kills the process group                   own outcome if it ended first (never retried)
 //	                                                   reap_worker (dead worker) → cancelled
@@ -44,13 +49,18 @@
 // Finished tells the final statuses. Retries are River's: settle sends a
 // retryable outcome back to requested only while attempt < max_attempts,
 // and the worker's error makes River schedule the job again; reap_worker
-// makes the job available itself. Only the worker's own current attempt is
-// settled (settle and record_output match worker and attempt), so a replica
-// wrongly declared dead writes nothing over what the reaper decided.
+// gives the execution a new job, so that the dead worker's old one can
+// neither claim nor settle. Only the worker's own current attempt is settled:
+// settle checks the attempt's token (the execution's River job running at
+// that attempt on that worker's River client) and record_output the worker
+// and attempt, so a replica wrongly declared dead writes nothing over what
+// the reaper decided. claim refuses a worker marked inactive, and
+// reap_worker a worker whose heartbeat is fresh.
 //
 // Beside the statuses, record_output stores a running attempt's output so
-// far (live output), and lost_fetches and requeue_lost_fetches return to the
-// queue jobs River fetched for a replica that never received them.
+// far (live output), lost_fetches and requeue_lost_fetches return to the
+// queue jobs River fetched for a replica that never received them, and
+// gone_workers names the workers whose executions nobody will settle.
 //
 // Wait blocks until executions finish, reading them every
 // DefaultWaitInterval.

@@ -28,9 +28,6 @@ type Options struct {
 	ScheduledAt time.Time `json:"scheduled_at,omitzero"`
 	// MaxAttempts overrides the action's max_retries + 1.
 	MaxAttempts int `json:"max_attempts,omitempty"`
-	// RuleRef and EventID are set when a rule enqueues for an event.
-	RuleRef string `json:"rule_ref,omitempty"`
-	EventID int64  `json:"event_id,omitempty"`
 	// SecretsKey, when set, seals the values of secret parameters
 	// (AES-256-GCM, as the secret store) before attune.execution_secret
 	// holds them until the execution ends; it must be the installation's
@@ -44,6 +41,26 @@ type Request struct {
 	ActionRef  string
 	Parameters map[string]any
 	Options    Options
+
+	// fired is the rule firing that enqueues, set only by EnqueueForRule:
+	// no caller can make a child's ATTUNE_RULE say what did not happen.
+	fired *firing
+}
+
+type firing struct {
+	rule  string
+	event int64
+}
+
+// EnqueueForRule creates inside tx the execution that rule ruleRef fires
+// for event eventID, with its action and rendered parameters; the database
+// checks that the rule names that action and the event is of its trigger.
+func EnqueueForRule(ctx context.Context, tx pgx.Tx, ruleRef string, eventID int64, actionRef string, params map[string]any) (int64, error) {
+	ids, err := EnqueueMany(ctx, tx, []Request{{ActionRef: actionRef, Parameters: params, fired: &firing{ruleRef, eventID}}})
+	if err != nil {
+		return 0, err
+	}
+	return ids[0], nil
 }
 
 // Error is an enqueue rejected for its input: an unknown or disabled action,
@@ -214,11 +231,21 @@ func prepare(ctx context.Context, tx pgx.Tx, req Request) (prepared, error) {
 		return prepared{}, fmt.Errorf("error encoding options: %w", err)
 	}
 	var p prepared
-	err = tx.QueryRow(ctx, `SELECT execution_id, queue, public_parameters, secret_parameters, priority,
-			max_attempts, scheduled_at, scheduled_at > now(), timeout_seconds, rule_ref, event_id
-		FROM attune.enqueue_prepare($1, $2, $3)`, req.ActionRef, pj, oj).
-		Scan(&p.ExecutionID, &p.Queue, &p.Public, &p.Secret, &p.Priority, &p.MaxAttempts, &p.ScheduledAt,
-			&p.Future, &p.TimeoutSeconds, &p.RuleRef, &p.EventID)
+	// attune.enqueue_prepare refuses rule_ref and event_id as options; a
+	// rule firing goes through attune.enqueue_prepare_rule, which checks
+	// both against their rows (schema/migrations/009_settle.sql).
+	var row pgx.Row
+	if req.fired == nil {
+		row = tx.QueryRow(ctx, `SELECT execution_id, queue, public_parameters, secret_parameters, priority,
+				max_attempts, scheduled_at, scheduled_at > now(), timeout_seconds, rule_ref, event_id
+			FROM attune.enqueue_prepare($1, $2, $3)`, req.ActionRef, pj, oj)
+	} else {
+		row = tx.QueryRow(ctx, `SELECT execution_id, queue, public_parameters, secret_parameters, priority,
+				max_attempts, scheduled_at, scheduled_at > now(), timeout_seconds, rule_ref_out, event_id_out
+			FROM attune.enqueue_prepare_rule($1, $2, $3, $4)`, req.ActionRef, pj, req.fired.rule, req.fired.event)
+	}
+	err = row.Scan(&p.ExecutionID, &p.Queue, &p.Public, &p.Secret, &p.Priority, &p.MaxAttempts, &p.ScheduledAt,
+		&p.Future, &p.TimeoutSeconds, &p.RuleRef, &p.EventID)
 	if err != nil {
 		return prepared{}, AsError(err)
 	}

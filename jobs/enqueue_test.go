@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -128,8 +129,21 @@ var badEnqueues = []badEnqueue{
 	{name: "BadScheduledAt", ref: "t.noop", params: `{}`, opts: `{"scheduled_at": "next tuesday"}`, code: "22023", msg: "option scheduled_at must be a timestamp", sqlOnly: true},
 	{name: "ScheduledAtNumber", ref: "t.noop", params: `{}`, opts: `{"scheduled_at": 12}`, code: "22023", msg: "option scheduled_at must be a timestamp", sqlOnly: true},
 	{name: "ScheduledAtInfinity", ref: "t.noop", params: `{}`, opts: `{"scheduled_at": "infinity"}`, code: "22023", msg: "option scheduled_at must be a timestamp", sqlOnly: true},
-	{name: "BadEventID", ref: "t.noop", params: `{}`, opts: `{"event_id": "x"}`, code: "22023", msg: "option event_id must be an integer", sqlOnly: true},
+	// Only a rule firing sets rule_ref and event_id (jobs.EnqueueForRule),
+	// so a child's ATTUNE_RULE is always true.
+	{name: "RuleRefOption", ref: "t.noop", params: `{}`, opts: `{"rule_ref": "fake.rule"}`, code: "22023", msg: `unknown option "rule_ref"`, sqlOnly: true},
+	{name: "EventIDOption", ref: "t.noop", params: `{}`, opts: `{"event_id": 42}`, code: "22023", msg: `unknown option "event_id"`, sqlOnly: true},
+	{name: "DeepParameters", ref: "t.params", params: `{"o": ` + strings.Repeat(`{"o": `, 64) + `1` + strings.Repeat(`}`, 65), opts: `{}`, goParams: deepParams(65), code: "22023", msg: "parameters are nested deeper than 64 levels"},
 	{name: "Unencodable", ref: "t.params", goParams: map[string]any{"n": 1, "f": math.NaN()}, code: "22023", msg: "parameters cannot be encoded as JSON", goOnlyCode: true},
+}
+
+// deepParams is {"o": {"o": ... 1}} with depth objects in all.
+func deepParams(depth int) map[string]any {
+	m := map[string]any{"o": 1}
+	for range depth - 1 {
+		m = map[string]any{"o": m}
+	}
+	return m
 }
 
 // TestSQLEnqueueRejects: each bad input is one clear exception with its
@@ -290,7 +304,6 @@ func TestEnqueueSameRowsAsSQL(t *testing.T) {
 		{name: "Scheduled", ref: "t.params", params: map[string]any{"n": 1}, opts: jobs.Options{ScheduledAt: future, Priority: 2}},
 		{name: "ScheduledInPast", ref: "t.noop", opts: jobs.Options{ScheduledAt: time.Now().Add(-time.Hour)}},
 		{name: "Secret", ref: "t.secret", params: map[string]any{"user": "bob", "password": "hunter2"}},
-		{name: "Rule", ref: "t.noop", opts: jobs.Options{RuleRef: "t.some_rule", EventID: 42}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

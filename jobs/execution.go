@@ -65,11 +65,23 @@ const executionColumns = `id, action_ref, status, parameters, result, exit_code,
 
 func scanExecution(row pgx.Row) (*Execution, error) {
 	var e Execution
-	err := row.Scan(&e.ID, &e.ActionRef, &e.Status, &e.Parameters, &e.Result, &e.ExitCode, &e.Stdout,
+	var params, result []byte // raw: a row Go cannot decode must still list
+	err := row.Scan(&e.ID, &e.ActionRef, &e.Status, &params, &result, &e.ExitCode, &e.Stdout,
 		&e.Stderr, &e.StdoutTruncated, &e.StderrTruncated, &e.Error, &e.Worker, &e.Attempt,
 		&e.MaxAttempts, &e.Priority, &e.TimeoutSeconds, &e.RuleRef, &e.EventID, &e.CreatedAt, &e.ScheduledAt,
 		&e.StartedAt, &e.FinishedAt)
+	e.Parameters, e.Result = readableJSON(params), readableJSON(result)
 	return &e, err
+}
+
+// readableJSON is b, or, when encoding/json cannot read it (nested past its
+// depth limit: enqueueing refuses such parameters, but an older row or a
+// hand-written one may hold them), a JSON string saying so.
+func readableJSON(b []byte) json.RawMessage {
+	if b == nil || json.Valid(b) {
+		return b
+	}
+	return json.RawMessage(`"(not shown: nested too deeply to decode)"`)
 }
 
 // ErrNotFound is returned for an execution id that does not exist.

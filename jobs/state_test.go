@@ -28,8 +28,20 @@ func TestStateMachine(t *testing.T) {
 		_, err = b.pool.Exec(b.ctx, `UPDATE attune.execution SET status = $2, worker = 'w', attempt = 1, max_attempts = $3
 			WHERE id = $1`, id, from, max)
 		require.NoError(t, err)
+		// Its River job runs attempt 1 on w: the token settle checks.
+		_, err = b.pool.Exec(b.ctx, `UPDATE attune.river_job SET state = 'running', attempt = 1, attempted_by = '{w}',
+			attempted_at = now() WHERE id = (SELECT job_id FROM attune.execution WHERE id = $1)`, id)
+		require.NoError(t, err)
 		return id
 	}
+	jobOf := func(id int64) int64 {
+		t.Helper()
+		var job int64
+		require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT job_id FROM attune.execution WHERE id = $1", id).Scan(&job))
+		return job
+	}
+	_, err := b.pool.Exec(b.ctx, `INSERT INTO attune.worker (name, hostname, pid, status) VALUES ('w2', 'h', 1, 'active')`)
+	require.NoError(t, err)
 	status := func(id int64) string {
 		t.Helper()
 		e, err := jobs.Get(b.ctx, b.pool, id)
@@ -39,9 +51,10 @@ func TestStateMachine(t *testing.T) {
 	// settle writes one attempt of worker w with outcome, retried or not.
 	settle := func(id int64, worker, outcome string, retry bool) {
 		t.Helper()
-		_, err := b.pool.Exec(b.ctx, `SELECT attune.settle(ARRAY[$1::bigint], ARRAY[1], ARRAY[$2::text], ARRAY[NULL::jsonb],
-			ARRAY[0], ARRAY['out'], ARRAY[''], ARRAY[false], ARRAY[false], ARRAY[NULL::text], ARRAY[$3::boolean], $4)`,
-			id, outcome, retry, worker)
+		_, err := b.pool.Exec(b.ctx, `SELECT attune.settle(ARRAY[$1::bigint], ARRAY[$5::bigint], ARRAY[1], ARRAY[$2::text],
+			ARRAY[NULL::jsonb], ARRAY[0], ARRAY['out'], ARRAY[''], ARRAY[false], ARRAY[false], ARRAY[NULL::text],
+			ARRAY[$3::boolean], ARRAY[now()], ARRAY[now()], $4, $4)`,
+			id, outcome, retry, worker, jobOf(id))
 		require.NoError(t, err)
 	}
 	queued := func(s string) bool { return s == jobs.StatusRequested || s == jobs.StatusScheduled }
@@ -68,18 +81,23 @@ func TestStateMachine(t *testing.T) {
 			if queued(from) || from == jobs.StatusRunning {
 				want = jobs.StatusRunning
 			}
-			_, err = b.pool.Exec(b.ctx, "SELECT * FROM attune.claim($1, 'w2', 2)", id)
+			_, err = b.pool.Exec(b.ctx, "SELECT * FROM attune.claim($1, 'w2', 2, $2)", id, jobOf(id))
 			require.NoError(t, err)
 			require.Equal(t, want, status(id), "claim")
 
 			// fail_unrunnable (after claim refused): queued or running →
-			// failed, anything else unchanged.
+			// failed when the action is gone, anything else unchanged.
 			id = at(from, 1)
+			_, err = b.pool.Exec(b.ctx, "SELECT attune.fail_unrunnable($1, 'w', $2)", id, jobOf(id))
+			require.NoError(t, err)
+			require.Equal(t, from, status(id), "fail_unrunnable while the action exists")
+			_, err = b.pool.Exec(b.ctx, "UPDATE attune.execution SET action_ref = 't.gone' WHERE id = $1", id)
+			require.NoError(t, err)
 			want = from
 			if queued(from) || from == jobs.StatusRunning {
 				want = jobs.StatusFailed
 			}
-			_, err = b.pool.Exec(b.ctx, "SELECT attune.fail_unrunnable($1, 'w')", id)
+			_, err = b.pool.Exec(b.ctx, "SELECT attune.fail_unrunnable($1, 'w', $2)", id, jobOf(id))
 			require.NoError(t, err)
 			require.Equal(t, want, status(id), "fail_unrunnable")
 
@@ -97,7 +115,9 @@ func TestStateMachine(t *testing.T) {
 			} {
 				id = at(from, 2)
 				want = from
-				if from == jobs.StatusRunning || from == jobs.StatusCanceling {
+				// A queued row whose job runs this attempt is a claim lost
+				// to a database crash: the result is written all the same.
+				if from == jobs.StatusRunning || from == jobs.StatusCanceling || queued(from) {
 					want = c.want
 					if from == jobs.StatusCanceling && c.retry {
 						want = jobs.StatusCancelled
@@ -131,7 +151,7 @@ func TestStateMachine(t *testing.T) {
 				case from == jobs.StatusCanceling:
 					want = jobs.StatusCancelled
 				}
-				_, err = b.pool.Exec(b.ctx, "SELECT attune.reap_worker('w', 'w')")
+				_, err = b.pool.Exec(b.ctx, "SELECT attune.reap_worker('w', 'w', NULL)")
 				require.NoError(t, err)
 				require.Equal(t, want, status(id), "reap_worker with max_attempts %d", max)
 			}

@@ -19,8 +19,12 @@ import (
 	"github.com/attune-system/attune/schema/schematest"
 )
 
-// riverSQLFile is the one file of attune's that touches River's tables.
-const riverSQLFile = "005_state_machine.sql"
+// riverSQLFiles are the files of attune's that touch River's tables: the
+// state machine, and the migration that amends it.
+var riverSQLFiles = []string{"005_state_machine.sql", "009_settle.sql"}
+
+// riverSQLFile names riverSQLFiles in messages.
+var riverSQLFile = strings.Join(riverSQLFiles, " or ")
 
 // riverSchemaVersion is River's migration version that riverSQLFile was
 // written against; the file states the same number.
@@ -30,11 +34,16 @@ const riverSchemaVersion = 8
 // channels.
 var riverName = regexp.MustCompile(`\briver_(job|queue|leader|migration|notification|client|insert)\w*`)
 
-func riverMigration(t *testing.T) string {
+// riverMigrations returns the text of each of riverSQLFiles.
+func riverMigrations(t *testing.T) []string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("migrations", riverSQLFile))
-	require.NoError(t, err)
-	return string(b)
+	var texts []string
+	for _, name := range riverSQLFiles {
+		b, err := os.ReadFile(filepath.Join("migrations", name))
+		require.NoError(t, err)
+		texts = append(texts, string(b))
+	}
+	return texts
 }
 
 // TestRiverSchemaVersionPinned fails when River's latest migration moves
@@ -51,10 +60,12 @@ func TestRiverSchemaVersionPinned(t *testing.T) {
 	require.NotEmpty(t, all)
 	latest := all[len(all)-1].Version
 
-	m := regexp.MustCompile(`(?m)^-- River schema version: (\d+)$`).FindStringSubmatch(riverMigration(t))
-	require.NotNil(t, m, "%s states no \"-- River schema version: N\" line", riverSQLFile)
-	pinned, _ := strconv.Atoi(m[1])
-	require.Equal(t, riverSchemaVersion, pinned, "%s and this test pin different River versions", riverSQLFile)
+	for i, sql := range riverMigrations(t) {
+		m := regexp.MustCompile(`(?m)^-- River schema version: (\d+)$`).FindStringSubmatch(sql)
+		require.NotNil(t, m, "%s states no \"-- River schema version: N\" line", riverSQLFiles[i])
+		pinned, _ := strconv.Atoi(m[1])
+		require.Equal(t, riverSchemaVersion, pinned, "%s and this test pin different River versions", riverSQLFiles[i])
+	}
 	require.Equal(t, riverSchemaVersion, latest,
 		"River's schema is now at migration %d, but schema/migrations/%s was written for %d: review its river_ statements against River's migrations %d to %d, then raise the pinned version in that file and in this test",
 		latest, riverSQLFile, riverSchemaVersion, riverSchemaVersion+1, latest)
@@ -103,7 +114,7 @@ func TestRiverSQLInOneFile(t *testing.T) {
 	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(t, err)
 	require.NotEmpty(t, names, "attune.enqueue inserts River jobs")
-	sql := riverMigration(t)
+	sql := strings.Join(riverMigrations(t), "\n")
 	for _, name := range names {
 		require.Regexp(t, `(?m)^CREATE (OR REPLACE )?FUNCTION attune\.`+regexp.QuoteMeta(name)+`\(`, sql,
 			"function attune.%s names River's schema but is not defined in %s", name, riverSQLFile)

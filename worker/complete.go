@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -38,6 +39,7 @@ type settlement struct {
 // no wait.
 type completer struct {
 	worker  string // this replica's name: only its own attempts are written
+	riverID string // its River client id, part of each attempt's token
 	pool    *pgxpool.Pool
 	log     *slog.Logger
 	reqs    chan *settlement
@@ -56,7 +58,8 @@ var errCompleterStopped = errors.New("replica stopped before the result was writ
 const maxBatch = 128
 
 func newCompleter(worker string, pool *pgxpool.Pool, log *slog.Logger) *completer {
-	return &completer{worker: worker, pool: pool, log: log, reqs: make(chan *settlement, maxBatch), stopped: make(chan struct{})}
+	return &completer{worker: worker, riverID: riverID(worker), pool: pool, log: log,
+		reqs: make(chan *settlement, maxBatch), stopped: make(chan struct{})}
 }
 
 // completerLoops is how many transactions may be in flight at once: while
@@ -91,7 +94,7 @@ func (c *completer) loop(ctx context.Context) {
 				break fill
 			}
 		}
-		err := c.write(batch)
+		err := c.write(ctx, batch)
 		if err == nil {
 			for _, s := range batch {
 				c.finish(s, nil)
@@ -102,10 +105,10 @@ func (c *completer) loop(ctx context.Context) {
 		for _, s := range batch {
 			err := err
 			if len(batch) > 1 {
-				err = c.write([]*settlement{s})
+				err = c.write(ctx, []*settlement{s})
 			}
 			if err != nil && !schema.Transient(err) {
-				err = c.writeBare(s, err)
+				err = c.writeBare(ctx, s, err)
 			}
 			c.finish(s, err)
 		}
@@ -124,7 +127,7 @@ func (c *completer) finish(s *settlement, err error) {
 // the output and result that caused it, so that storing output never leaves
 // an execution running: the status stands and the error says why the rest
 // is missing.
-func (c *completer) writeBare(s *settlement, cause error) error {
+func (c *completer) writeBare(ctx context.Context, s *settlement, cause error) error {
 	c.log.Error("execution result could not be stored; storing the status alone", "id", s.id, "err", cause)
 	bare := *s
 	bare.out.Stdout, bare.out.Stderr, bare.res = nil, nil, nil
@@ -134,7 +137,7 @@ func (c *completer) writeBare(s *settlement, cause error) error {
 		msg = validText(*s.err) + "; " + msg
 	}
 	bare.err = &msg
-	return c.write([]*settlement{&bare})
+	return c.write(ctx, []*settlement{&bare})
 }
 
 // submit queues s and waits for its transaction.
@@ -159,10 +162,17 @@ func (c *completer) submit(s *settlement) error {
 	}
 }
 
-func (c *completer) write(batch []*settlement) error {
+// write commits batch. While the database is unreachable it waits for it,
+// however long, until ctx (the completer's life) ends: a finished result is
+// never given up for a timeout. Meanwhile the attempt holds no process slot,
+// and what waits is bounded by River's workers (twice the slots).
+func (c *completer) write(ctx context.Context, batch []*settlement) error {
 	n := len(batch)
 	var (
 		ids       = make([]int64, n)
+		jobIDs    = make([]int64, n)
+		started   = make([]*time.Time, n)
+		finished  = make([]*time.Time, n)
 		attempts  = make([]int, n)
 		statuses  = make([]string, n)
 		results   = make([][]byte, n)
@@ -178,15 +188,28 @@ func (c *completer) write(batch []*settlement) error {
 		ids[i], attempts[i], statuses[i], results[i] = s.id, s.job.Attempt, s.out.Status, s.res
 		exitCodes[i], stdouts[i], stderrs[i] = s.out.ExitCode, s.out.Stdout, s.out.Stderr
 		outTrunc[i], errTrunc[i], errs[i], retries[i] = s.out.StdoutTruncated, s.out.StderrTruncated, s.err, s.out.retry
+		jobIDs[i] = s.job.ID
+		if !s.out.StartedAt.IsZero() {
+			started[i] = &s.out.StartedAt
+		}
+		if !s.out.FinishedAt.IsZero() {
+			finished[i] = &s.out.FinishedAt
+		}
 	}
-	ctx := context.WithoutCancel(batch[0].ctx)
-	return schema.Retry(ctx, schema.RetryPolicy{GiveUpAfter: dbOutageRetry, Log: c.log}, func() error {
-		return pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
-			// Only this worker's current attempt is written, and an attempt
-			// cancelled meanwhile ends cancelled rather than retried
-			// (attune.settle, schema/migrations/005_state_machine.sql).
-			rows, err := tx.Query(ctx, "SELECT id, retry FROM attune.settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-				ids, attempts, statuses, results, exitCodes, stdouts, stderrs, outTrunc, errTrunc, errs, retries, c.worker)
+	// The transaction runs without cancellation (River's client is in the
+	// work context, for JobCompleteTx); the retries stop with ctx. The
+	// heartbeat logs the outage, once.
+	txCtx := context.WithoutCancel(batch[0].ctx)
+	return schema.Retry(ctx, schema.RetryPolicy{}, func() error {
+		return pgx.BeginFunc(txCtx, c.pool, func(tx pgx.Tx) error {
+			// Only this worker's current attempt is written, on its token
+			// (the River job running at that attempt on this client), and an
+			// attempt cancelled meanwhile ends cancelled rather than retried
+			// (attune.settle, schema/migrations/009_settle.sql).
+			rows, err := tx.Query(txCtx, `SELECT id, retry FROM attune.settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+				$13, $14, $15, $16)`,
+				ids, jobIDs, attempts, statuses, results, exitCodes, stdouts, stderrs, outTrunc, errTrunc, errs, retries,
+				started, finished, c.worker, c.riverID)
 			if err != nil {
 				return fmt.Errorf("error writing %d execution(s): %w", n, err)
 			}
@@ -200,8 +223,8 @@ func (c *completer) write(batch []*settlement) error {
 				retry, ok := mine[s.id]
 				s.retried = s.out.retry
 				if !ok {
-					c.log.Warn("execution was settled by another replica meanwhile; result dropped",
-						"id", s.id, "attempt", s.job.Attempt, "status", s.out.Status)
+					c.log.Warn("late result refused: this attempt is no longer this replica's (another replica settled or retried it after this one was fenced or reaped)",
+						"id", s.id, "attempt", s.job.Attempt, "job", s.job.ID, "status", s.out.Status)
 					continue
 				}
 				if s.retried = retry; retry {

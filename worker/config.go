@@ -1,7 +1,9 @@
 package worker
 
 import (
+	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -50,8 +52,10 @@ type Config struct {
 	// shutdown; 0 kills at once. Defaults to 5s.
 	KillGrace time.Duration `env:"ATTUNE_KILL_GRACE" envDefault:"5s"`
 
-	// WorkerName is this replica's name in attune.worker. Defaults to
-	// {hostname}-{pid}.
+	// WorkerName is this replica's name in attune.worker; a replica refuses
+	// to start while another with a fresh heartbeat holds it. Defaults to
+	// {hostname}-{pid}-{4 random hex digits}, unique even where containers
+	// repeat both hostname and pid.
 	WorkerName string `env:"ATTUNE_WORKER_NAME"`
 
 	// HeartbeatInterval is how often a worker reports it is alive. Defaults
@@ -59,7 +63,9 @@ type Config struct {
 	HeartbeatInterval time.Duration `env:"ATTUNE_HEARTBEAT_INTERVAL" envDefault:"10s"`
 
 	// WorkerStaleAfter is how long a worker may stay silent before the others
-	// declare it dead. Defaults to 30s.
+	// declare it dead. A worker that cannot heartbeat fences itself sooner
+	// (kills its executions and takes no work): after WorkerStaleAfter
+	// minus KillGrace minus half HeartbeatInterval. Defaults to 30s.
 	WorkerStaleAfter time.Duration `env:"ATTUNE_WORKER_STALE_AFTER" envDefault:"30s"`
 
 	// PassthroughEnv names variables copied from the worker's environment
@@ -172,7 +178,9 @@ func load(environ []string, uses func(name string) bool) (Config, error) {
 	cfg.Environ = environ
 	if cfg.WorkerName == "" {
 		host, _ := os.Hostname()
-		cfg.WorkerName = fmt.Sprintf("%s-%d", host, os.Getpid())
+		var r [2]byte
+		_, _ = rand.Read(r[:])
+		cfg.WorkerName = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(r[:]))
 	}
 	cfg.PassthroughEnv = trimAll(cfg.PassthroughEnv)
 	ps := cfg.readFiles(vars)
@@ -188,6 +196,14 @@ func load(environ []string, uses func(name string) bool) (Config, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// fenceAfter is how long a replica may go without a heartbeat before it
+// fences itself: its processes must be dead (KillGrace after the kill
+// starts) before the others may declare it dead at WorkerStaleAfter, with
+// half a heartbeat to spare for the fence's own tick.
+func (c *Config) fenceAfter() time.Duration {
+	return max(c.WorkerStaleAfter-c.KillGrace-c.HeartbeatInterval/2, c.HeartbeatInterval/2)
 }
 
 // configProblem is one variable's bad value.

@@ -191,10 +191,7 @@ func fireRule(ctx context.Context, tx pgx.Tx, r firingRule, eventID int64, ev se
 	if err != nil {
 		return 0, fmt.Sprintf("action_params cannot be rendered: %v", err), nil
 	}
-	ids, err := jobs.EnqueueMany(ctx, tx, []jobs.Request{{
-		ActionRef: r.ActionRef, Parameters: params,
-		Options: jobs.Options{RuleRef: r.Ref, EventID: eventID},
-	}})
+	id, err = jobs.EnqueueForRule(ctx, tx, r.Ref, eventID, r.ActionRef, params)
 	if err != nil {
 		var jerr *jobs.Error
 		if errors.As(err, &jerr) {
@@ -202,7 +199,7 @@ func fireRule(ctx context.Context, tx pgx.Tx, r firingRule, eventID int64, ev se
 		}
 		return 0, "", fmt.Errorf("error enqueueing rule %s: %w", r.Ref, err)
 	}
-	return ids[0], "", nil
+	return id, "", nil
 }
 
 // truncate shortens s to at most n bytes for a log line, on a rune

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -62,6 +63,46 @@ type executor struct {
 	// inflight holds the River job ids this replica is working on, so that
 	// recoverLostJobs can tell a job it holds from one it never received.
 	inflight sync.Map
+
+	// riverID is this replica's River client id: the attempt token settle
+	// checks names it.
+	riverID string
+
+	// fenced is set while this replica may not run work: it lost its
+	// heartbeat for longer than it may (Config.fenceAfter), or the others
+	// marked it inactive. Work hands jobs back meanwhile.
+	fenced atomic.Bool
+	// running holds a cancel for each attempt whose process may be running
+	// (execution id → context.CancelCauseFunc), for the fence to kill.
+	running sync.Map
+}
+
+// errFenced ends the processes of a fenced replica.
+var errFenced = errors.New("replica fenced")
+
+// errReconciled ends the process of an execution the reconciler settled
+// (its River job was finalized or deleted outside attune).
+var errReconciled = errors.New("execution settled by the reconciler")
+
+// fence stops this replica taking work and kills every running process
+// group, so that no other replica runs the next attempt while this one's
+// still runs. It returns how many attempts it killed.
+func (w *executor) fence() int {
+	w.fenced.Store(true)
+	n := 0
+	w.running.Range(func(_, v any) bool {
+		v.(context.CancelCauseFunc)(errFenced)
+		n++
+		return true
+	})
+	return n
+}
+
+// busy reports whether any attempt may still have a process running.
+func (w *executor) busy() bool {
+	busy := false
+	w.running.Range(func(_, _ any) bool { busy = true; return false })
+	return busy
 }
 
 // stop makes Work hand back jobs it has not started.
@@ -105,7 +146,7 @@ type claimed struct {
 
 // claimSQL marks the execution running and reads everything needed to
 // start it in one round trip (schema/migrations/005_state_machine.sql).
-const claimSQL = `SELECT * FROM attune.claim($1, $2, $3)`
+const claimSQL = `SELECT * FROM attune.claim($1, $2, $3, $4)`
 
 // maxSlotWait is how long a fetched job waits for a free process slot
 // before it goes back to the queue for other replicas.
@@ -127,6 +168,8 @@ func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs])
 		return w.abort(ctx, job, context.Cause(ctx))
 	case <-w.stopping:
 		return river.JobSnooze(0)
+	case <-w.fencedWait():
+		return river.JobSnooze(time.Second)
 	case <-slotWait.C:
 		// Every slot is busy with long executions: give the job back (the
 		// attempt does not count) so an idle replica can take it rather than
@@ -144,12 +187,22 @@ func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs])
 	// requested forever. Nor may a hard stop interrupt a claim half way, so
 	// that it is unknown whether the row says running; once claimed, a
 	// cancelled execution is settled like any other.
+	if w.fenced.Load() {
+		<-w.slots
+		return river.JobSnooze(time.Second)
+	}
 	var c *claimed
-	err := schema.Retry(ctx, w.outageRetry(), func() (err error) {
+	err := schema.Retry(ctx, schema.RetryPolicy{}, func() (err error) {
 		c, err = w.claim(context.WithoutCancel(ctx), job)
 		return err
 	})
-	if err != nil {
+	var derr *decodeError
+	switch {
+	case errors.As(err, &derr):
+		// The row says running: fail it rather than leave it so.
+		<-w.slots
+		return w.settle(ctx, job, c, outcome{Status: jobs.StatusFailed, Error: derr.Error()})
+	case err != nil:
 		<-w.slots
 		if errors.Is(err, pgx.ErrNoRows) {
 			return w.notRunnable(ctx, job)
@@ -165,10 +218,30 @@ func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs])
 	return w.settleTraced(ctx, job, c, out)
 }
 
+// fencedWait is a channel that is ready at once while the replica is
+// fenced, else never.
+func (w *executor) fencedWait() <-chan struct{} {
+	if w.fenced.Load() {
+		return closedChan
+	}
+	return nil
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// decodeError is a claimed execution whose stored JSON cannot be read.
+type decodeError struct{ err error }
+
+func (e *decodeError) Error() string {
+	return fmt.Sprintf("the execution's stored parameters or its action's declarations cannot be decoded: %v", e.err)
+}
+
+func (e *decodeError) Unwrap() error { return e.err }
+
 func (w *executor) claim(ctx context.Context, job *river.Job[jobs.ExecutionArgs]) (*claimed, error) {
 	c := &claimed{ID: job.Args.ExecutionID, Attempt: job.Attempt}
 	var params, secretParams, decls, resultSchema, sealed []byte
-	err := w.pool.QueryRow(ctx, claimSQL, c.ID, w.cfg.WorkerName, job.Attempt).Scan(
+	err := w.pool.QueryRow(ctx, claimSQL, c.ID, w.cfg.WorkerName, job.Attempt, job.ID).Scan(
 		&c.MaxAttempts, &c.ActionRef, &c.PackRef, &c.RunnerType, &c.Path, &params, &secretParams, &decls,
 		&resultSchema, &c.TimeoutSeconds, &c.ActionTimeout, &c.ParameterDelivery, &c.ParameterFormat,
 		&c.OutputFormat, &c.RuleRef, &c.TriggerRef, &c.Updated, &sealed)
@@ -190,22 +263,29 @@ func (w *executor) claim(ctx context.Context, job *river.Job[jobs.ExecutionArgs]
 		dec := json.NewDecoder(bytes.NewReader(f.b))
 		dec.UseNumber()
 		if err := dec.Decode(f.v); err != nil {
-			return nil, fmt.Errorf("error decoding execution %d: %w", c.ID, err)
+			return c, &decodeError{err}
 		}
 	}
 	return c, nil
 }
 
 // notRunnable completes the River job of an execution that must not run:
-// cancelled while queued, already finished, or whose action is gone.
+// cancelled while queued, already finished, carried by another job now, or
+// whose action is gone. A job whose execution still waits for it (the claim
+// refused this replica: the others marked it inactive) goes back.
 func (w *executor) notRunnable(ctx context.Context, job *river.Job[jobs.ExecutionArgs]) error {
 	ctx = context.WithoutCancel(ctx)
-	return schema.Retry(ctx, w.outageRetry(), func() error {
+	var complete bool
+	err := schema.Retry(ctx, schema.RetryPolicy{}, func() error {
 		return pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
-			// schema/migrations/005_state_machine.sql: failed when the action
-			// is gone, unchanged when cancelled or finished meanwhile.
-			if _, err := tx.Exec(ctx, "SELECT attune.fail_unrunnable($1, $2)", job.Args.ExecutionID, w.cfg.WorkerName); err != nil {
+			// schema/migrations/009_settle.sql: failed when the action is
+			// gone, unchanged when cancelled or finished meanwhile.
+			if err := tx.QueryRow(ctx, "SELECT attune.fail_unrunnable($1, $2, $3)", job.Args.ExecutionID, w.cfg.WorkerName, job.ID).
+				Scan(&complete); err != nil {
 				return fmt.Errorf("error settling execution %d: %w", job.Args.ExecutionID, err)
+			}
+			if !complete {
+				return nil
 			}
 			if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
 				return fmt.Errorf("error completing River job %d: %w", job.ID, err)
@@ -213,6 +293,10 @@ func (w *executor) notRunnable(ctx context.Context, job *river.Job[jobs.Executio
 			return nil
 		})
 	})
+	if err == nil && !complete {
+		return river.JobSnooze(time.Second)
+	}
+	return err
 }
 
 // outcome is what an attempt produced, ready to be written.
@@ -226,6 +310,9 @@ type outcome struct {
 	Error           string
 	// Retryable is true for outcomes that max_retries may retry.
 	Retryable bool
+	// StartedAt and FinishedAt are when the process started and ended (zero
+	// when none ran).
+	StartedAt, FinishedAt time.Time
 	// retry is set when this attempt will be retried.
 	retry bool
 	// took is how long the attempt ran, for the log.
@@ -248,6 +335,15 @@ func (w *executor) run(ctx context.Context, c *claimed) outcome {
 	}
 	live := &liveOutput{w: w, id: c.ID, attempt: c.Attempt, mask: mask}
 	spec.OnOutput, spec.OutputEvery = live.publish, liveOutputEvery
+	// The fence kills through this context; registered before the process
+	// starts so that a fence racing the start still reaches it.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	w.running.Store(c.ID, cancel)
+	defer w.running.Delete(c.ID)
+	if w.fenced.Load() {
+		cancel(errFenced)
+	}
 	res := process.Run(ctx, spec)
 	live.wg.Wait()
 	// Secret values never reach what is stored: the result is parsed from
@@ -267,6 +363,7 @@ func (w *executor) outcomeOf(ctx context.Context, c *claimed, spec process.Spec,
 	out := outcome{
 		Stdout: &res.Stdout, Stderr: &res.Stderr,
 		StdoutTruncated: res.StdoutTruncated, StderrTruncated: res.StderrTruncated,
+		StartedAt: res.StartedAt, FinishedAt: res.FinishedAt,
 	}
 	if res.Pid != 0 { // a process ran: it has an exit code
 		code := res.ExitCode
@@ -279,9 +376,13 @@ func (w *executor) outcomeOf(ctx context.Context, c *claimed, spec process.Spec,
 		out.Status, out.Retryable = jobs.StatusTimeout, true
 		out.Error = fmt.Sprintf("Execution timed out after %s seconds", strconv.FormatFloat(spec.Timeout.Seconds(), 'f', -1, 64))
 	case process.OutcomeCanceled:
-		if errors.Is(res.Cause, rivertype.ErrJobCancelledRemotely) {
+		switch {
+		case errors.Is(res.Cause, rivertype.ErrJobCancelledRemotely):
 			out.Status, out.Error = jobs.StatusCancelled, "Cancelled while running"
-		} else {
+		case errors.Is(res.Cause, errFenced):
+			out.Status, out.Retryable = jobs.StatusAbandoned, true
+			out.Error = fmt.Sprintf("Worker %s lost its heartbeat (the database was unreachable, or the worker froze) and killed the execution so that no other attempt could overlap it", w.cfg.WorkerName)
+		default:
 			out.Status, out.Error, out.Retryable = jobs.StatusAbandoned, fmt.Sprintf("Worker %s stopped while the execution ran (%v)", w.cfg.WorkerName, res.Cause), true
 		}
 	case process.OutcomeSignaled:
@@ -532,16 +633,6 @@ func (w *executor) abort(ctx context.Context, job *river.Job[jobs.ExecutionArgs]
 		return w.notRunnable(ctx, job)
 	}
 	return river.JobSnooze(time.Second)
-}
-
-// dbOutageRetry bounds how long a claim or a result write is retried while
-// the database is unreachable, so that neither is lost to a restart of
-// PostgreSQL.
-const dbOutageRetry = 5 * time.Minute
-
-// outageRetry is the retry policy of the writes an execution depends on.
-func (w *executor) outageRetry() schema.RetryPolicy {
-	return schema.RetryPolicy{GiveUpAfter: dbOutageRetry, Log: w.log}
 }
 
 // lastLine is the last non-empty line of s, at most 500 bytes: the error

@@ -702,7 +702,7 @@ func TestReapDeletesSecretParameters(t *testing.T) {
 		WHERE id = (SELECT job_id FROM attune.execution WHERE id = $1)`, id)
 	require.NoError(t, err)
 
-	require.NoError(t, b.srv.reap(b.ctx, "ghost"))
+	require.NoError(t, b.srv.reap(b.ctx, "ghost", 0))
 	e, err := jobs.Get(b.ctx, b.pool, id)
 	require.NoError(t, err)
 	require.Equal(t, jobs.StatusAbandoned, e.Status)

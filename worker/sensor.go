@@ -147,6 +147,7 @@ func (s *sensorSupervisor) stop() {
 func (s *sensorSupervisor) run(ctx context.Context) {
 	defer close(s.done)
 	delay := time.Second
+	failing := false // the last session failed at once: this is one outage
 	for {
 		began := time.Now()
 		err := s.session(ctx)
@@ -156,7 +157,16 @@ func (s *sensorSupervisor) run(ctx context.Context) {
 		if time.Since(began) > time.Minute {
 			delay = time.Second
 		}
-		s.log.Warn("sensor lock connection failed; this replica runs no sensors until it reconnects",
+		if time.Since(began) > 5*time.Second {
+			failing = false
+		}
+		// Once per outage: the heartbeat says when the database returns.
+		level := slog.LevelWarn
+		if failing {
+			level = slog.LevelDebug
+		}
+		failing = true
+		s.log.Log(ctx, level, "sensor lock connection failed; this replica runs no sensors until it reconnects",
 			"err", err, "retry_in", delay)
 		if !sleepCtx(ctx, delay) {
 			return

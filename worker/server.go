@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -42,6 +43,19 @@ type Server struct {
 
 	hostname string
 
+	// dbDown is set while the heartbeat cannot reach the database; River's
+	// own logs are quiet meanwhile, so that an outage is one line when it
+	// starts and one when it ends.
+	dbDown *atomic.Bool
+	// lastBeat is when the last heartbeat succeeded (UnixNano), for the
+	// fence.
+	lastBeat atomic.Int64
+	// connectedSince is when the heartbeat last came back from an outage
+	// (or the replica started): only a replica that has reached the
+	// database for a whole stale window may declare another dead, so that
+	// after an outage the others get to heartbeat first.
+	connectedSince time.Time
+
 	stopHeartbeat context.CancelFunc
 	heartbeatDone chan struct{}
 	stopCompleter context.CancelFunc
@@ -63,7 +77,9 @@ func NewServer(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Server, error
 		slots:     make(chan struct{}, cfg.MaxConcurrentExecutions),
 		completer: newCompleter(cfg.WorkerName, pool, log),
 		stopping:  make(chan struct{}),
+		riverID:   riverID(cfg.WorkerName),
 	}
+	dbDown := &atomic.Bool{}
 	workers := river.NewWorkers()
 	if err := river.AddWorkerSafely[jobs.ExecutionArgs](workers, exec); err != nil {
 		return nil, fmt.Errorf("error registering the execution worker: %w", err)
@@ -88,13 +104,13 @@ func NewServer(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Server, error
 		RescueStuckJobsAfter: maxExecutionTimeout + time.Hour,
 		Workers:              workers,
 		Middleware:           []rivertype.Middleware{&traceWork{}},
-		Logger:               riverLogger(log),
+		Logger:               riverLogger(log, dbDown),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("error creating River client: %w", err)
 	}
 	host, _ := os.Hostname()
-	return &Server{cfg: cfg, pool: pool, log: log, client: client, exec: exec, hostname: host,
+	return &Server{cfg: cfg, pool: pool, log: log, client: client, exec: exec, hostname: host, dbDown: dbDown,
 		sensors: newSensorSupervisor(cfg, pool, log, runtimes)}, nil
 }
 
@@ -131,16 +147,32 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.pool.QueryRow(ctx, "SELECT current_database()").Scan(&s.exec.database); err != nil {
 		return fmt.Errorf("error reading the database name: %w", err)
 	}
-	_, err := s.pool.Exec(ctx, `INSERT INTO attune.worker (name, hostname, pid, capabilities, status, started_at, heartbeat_at)
+	// A name whose heartbeat is fresh belongs to a live replica: taking it
+	// over would settle that replica's executions under it.
+	tag, err := s.pool.Exec(ctx, `INSERT INTO attune.worker (name, hostname, pid, capabilities, status, started_at, heartbeat_at)
 		VALUES ($1, $2, $3, $4, 'active', now(), now())
 		ON CONFLICT (name) DO UPDATE SET hostname = EXCLUDED.hostname, pid = EXCLUDED.pid,
-			capabilities = EXCLUDED.capabilities, status = 'active', started_at = now(), heartbeat_at = now()`,
-		s.cfg.WorkerName, s.hostname, os.Getpid(), capsJSON)
+			capabilities = EXCLUDED.capabilities, status = 'active', started_at = now(), heartbeat_at = now()
+		WHERE attune.worker.status <> 'active' OR attune.worker.heartbeat_at < now() - $5::interval`,
+		s.cfg.WorkerName, s.hostname, os.Getpid(), capsJSON, s.cfg.WorkerStaleAfter.String())
 	if err != nil {
 		return fmt.Errorf("error registering worker %s: %w", s.cfg.WorkerName, err)
 	}
+	if tag.RowsAffected() == 0 {
+		var age time.Duration
+		var host string
+		var pid int
+		if err := s.pool.QueryRow(ctx, "SELECT now() - heartbeat_at, hostname, pid FROM attune.worker WHERE name = $1",
+			s.cfg.WorkerName).Scan(&age, &host, &pid); err != nil {
+			return fmt.Errorf("error registering worker %s: %w", s.cfg.WorkerName, err)
+		}
+		return fmt.Errorf("%w: worker %s (pid %d on %s) is active, its heartbeat %s old; give this replica another name with ATTUNE_WORKER_NAME, or leave it unset for a unique default",
+			ErrWorkerNameInUse, s.cfg.WorkerName, pid, host, age.Round(100*time.Millisecond))
+	}
+	s.lastBeat.Store(time.Now().UnixNano())
+	s.connectedSince = time.Now()
 	// Executions this name left running in an earlier life are not running.
-	if err := s.reap(ctx, s.cfg.WorkerName); err != nil {
+	if err := s.reap(ctx, s.cfg.WorkerName, 0); err != nil {
 		return err
 	}
 	cctx, cancelCompleter := context.WithCancel(context.WithoutCancel(ctx))
@@ -195,7 +227,7 @@ func (s *Server) Stop(ctx context.Context) error {
 	defer cancel()
 	// Whatever is still marked running here lost its result (the database
 	// stayed away past the retries): settle it like a dead worker's.
-	if rerr := s.reap(wctx, s.cfg.WorkerName); rerr != nil {
+	if rerr := s.reap(wctx, s.cfg.WorkerName, 0); rerr != nil {
 		err = errors.Join(err, fmt.Errorf("error settling unfinished executions: %w", rerr))
 	}
 	if _, uerr := s.pool.Exec(wctx, "UPDATE attune.worker SET status = 'inactive', heartbeat_at = now() WHERE name = $1", s.cfg.WorkerName); uerr != nil {
@@ -204,11 +236,91 @@ func (s *Server) Stop(ctx context.Context) error {
 	return err
 }
 
-// heartbeat reports this worker alive and reaps workers that stopped
-// reporting.
+// ErrWorkerNameInUse is returned by Start when another live replica holds
+// the worker name.
+var ErrWorkerNameInUse = errors.New("worker name in use")
+
+// heartbeat reports this worker alive and, once it has reached the database
+// for a whole stale window, reaps workers that stopped reporting and
+// reconciles executions whose River job went away. It says once when the
+// database goes and once when it returns.
 func (s *Server) heartbeat(ctx context.Context) {
 	defer close(s.heartbeatDone)
+	fenceDone := make(chan struct{})
+	go s.watchFence(ctx, fenceDone)
+	defer func() { <-fenceDone }()
 	t := time.NewTicker(s.cfg.HeartbeatInterval)
+	defer t.Stop()
+	var downSince time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		active, err := s.beat(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if downSince.IsZero() {
+				downSince = time.Now()
+				s.dbDown.Store(true)
+				s.log.Warn("database unavailable; finished results wait for it, and running executions are killed if it stays away",
+					"fence_after", s.cfg.fenceAfter(), "err", err)
+			}
+			continue
+		}
+		if !downSince.IsZero() {
+			s.log.Info("database available again", "after", time.Since(downSince).Round(time.Millisecond))
+			downSince = time.Time{}
+			s.dbDown.Store(false)
+			s.connectedSince = time.Now()
+		}
+		if !active {
+			s.rejoin(ctx)
+			continue
+		}
+		s.lastBeat.Store(time.Now().UnixNano())
+		if s.exec.fenced.CompareAndSwap(true, false) {
+			s.log.Info("heartbeat restored; taking work again")
+		}
+		if time.Since(s.connectedSince) >= s.cfg.WorkerStaleAfter {
+			if err := s.reapStale(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("reaping dead workers failed", "err", err)
+			}
+			if err := s.reconcile(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("reconciling executions failed", "err", err)
+			}
+		}
+		if err := s.recoverLostJobs(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("recovering lost jobs failed", "err", err)
+		}
+	}
+}
+
+// beat writes one heartbeat, bounded by the heartbeat interval so that an
+// unreachable database cannot stall the loop. It reports whether the
+// worker is still active: the others mark a silent worker inactive, and
+// only it may make itself active again (rejoin).
+func (s *Server) beat(ctx context.Context) (active bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.HeartbeatInterval)
+	defer cancel()
+	tag, err := s.pool.Exec(ctx, "UPDATE attune.worker SET heartbeat_at = now() WHERE name = $1 AND status = 'active'", s.cfg.WorkerName)
+	if err != nil {
+		return false, err
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// watchFence fences the replica when no heartbeat has succeeded for
+// Config.fenceAfter: it stops taking work and kills its running process
+// groups, so that they are gone before any other replica may declare it
+// dead (after ATTUNE_WORKER_STALE_AFTER) and run their next attempts.
+func (s *Server) watchFence(ctx context.Context, done chan struct{}) {
+	defer close(done)
+	after := s.cfg.fenceAfter()
+	t := time.NewTicker(max(s.cfg.HeartbeatInterval/10, 10*time.Millisecond))
 	defer t.Stop()
 	for {
 		select {
@@ -216,21 +328,82 @@ func (s *Server) heartbeat(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		_, err := s.pool.Exec(ctx, "UPDATE attune.worker SET heartbeat_at = now(), status = 'active' WHERE name = $1", s.cfg.WorkerName)
-		if err != nil && ctx.Err() == nil {
-			s.log.Warn("heartbeat failed", "err", err)
-			continue
-		}
-		if err := s.reapStale(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("reaping dead workers failed", "err", err)
-		}
-		if err := s.recoverLostJobs(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("recovering lost jobs failed", "err", err)
+		silent := time.Since(time.Unix(0, s.lastBeat.Load()))
+		if silent > after && !s.exec.fenced.Load() {
+			n := s.exec.fence()
+			s.log.Error("no heartbeat for too long: fenced, taking no work, running executions killed; results are refused if another replica settled them meanwhile",
+				"silent_for", silent.Round(time.Millisecond), "fence_after", after, "killed", n)
 		}
 		if err := s.forgetOldWorkers(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("deleting old worker rows failed", "err", err)
 		}
 	}
+}
+
+// rejoin brings back a replica the others marked inactive: fenced at once,
+// it becomes active again once none of its processes runs, so that the
+// attempts it lost are settled by the others and never overlap its own.
+func (s *Server) rejoin(ctx context.Context) {
+	if !s.exec.fenced.Load() {
+		n := s.exec.fence()
+		s.log.Error("this worker was marked inactive by another replica (its heartbeat was stale): fenced, running executions killed",
+			"killed", n)
+	}
+	if s.exec.busy() {
+		return
+	}
+	tag, err := s.pool.Exec(ctx, `UPDATE attune.worker SET status = 'active', heartbeat_at = now(), pid = $2, hostname = $3
+		WHERE name = $1 AND status = 'inactive'`, s.cfg.WorkerName, os.Getpid(), s.hostname)
+	if err != nil || tag.RowsAffected() != 1 {
+		return
+	}
+	s.lastBeat.Store(time.Now().UnixNano())
+	s.exec.fenced.Store(false)
+	s.log.Info("rejoined as an active worker; taking work again")
+}
+
+// reconcile settles executions whose River job something other than
+// attune finalized or deleted, and reaps workers that executions still say
+// run them although they are gone (attune.reconcile, attune.gone_workers).
+func (s *Server) reconcile(ctx context.Context) error {
+	rows, err := s.pool.Query(ctx, "SELECT id, status, error, ran_on FROM attune.reconcile($1, $2::interval)",
+		s.cfg.WorkerName, s.cfg.WorkerStaleAfter.String())
+	if err != nil {
+		return fmt.Errorf("error reconciling executions: %w", err)
+	}
+	var id int64
+	var status, why string
+	var ranOn *string
+	if _, err := pgx.ForEachRow(rows, []any{&id, &status, &why, &ranOn}, func() error {
+		s.log.Warn("execution settled by the reconciler", "id", id, "status", status, "error", why)
+		// Its result would be refused: stop the process.
+		if ranOn != nil && *ranOn == s.cfg.WorkerName {
+			if cancel, ok := s.exec.running.Load(id); ok {
+				cancel.(context.CancelCauseFunc)(errReconciled)
+			}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("error reconciling executions: %w", err)
+	}
+	rows, err = s.pool.Query(ctx, "SELECT attune.gone_workers($1::interval)", s.cfg.WorkerStaleAfter.String())
+	if err != nil {
+		return fmt.Errorf("error finding gone workers: %w", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("error finding gone workers: %w", err)
+	}
+	for _, n := range names {
+		if n == s.cfg.WorkerName {
+			continue
+		}
+		s.log.Warn("executions still name a worker that is gone; settling them", "worker", n)
+		if err := s.reap(ctx, n, s.cfg.WorkerStaleAfter); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // lostJobAge is how long a job River marked as fetched by this replica may
@@ -284,7 +457,7 @@ func (s *Server) reapStale(ctx context.Context) error {
 	}
 	for _, n := range names {
 		s.log.Warn("worker stopped heartbeating; settling its executions", "worker", n)
-		if err := s.reap(ctx, n); err != nil {
+		if err := s.reap(ctx, n, s.cfg.WorkerStaleAfter); err != nil {
 			return err
 		}
 	}
@@ -292,17 +465,25 @@ func (s *Server) reapStale(ctx context.Context) error {
 }
 
 // reap settles the running executions of a dead worker: abandoned, or back
-// to requested when max_retries allows (its River job made available again).
-// Jobs it had fetched but not started (their executions still requested)
-// go back to the queue untouched.
-func (s *Server) reap(ctx context.Context, worker string) error {
+// to requested when max_retries allows (on a new River job). Jobs it had
+// fetched but not started (their executions still requested) go back to
+// the queue untouched. A worker whose heartbeat is fresher than staleAfter
+// is left alone; 0 means the caller is that worker.
+func (s *Server) reap(ctx context.Context, worker string, staleAfter time.Duration) error {
+	var stale *string
+	if staleAfter > 0 {
+		v := staleAfter.String()
+		stale = &v
+	}
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// Kill what the dead worker's executions left on this host before
 		// settling them: once settled, a retry may start with the same id.
-		rows, err := tx.Query(ctx, `SELECT e.id, e.action_ref FROM attune.execution e
+		// A frozen worker (SIGSTOP) still has its children running under it.
+		rows, err := tx.Query(ctx, `SELECT e.id, e.action_ref, w.pid FROM attune.execution e
 			JOIN attune.worker w ON w.name = e.worker
 			WHERE e.worker = $1 AND e.status IN ('running', 'canceling') AND w.hostname = $2
-			FOR UPDATE OF e`, worker, s.hostname)
+				AND ($3::interval IS NULL OR w.heartbeat_at < now() - $3::interval)
+			FOR UPDATE OF e`, worker, s.hostname, stale)
 		if err != nil {
 			return fmt.Errorf("error locking the executions of worker %s: %w", worker, err)
 		}
@@ -310,12 +491,18 @@ func (s *Server) reap(ctx context.Context, worker string) error {
 		var ids []int64
 		var id int64
 		var ref string
-		if _, err := pgx.ForEachRow(rows, []any{&id, &ref}, func() error {
+		var pid int
+		if _, err := pgx.ForEachRow(rows, []any{&id, &ref, &pid}, func() error {
 			execs[strconv.FormatInt(id, 10)] = ref
 			ids = append(ids, id)
 			return nil
 		}); err != nil {
 			return err
+		}
+		if pid != os.Getpid() {
+			if n := killChildrenOf(pid, execs); n > 0 {
+				s.log.Warn("killed the running processes of a worker declared dead (frozen or cut off)", "worker", worker, "pid", pid, "process_groups", n)
+			}
 		}
 		if n := killOrphans(execs); n > 0 {
 			s.log.Warn("killed processes left by a dead worker's executions", "worker", worker, "process_groups", n)
@@ -328,9 +515,9 @@ func (s *Server) reap(ctx context.Context, worker string) error {
 				}
 			}
 		}
-		// schema/migrations/005_state_machine.sql: abandoned, cancelled or
-		// back to requested, and the River jobs with them.
-		if _, err := tx.Exec(ctx, "SELECT attune.reap_worker($1, $2)", worker, riverID(worker)); err != nil {
+		// schema/migrations/009_settle.sql: abandoned, cancelled or back to
+		// requested on a new River job, and the old jobs with them.
+		if _, err := tx.Exec(ctx, "SELECT attune.reap_worker($1, $2, $3::interval)", worker, riverID(worker), stale); err != nil {
 			return fmt.Errorf("error settling the executions of worker %s: %w", worker, err)
 		}
 		return nil
@@ -357,26 +544,33 @@ func envValue(environ []string, name string) string {
 
 // riverLogger quiets River's routine info logs (maintenance runs, starts and
 // stops) unless attune logs at debug.
-func riverLogger(log *slog.Logger) *slog.Logger {
+// While the database is unreachable (quiet set) River says nothing below
+// debug: the heartbeat reports the outage once.
+func riverLogger(log *slog.Logger, quiet *atomic.Bool) *slog.Logger {
+	min := slog.LevelWarn
 	if log.Enabled(context.Background(), slog.LevelDebug) {
-		return log.With("component", "river")
+		min = slog.LevelDebug
 	}
-	return slog.New(levelFilter{log.Handler(), slog.LevelWarn}).With("component", "river")
+	return slog.New(levelFilter{log.Handler(), min, quiet}).With("component", "river")
 }
 
 type levelFilter struct {
 	slog.Handler
-	min slog.Level
+	min   slog.Level
+	quiet *atomic.Bool
 }
 
 func (f levelFilter) Enabled(ctx context.Context, l slog.Level) bool {
+	if f.quiet != nil && f.quiet.Load() && l > slog.LevelDebug {
+		return false
+	}
 	return l >= f.min && f.Handler.Enabled(ctx, l)
 }
 
 func (f levelFilter) WithAttrs(as []slog.Attr) slog.Handler {
-	return levelFilter{f.Handler.WithAttrs(as), f.min}
+	return levelFilter{f.Handler.WithAttrs(as), f.min, f.quiet}
 }
 
 func (f levelFilter) WithGroup(name string) slog.Handler {
-	return levelFilter{f.Handler.WithGroup(name), f.min}
+	return levelFilter{f.Handler.WithGroup(name), f.min, f.quiet}
 }

@@ -24,6 +24,7 @@ var errNoInitdb = errors.New("no initdb found in PATH or /usr/lib/postgresql/*/b
 type cluster struct {
 	dir, bin string
 	url      string
+	opts     string   // the server's options, for a start after a stop
 	asUser   []string // a runuser prefix when running as root
 }
 
@@ -78,6 +79,7 @@ func startCluster(ctx context.Context) (*cluster, error) {
 		return nil, fmt.Errorf("initdb: %w: %s", err, out)
 	}
 	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off", port, dir)
+	c.opts = opts
 	if out, err := c.run(ctx, "pg_ctl", "-D", data, "-l", filepath.Join(dir, "log"), "-o", opts, "-w", "-t", "60", "start"); err != nil {
 		return nil, fmt.Errorf("pg_ctl start: %w: %s", err, out)
 	}
@@ -139,5 +141,37 @@ func (c *Cluster) Restart(tb testing.TB) {
 	if out, err := c.c.run(ctx, "pg_ctl", "-D", filepath.Join(c.c.dir, "data"), "-l", filepath.Join(c.c.dir, "log"),
 		"-m", "fast", "-w", "-t", "60", "restart"); err != nil {
 		tb.Fatalf("schematest: pg_ctl restart: %v: %s", err, out)
+	}
+}
+
+// RestartImmediate restarts the server as a crash would (pg_ctl restart -m
+// immediate): no checkpoint, and what was not yet in the WAL on disk is
+// lost, such as commits made with synchronous_commit = off.
+func (c *Cluster) RestartImmediate(tb testing.TB) {
+	tb.Helper()
+	c.Stop(tb)
+	c.Start(tb)
+}
+
+// Stop stops the server at once (pg_ctl stop -m immediate): clients see
+// their connections drop and new ones refused until Start.
+func (c *Cluster) Stop(tb testing.TB) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if out, err := c.c.run(ctx, "pg_ctl", "-D", filepath.Join(c.c.dir, "data"), "-m", "immediate", "-w", "-t", "60", "stop"); err != nil {
+		tb.Fatalf("schematest: pg_ctl stop: %v: %s", err, out)
+	}
+}
+
+// Start starts the server Stop stopped, with its settings, and returns
+// once it accepts connections.
+func (c *Cluster) Start(tb testing.TB) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if out, err := c.c.run(ctx, "pg_ctl", "-D", filepath.Join(c.c.dir, "data"), "-l", filepath.Join(c.c.dir, "log"),
+		"-o", c.c.opts, "-w", "-t", "60", "start"); err != nil {
+		tb.Fatalf("schematest: pg_ctl start: %v: %s", err, out)
 	}
 }
