@@ -725,13 +725,10 @@ func (l *liveOutput) write() {
 			stderr = &m
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		// Only while this attempt runs here: once the result is written (or
-		// another replica settled it) a late write must not land. A stream
-		// left NULL keeps its stored value, TOAST pointer and all, so an
-		// unchanged (capped) stream costs no WAL. (attune.record_output
-		// always sets both.)
-		_, err := l.w.pool.Exec(ctx, `UPDATE attune.execution SET stdout = COALESCE($4, stdout), stderr = COALESCE($5, stderr)
-			WHERE id = $1 AND worker = $2 AND attempt = $3 AND status IN ('running', 'canceling')`,
+		// Only while this attempt runs here (attune.record_output); a stream
+		// left NULL keeps its stored value, so an unchanged (capped) stream
+		// costs no WAL.
+		_, err := l.w.pool.Exec(ctx, "SELECT attune.record_output($1, $2, $3, $4, $5)",
 			l.id, l.w.cfg.WorkerName, l.attempt, stdout, stderr)
 		cancel()
 		if err != nil {
