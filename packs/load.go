@@ -142,6 +142,7 @@ func (l *loader) load() *Pack {
 	p.Description, _ = f.str("description")
 	p.Version, _ = f.str("version")
 	f.take("name") // StackStorm's display name; the ref is what counts
+	p.Policy = fc.packPolicy(f)
 	if ref != "" && ref != filepath.Base(abs) {
 		fc.warnf(refNode, "pack ref %q differs from its directory name %q; workers look for entry points under {ATTUNE_PACKS_DIR}/%s/", ref, filepath.Base(abs), ref)
 	}
@@ -296,6 +297,8 @@ func (l *loader) loadAction(file, abs string) {
 	}
 	a.MaxRetries = retries
 	a.Tags, _ = f.stringList("tags")
+	a.Policy = fc.actionPolicy(f, a)
+	fc.checkPackKey(&l.pack.Policy, a, refNode)
 	a.Extra = f.extra()
 	if !fc.failed {
 		l.pack.Actions = append(l.pack.Actions, a)

@@ -160,7 +160,15 @@ func TestMigrateUpgradesFrom004(t *testing.T) {
 	for _, m := range res.Applied {
 		applied = append(applied, m.Version)
 	}
-	require.Equal(t, []int{5}, applied)
+	ms, err = schema.Migrations()
+	require.NoError(t, err)
+	var want []int // every migration after 004: versions may leave gaps
+	for _, m := range ms {
+		if m.Version > 4 {
+			want = append(want, m.Version)
+		}
+	}
+	require.Equal(t, want, applied)
 
 	var src string
 	require.NoError(t, pool.QueryRow(ctx, "SELECT prosrc FROM pg_proc WHERE oid = 'attune.enqueue(text, jsonb, jsonb)'::regprocedure").Scan(&src))

@@ -2,6 +2,7 @@ package schema_test
 
 import (
 	"context"
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -19,8 +20,13 @@ import (
 	"github.com/attune-system/attune/schema/schematest"
 )
 
-// riverSQLFile is the one file of attune's that touches River's tables.
+// riverSQLFile is the file of attune's that touches River's tables for the
+// state machine; riverSQLFiles are all that may, each pinning the version.
 const riverSQLFile = "005_state_machine.sql"
+
+// riverSQLFiles are the migrations allowed to name River's schema: the
+// state machine, its rewrite, and the policies.
+var riverSQLFiles = []string{riverSQLFile, "006_exactly_once.sql", "009_policy.sql"}
 
 // riverSchemaVersion is River's migration version that riverSQLFile was
 // written against; the file states the same number.
@@ -37,6 +43,21 @@ func riverMigration(t *testing.T) string {
 	return string(b)
 }
 
+// riverMigrations returns the text of each riverSQLFiles file that exists.
+func riverMigrations(t *testing.T) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, name := range riverSQLFiles {
+		b, err := os.ReadFile(filepath.Join("migrations", name))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		require.NoError(t, err)
+		out[name] = string(b)
+	}
+	return out
+}
+
 // TestRiverSchemaVersionPinned fails when River's latest migration moves
 // past the version attune's SQL on River's tables was written for. When it
 // does: read River's new migrations, check every statement of
@@ -51,10 +72,12 @@ func TestRiverSchemaVersionPinned(t *testing.T) {
 	require.NotEmpty(t, all)
 	latest := all[len(all)-1].Version
 
-	m := regexp.MustCompile(`(?m)^-- River schema version: (\d+)$`).FindStringSubmatch(riverMigration(t))
-	require.NotNil(t, m, "%s states no \"-- River schema version: N\" line", riverSQLFile)
-	pinned, _ := strconv.Atoi(m[1])
-	require.Equal(t, riverSchemaVersion, pinned, "%s and this test pin different River versions", riverSQLFile)
+	for name, sql := range riverMigrations(t) {
+		m := regexp.MustCompile(`(?m)^-- River schema version: (\d+)$`).FindStringSubmatch(sql)
+		require.NotNil(t, m, "%s states no \"-- River schema version: N\" line", name)
+		pinned, _ := strconv.Atoi(m[1])
+		require.Equal(t, riverSchemaVersion, pinned, "%s and this test pin different River versions", name)
+	}
 	require.Equal(t, riverSchemaVersion, latest,
 		"River's schema is now at migration %d, but schema/migrations/%s was written for %d: review its river_ statements against River's migrations %d to %d, then raise the pinned version in that file and in this test",
 		latest, riverSQLFile, riverSchemaVersion, riverSchemaVersion+1, latest)
@@ -103,9 +126,12 @@ func TestRiverSQLInOneFile(t *testing.T) {
 	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(t, err)
 	require.NotEmpty(t, names, "attune.enqueue inserts River jobs")
-	sql := riverMigration(t)
+	var sql strings.Builder
+	for _, text := range riverMigrations(t) {
+		sql.WriteString(text)
+	}
 	for _, name := range names {
-		require.Regexp(t, `(?m)^CREATE (OR REPLACE )?FUNCTION attune\.`+regexp.QuoteMeta(name)+`\(`, sql,
-			"function attune.%s names River's schema but is not defined in %s", name, riverSQLFile)
+		require.Regexp(t, `(?m)^CREATE (OR REPLACE )?FUNCTION attune\.`+regexp.QuoteMeta(name)+`\(`, sql.String(),
+			"function attune.%s names River's schema but is not defined in %s", name, strings.Join(riverSQLFiles, ", "))
 	}
 }

@@ -63,6 +63,10 @@ type executor struct {
 	// inflight holds the River job ids this replica is working on, so that
 	// recoverLostJobs can tell a job it holds from one it never received.
 	inflight sync.Map
+
+	// retryOn holds, per River job id, the outcomes its action's retry
+	// policy retries (policy.go).
+	retryOn sync.Map
 }
 
 // stop makes Work hand back jobs it has not started.
@@ -76,6 +80,9 @@ func (w *executor) Timeout(*river.Job[jobs.ExecutionArgs]) time.Duration { retur
 // NextRetry retries a failed attempt soon: an action's max_retries is about
 // flaky work, not back-pressure.
 func (w *executor) NextRetry(job *river.Job[jobs.ExecutionArgs]) time.Time {
+	if at, ok := w.policyRetry(job); ok { // retry: {delay, backoff, max_delay}
+		return at
+	}
 	return time.Now().Add(time.Duration(job.Attempt) * time.Second)
 }
 
@@ -144,6 +151,10 @@ func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs])
 	// requested forever. Nor may a hard stop interrupt a claim half way, so
 	// that it is unknown whether the row says running; once claimed, a
 	// cancelled execution is settled like any other.
+	if done, err := w.admit(ctx, job); done { // policies: schema/migrations/009_policy.sql
+		<-w.slots
+		return err
+	}
 	var c *claimed
 	err := schema.Retry(ctx, w.outageRetry(), func() (err error) {
 		c, err = w.claim(context.WithoutCancel(ctx), job)
@@ -438,7 +449,7 @@ func redactSecrets(err error, decls packs.Params) error {
 // that max_retries allows to retry goes back to requested and River runs the
 // job again.
 func (w *executor) settle(ctx context.Context, job *river.Job[jobs.ExecutionArgs], c *claimed, out outcome) error {
-	out.retry = out.Retryable && job.Attempt < job.MaxAttempts
+	out.retry = w.retries(job, out.Status) && out.Retryable && job.Attempt < job.MaxAttempts
 	s := &settlement{
 		// The row must be written even when the work context is cancelled;
 		// WithoutCancel keeps River's client in the context for JobCompleteTx.
