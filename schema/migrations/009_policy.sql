@@ -339,3 +339,78 @@ LANGUAGE sql STABLE AS $$
     FROM attune.execution e LEFT JOIN attune.river_job j ON j.id = e.job_id
     WHERE e.id = execution_policy.execution_id
 $$;
+
+-- Retention. Finished executions older than their action's retention (or
+-- the default, ATTUNE_RETENTION) go, and events older than the default that
+-- no execution names any more. A zero retention keeps everything. Rows are
+-- deleted in small batches, each its own short transaction, and skip rows
+-- another transaction holds (SKIP LOCKED), so pruning never waits on, nor
+-- blocks, enqueues and claims: it touches only finished executions, which
+-- nothing else writes. River's finished jobs are River's to clean
+-- (JobCleaner); nothing joins an execution to its job except with a LEFT
+-- JOIN (execution_policy), so either may go first.
+CREATE INDEX execution_finished_idx ON attune.execution (finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX execution_event_idx ON attune.execution (event_id) WHERE event_id IS NOT NULL;
+CREATE INDEX event_created_idx ON attune.event (created_at);
+
+-- prune_candidates lists up to batch finished executions past their
+-- retention, oldest first (for attune prune --dry-run, and for prune).
+CREATE FUNCTION attune.prune_candidates(default_retention interval, batch integer)
+RETURNS TABLE (id bigint, action_ref text, status text, finished_at timestamptz)
+LANGUAGE sql STABLE AS $$
+    SELECT e.id, e.action_ref, e.status, e.finished_at
+    FROM attune.execution e LEFT JOIN attune.action a ON a.ref = e.action_ref
+    WHERE e.finished_at IS NOT NULL
+        AND e.status IN ('completed', 'failed', 'timeout', 'cancelled', 'abandoned')
+        AND coalesce(attune._policy_interval(a.policy ->> 'retention'), default_retention) > interval '0'
+        AND e.finished_at < now() - coalesce(attune._policy_interval(a.policy ->> 'retention'), default_retention)
+    ORDER BY e.finished_at
+    LIMIT batch
+$$;
+
+-- prune_executions deletes one batch of prune_candidates and returns how
+-- many went; the caller repeats while a batch is full.
+CREATE FUNCTION attune.prune_executions(default_retention interval, batch integer)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+BEGIN
+    PERFORM set_config('statement_timeout', '10s', true);
+    DELETE FROM attune.execution e
+    WHERE e.id IN (
+        SELECT x.id FROM attune.execution x
+        WHERE x.id IN (SELECT c.id FROM attune.prune_candidates(default_retention, batch) c)
+            AND x.finished_at IS NOT NULL -- not retried meanwhile
+            AND x.status IN ('completed', 'failed', 'timeout', 'cancelled', 'abandoned')
+        FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $$;
+
+-- prune_events deletes one batch of events older than the retention that
+-- no execution names; with dry_run it only counts them.
+CREATE FUNCTION attune.prune_events(default_retention interval, batch integer, dry_run boolean)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+BEGIN
+    IF default_retention <= interval '0' THEN
+        RETURN 0;
+    END IF;
+    PERFORM set_config('statement_timeout', '10s', true);
+    IF dry_run THEN
+        SELECT count(*) INTO n FROM attune.event ev
+        WHERE ev.created_at < now() - default_retention
+            AND NOT EXISTS (SELECT 1 FROM attune.execution e WHERE e.event_id = ev.id);
+        RETURN n;
+    END IF;
+    DELETE FROM attune.event ev
+    WHERE ev.id IN (
+        SELECT x.id FROM attune.event x
+        WHERE x.created_at < now() - default_retention
+            AND NOT EXISTS (SELECT 1 FROM attune.execution e WHERE e.event_id = x.id)
+        ORDER BY x.created_at LIMIT batch
+        FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $$;
