@@ -99,7 +99,9 @@ BEGIN
     FROM attune.policy_waiter pw JOIN attune.execution e ON e.id = pw.execution_id
     WHERE pw.key = k AND NOT pw.woken AND e.status IN ('requested', 'scheduled')
         AND (before IS NULL OR pw.execution_id < before)
-    ORDER BY pw.execution_id LIMIT 1;
+    ORDER BY pw.execution_id LIMIT 1
+    -- Two releases at once wake two waiters, not the same one twice.
+    FOR UPDATE OF pw SKIP LOCKED;
     IF NOT FOUND THEN
         RETURN;
     END IF;
@@ -123,12 +125,21 @@ RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     k text;
 BEGIN
-    IF NEW.status NOT IN ('requested', 'scheduled') THEN
+    IF NEW.status IN ('requested', 'scheduled') THEN
+        NULL; -- back to the queue (a retry): its slots go below
+    ELSIF NEW.status IN ('running', 'canceling') THEN
         NEW.waiting_reason := NULL;
         DELETE FROM attune.policy_waiter pw WHERE pw.execution_id = NEW.id;
-    END IF;
-    IF NEW.status IN ('running', 'canceling') THEN
         RETURN NEW;
+    ELSE
+        -- Finished while queued (cancelled, failed): a waiter already woken
+        -- was owed a slot, which goes to the next one.
+        NEW.waiting_reason := NULL;
+        FOR k IN DELETE FROM attune.policy_waiter pw WHERE pw.execution_id = NEW.id RETURNING CASE WHEN pw.woken THEN pw.key END LOOP
+            IF k IS NOT NULL THEN
+                PERFORM attune._policy_wake(k);
+            END IF;
+        END LOOP;
     END IF;
     FOR k IN DELETE FROM attune.policy_slot s WHERE s.execution_id = NEW.id RETURNING s.key LOOP
         PERFORM attune._policy_wake(k);
@@ -293,6 +304,14 @@ BEGIN
 
     INSERT INTO attune.policy_slot (key, execution_id)
     SELECT r.k, e.id FROM jsonb_to_recordset(conc) AS r(k text) ON CONFLICT DO NOTHING;
+    -- Slots still free beyond the waiters already woken: wake one more, so
+    -- that a wake lost to a race costs one start, not the slot.
+    FOR c IN SELECT * FROM jsonb_to_recordset(conc) AS r(k text, lim integer, on_limit text, what text, label text) LOOP
+        IF (SELECT count(*) FROM attune.policy_slot s WHERE s.key = c.k)
+           + (SELECT count(*) FROM attune.policy_waiter pw WHERE pw.key = c.k AND pw.woken) < c.lim THEN
+            PERFORM attune._policy_wake(c.k);
+        END IF;
+    END LOOP;
     DELETE FROM attune.policy_waiter pw WHERE pw.execution_id = e.id;
     IF e.waiting_reason IS NOT NULL THEN
         UPDATE attune.execution x SET waiting_reason = NULL WHERE x.id = e.id;
