@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -53,13 +54,14 @@ parameters:
 // throughput.
 var trivialPack = map[string]string{
 	"pack.yaml": "ref: z\nversion: 1.0.0\n",
+	"actions/noop.sh": "exit 0\n",
 	"actions/true.yaml": `name: "true"
-entry_point: /bin/true
-runner_type: native
+entry_point: noop.sh
+output_format: text
 `,
 	"actions/true_limited.yaml": `name: true_limited
-entry_point: /bin/true
-runner_type: native
+entry_point: noop.sh
+output_format: text
 concurrency: {limit: 10}
 `,
 }
@@ -221,13 +223,33 @@ func TestReplicaThroughputWithLimit(t *testing.T) {
 	b.addPack(t, "z", trivialPack)
 	b.start(t, "replica-a")
 	b.start(t, "replica-b")
-	const n = 2000
+	n := 2000
+	if v := os.Getenv("ATTUNE_MEASURE_N"); v != "" {
+		n, _ = strconv.Atoi(v)
+	}
 	rate := func(action string) float64 {
 		start := time.Now()
 		_, err := b.pool.Exec(b.ctx, "SELECT attune.enqueue($1) FROM generate_series(1, $2)", action, n)
 		require.NoError(t, err)
-		b.eventually(t, 120*time.Second, action+" finished", func() bool { return b.unfinished(t) == 0 })
-		return n / time.Since(start).Seconds()
+		if !pollUntil(120*time.Second, func() bool { return b.unfinished(t) == 0 }) {
+			rows, _ := b.pool.Query(b.ctx, `SELECT e.status, j.state::text, coalesce(w.woken::text, '-'), (SELECT count(*) FROM attune.policy_slot s WHERE s.execution_id = e.id), count(*), min(j.scheduled_at - now())::text
+				FROM attune.execution e JOIN attune.river_job j ON j.id = e.job_id LEFT JOIN attune.policy_waiter w ON w.execution_id = e.id WHERE e.status <> 'completed' GROUP BY 1, 2, 3, 4`)
+			for rows.Next() {
+				var st, js, wk, d string
+				var sl, c int
+				_ = rows.Scan(&st, &js, &wk, &sl, &c, &d)
+				t.Logf("%s job=%s woken=%s slots=%d: %d, sched %s", st, js, wk, sl, c, d)
+			}
+			rows, _ = b.pool.Query(b.ctx, `SELECT coalesce(wait_event_type, '-') || ':' || coalesce(wait_event, '-') || ' ' || state || ' ' || left(regexp_replace(query, '\s+', ' ', 'g'), 60), count(*) FROM pg_stat_activity WHERE datname = current_database() AND state <> 'idle' GROUP BY 1 ORDER BY 2 DESC`)
+			for rows.Next() {
+				var q string
+				var c int
+				_ = rows.Scan(&q, &c)
+				t.Logf("   %d %s", c, q)
+			}
+			t.Fatal("stuck")
+		}
+		return float64(n) / time.Since(start).Seconds()
 	}
 	free, limited := rate("z.true"), rate("z.true_limited")
 	free2, limited2 := rate("z.true"), rate("z.true_limited")

@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -103,4 +105,68 @@ func TestPruneAfterRiverCleanedItsJobs(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.Equal(t, 1, res.Executions)
+}
+
+// TestPruneLarge measures a prune of 100,000 finished executions and the
+// latency of enqueues while it runs:
+// ATTUNE_MEASURE=1 go test ./worker -run TestPruneLarge -v
+func TestPruneLarge(t *testing.T) {
+	if os.Getenv("ATTUNE_MEASURE") == "" {
+		t.Skip("a measurement: ATTUNE_MEASURE=1 go test ./worker -run TestPruneLarge -v")
+	}
+	ctx := context.Background()
+	pool := schematest.Pool(t)
+	_, err := pool.Exec(ctx, `INSERT INTO attune.pack (ref) VALUES ('p');
+		INSERT INTO attune.action (ref, pack_ref, name, runner_type, entry_point, path) VALUES ('p.a', 'p', 'a', 'shell', 'a.sh', '/bin/true')`)
+	require.NoError(t, err)
+	const n = 100_000
+	_, err = pool.Exec(ctx, `INSERT INTO attune.execution (action_ref, status, stdout, attempt, created_at, started_at, finished_at)
+		SELECT 'p.a', 'completed', repeat('x', 1000), 1, now() - interval '40 days', now() - interval '40 days', now() - interval '40 days'
+		FROM generate_series(1, $1)`, n)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, "ANALYZE attune.execution")
+	require.NoError(t, err)
+
+	enqueue := func(k int) []time.Duration {
+		var ds []time.Duration
+		for range k {
+			start := time.Now()
+			_, err := pool.Exec(ctx, "SELECT attune.enqueue('p.a')")
+			require.NoError(t, err)
+			ds = append(ds, time.Since(start))
+		}
+		slices.Sort(ds)
+		return ds
+	}
+	before := enqueue(200)
+	done := make(chan struct{})
+	var during []time.Duration
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			start := time.Now()
+			if _, err := pool.Exec(ctx, "SELECT attune.enqueue('p.a')"); err != nil {
+				return
+			}
+			during = append(during, time.Since(start))
+		}
+	}()
+	start := time.Now()
+	res, ok, err := Prune(ctx, pool, 30*24*time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	took := time.Since(start)
+	done <- struct{}{}
+	<-done
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, n, res.Executions)
+	slices.Sort(during)
+	pct := func(ds []time.Duration, p float64) time.Duration { return ds[int(float64(len(ds)-1)*p)] }
+	t.Logf("pruned %d executions in %s (%.0f rows/s); enqueue latency before p50 %s p99 %s, during (%d enqueues) p50 %s p99 %s max %s",
+		res.Executions, took.Round(time.Millisecond), float64(res.Executions)/took.Seconds(),
+		pct(before, 0.5), pct(before, 0.99), len(during), pct(during, 0.5), pct(during, 0.99), during[len(during)-1])
 }

@@ -39,6 +39,7 @@ CREATE TABLE attune.policy_waiter (
     key          text NOT NULL,
     execution_id bigint NOT NULL REFERENCES attune.execution (id) ON DELETE CASCADE,
     woken        boolean NOT NULL DEFAULT false,
+    lim          integer NOT NULL,
     PRIMARY KEY (key, execution_id)
 );
 CREATE INDEX policy_waiter_execution_idx ON attune.policy_waiter (execution_id);
@@ -108,7 +109,9 @@ BEGIN
     SELECT j.state::text INTO state FROM attune.river_job j WHERE j.id = w.job_id FOR UPDATE;
     -- River writes a short snooze as available at a later scheduled_at.
     IF state IN ('scheduled', 'available') THEN
-        UPDATE attune.river_job j SET state = 'available', scheduled_at = least(j.scheduled_at, now())
+        -- River fetches by scheduled_at: back to its enqueue time, so the
+        -- woken job comes before newer ones that would only wait behind it.
+        UPDATE attune.river_job j SET state = 'available', scheduled_at = least(j.scheduled_at, j.created_at, now())
         WHERE j.id = w.job_id;
         PERFORM attune.wake_workers(ARRAY[(SELECT j.queue FROM attune.river_job j WHERE j.id = w.job_id)]);
     END IF;
@@ -118,8 +121,8 @@ BEGIN
 END $$;
 
 -- _policy_release frees the slots of an execution that stopped running
--- (or was cancelled or failed while queued) and wakes one waiter per freed
--- key. It runs for every status change, from any function.
+-- (or was cancelled or failed while queued); _policy_freed wakes one waiter
+-- per freed slot. It runs for every status change, from any function.
 CREATE FUNCTION attune._policy_release()
 RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -141,9 +144,7 @@ BEGIN
             END IF;
         END LOOP;
     END IF;
-    FOR k IN DELETE FROM attune.policy_slot s WHERE s.execution_id = NEW.id RETURNING s.key LOOP
-        PERFORM attune._policy_wake(k);
-    END LOOP;
+    DELETE FROM attune.policy_slot s WHERE s.execution_id = NEW.id;
     RETURN NEW;
 END $$;
 
@@ -151,15 +152,36 @@ CREATE TRIGGER execution_policy_release BEFORE UPDATE OF status ON attune.execut
 FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
 EXECUTE FUNCTION attune._policy_release();
 
--- _policy_snoozed turns the snooze of a waiter woken while its worker still
--- held the job into a wake-up.
+-- _policy_freed wakes the next waiter of a freed slot when the freeing
+-- transaction commits (a deferred trigger), so that it sees every waiter
+-- that committed before: an admission deciding to wait does not block on
+-- a settle in flight, and the waiter's snooze (_policy_snoozed) looks again
+-- for the rare release that committed in between.
+CREATE FUNCTION attune._policy_freed()
+RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM attune._policy_wake(OLD.key);
+    RETURN NULL;
+END $$;
+
+CREATE CONSTRAINT TRIGGER policy_slot_freed AFTER DELETE ON attune.policy_slot
+DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+EXECUTE FUNCTION attune._policy_freed();
+
+-- _policy_snoozed turns the snooze of a waiter into a wake-up when it was
+-- woken while its worker still held the job, or when a slot freed after it
+-- was counted as held (a release committing between the admission and the
+-- snooze).
 CREATE FUNCTION attune._policy_snoozed()
 RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM attune.policy_waiter pw
-               WHERE pw.execution_id = (NEW.args ->> 'execution_id')::bigint AND pw.woken) THEN
+               WHERE pw.execution_id = (NEW.args ->> 'execution_id')::bigint
+                   AND (pw.woken
+                        OR (SELECT count(*) FROM attune.policy_slot s WHERE s.key = pw.key)
+                           + (SELECT count(*) FROM attune.policy_waiter o WHERE o.key = pw.key AND o.woken) < pw.lim)) THEN
         NEW.state := 'available';
-        NEW.scheduled_at := now();
+        NEW.scheduled_at := least(NEW.created_at, now());
         PERFORM attune.wake_workers(ARRAY[NEW.queue]);
     END IF;
     RETURN NEW;
@@ -181,9 +203,9 @@ EXECUTE FUNCTION attune._policy_snoozed();
 --   retry_on   the outcomes the action's retry policy retries (NULL: all)
 -- An execution not queued any more (running again after a lost attempt,
 -- cancelled, finished) is admitted: claim decides about it as before.
--- Slots are counted under a per-key advisory lock, and the slot rows are
--- locked too, so that a release in flight is either seen as freed or sees
--- this execution waiting.
+-- Slots are counted under a per-key advisory lock, so two admissions never
+-- take the same last slot; releases do not take it, so a settle never waits
+-- for an admission nor the other way round.
 CREATE FUNCTION attune.policy_admit(execution_id bigint, worker text,
     OUT admitted boolean, OUT cancelled boolean, OUT retry_at timestamptz, OUT reason text, OUT retry_on text[])
 LANGUAGE plpgsql AS $$
@@ -221,6 +243,11 @@ BEGIN
     IF NOT (a.policy ? 'concurrency' OR a.policy ? 'rate_limit' OR coalesce(pk, '{}') ? 'concurrency') THEN
         RETURN;
     END IF;
+    -- Admissions of one key are serialized by its lock, held to commit: a
+    -- WAL flush each would bound the key to one admission per flush. Like
+    -- claim's, this commit need not wait for it: WAL is replayed in order,
+    -- so a claim that survives a crash has its admission too.
+    PERFORM set_config('synchronous_commit', 'off', true);
     params := e.parameters || coalesce((SELECT s.parameters FROM attune.execution_secret s WHERE s.execution_id = e.id), '{}');
 
     -- Concurrency: the action's limit, then the pack's, locks in key order.
@@ -239,7 +266,9 @@ BEGIN
         IF EXISTS (SELECT 1 FROM attune.policy_slot s WHERE s.key = c.k AND s.execution_id = e.id) THEN
             CONTINUE; -- admitted before, its claim not yet made (a lost fetch)
         END IF;
-        SELECT count(*) INTO holders FROM (SELECT 1 FROM attune.policy_slot s WHERE s.key = c.k FOR UPDATE) x;
+        -- A slot whose release is in flight still counts: the release wakes
+        -- the oldest waiter when it commits.
+        SELECT count(*) INTO holders FROM attune.policy_slot s WHERE s.key = c.k;
         SELECT count(*) INTO older FROM attune.policy_waiter pw JOIN attune.execution q ON q.id = pw.execution_id
         WHERE pw.key = c.k AND pw.execution_id < e.id AND q.status IN ('requested', 'scheduled');
         IF holders + older >= c.lim THEN
@@ -258,8 +287,8 @@ BEGIN
             END IF;
             -- Queued behind one key at a time; not woken until a slot frees.
             DELETE FROM attune.policy_waiter pw WHERE pw.execution_id = e.id AND pw.key <> c.k;
-            INSERT INTO attune.policy_waiter (key, execution_id) VALUES (c.k, e.id)
-            ON CONFLICT ON CONSTRAINT policy_waiter_pkey DO UPDATE SET woken = false;
+            INSERT INTO attune.policy_waiter (key, execution_id, lim) VALUES (c.k, e.id, c.lim)
+            ON CONFLICT ON CONSTRAINT policy_waiter_pkey DO UPDATE SET woken = false, lim = EXCLUDED.lim;
             UPDATE attune.execution x SET waiting_reason = reason WHERE x.id = e.id;
             admitted := false;
             retry_at := now() + interval '5 minutes';
