@@ -53,7 +53,7 @@ parameters:
 // trivialPack's actions do nothing, with and without a limit, for
 // throughput.
 var trivialPack = map[string]string{
-	"pack.yaml": "ref: z\nversion: 1.0.0\n",
+	"pack.yaml":       "ref: z\nversion: 1.0.0\n",
 	"actions/noop.sh": "exit 0\n",
 	"actions/true.yaml": `name: "true"
 entry_point: noop.sh
