@@ -58,9 +58,6 @@ var (
 	retryOnValues = []string{"failed", "timeout", "abandoned"}
 )
 
-// empty reports whether p sets nothing.
-func (p Policy) empty() bool { return p == Policy{} }
-
 // actionPolicy reads an action's policy blocks; declared are its
 // parameters, which keys may name. It sets a.MaxRetries from retry.max.
 func (fc *fileCtx) actionPolicy(f *fields, a *Action) Policy {

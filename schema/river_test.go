@@ -36,13 +36,6 @@ const riverSchemaVersion = 8
 // channels.
 var riverName = regexp.MustCompile(`\briver_(job|queue|leader|migration|notification|client|insert)\w*`)
 
-func riverMigration(t *testing.T) string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("migrations", riverSQLFile))
-	require.NoError(t, err)
-	return string(b)
-}
-
 // riverMigrations returns the text of each riverSQLFiles file that exists.
 func riverMigrations(t *testing.T) map[string]string {
 	t.Helper()
