@@ -46,6 +46,11 @@ parameters:
 entry_point: helper
 retry: {max: 2, delay: 1s, backoff: exponential, on: [failed]}
 ` + helperParams,
+		"limited_retry.yaml": `name: limited_retry
+entry_point: helper
+concurrency: {limit: 1}
+retry: {max: 1, delay: 1s}
+` + helperParams,
 		"timeout_only.yaml": `name: timeout_only
 entry_point: helper
 retry: {max: 2, delay: 1s, on: [timeout]}
@@ -217,4 +222,24 @@ func TestRetryPolicyBacksOff(t *testing.T) {
 	require.Equal(t, jobs.StatusFailed, e.Status)
 	require.Equal(t, 1, e.Attempt)
 	require.Equal(t, 3, e.MaxAttempts)
+}
+
+func TestConcurrencySlotFreedBetweenAttempts(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	flaky := b.enqueue(t, "t.limited_retry", map[string]any{"helper": "hang"}, &jobs.Options{TimeoutSeconds: 1})
+	b.waitStatus(t, flaky, jobs.StatusRunning)
+	other := b.enqueue(t, "t.limited_retry", map[string]any{"helper": "json"}, nil)
+	f, o := b.wait(t, flaky), b.wait(t, other)
+	require.Equal(t, jobs.StatusTimeout, f.Status)
+	require.Equal(t, 2, f.Attempt)
+	require.Equal(t, jobs.StatusCompleted, o.Status, deref(o.Error))
+	require.Equal(t, 1, o.Attempt)
+	// The other ran while the flaky one waited its retry delay: the slot
+	// is not held between attempts, and the retry took it again after.
+	require.True(t, o.StartedAt.Before(*f.StartedAt), "other started %s, flaky's last attempt %s", o.StartedAt, f.StartedAt)
+	require.False(t, f.StartedAt.Before(*o.FinishedAt), "the retry waited for the slot")
+	var slots int
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM attune.policy_slot").Scan(&slots))
+	require.Zero(t, slots)
 }

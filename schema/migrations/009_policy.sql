@@ -43,6 +43,7 @@ CREATE TABLE attune.policy_waiter (
     PRIMARY KEY (key, execution_id)
 );
 CREATE INDEX policy_waiter_execution_idx ON attune.policy_waiter (execution_id);
+CREATE INDEX policy_waiter_woken_idx ON attune.policy_waiter (key) WHERE woken;
 
 -- policy_start holds the starts of rate-limited keys, past and reserved:
 -- a start that would exceed the limit reserves the first free time in the
@@ -179,7 +180,8 @@ BEGIN
                WHERE pw.execution_id = (NEW.args ->> 'execution_id')::bigint
                    AND (pw.woken
                         OR (SELECT count(*) FROM attune.policy_slot s WHERE s.key = pw.key)
-                           + (SELECT count(*) FROM attune.policy_waiter o WHERE o.key = pw.key AND o.woken) < pw.lim)) THEN
+                           + (SELECT count(*) FROM (SELECT 1 FROM attune.policy_waiter o
+                                                    WHERE o.key = pw.key AND o.woken LIMIT pw.lim) x) < pw.lim)) THEN
         NEW.state := 'available';
         NEW.scheduled_at := least(NEW.created_at, now());
         PERFORM attune.wake_workers(ARRAY[NEW.queue]);
@@ -269,8 +271,12 @@ BEGIN
         -- A slot whose release is in flight still counts: the release wakes
         -- the oldest waiter when it commits.
         SELECT count(*) INTO holders FROM attune.policy_slot s WHERE s.key = c.k;
-        SELECT count(*) INTO older FROM attune.policy_waiter pw JOIN attune.execution q ON q.id = pw.execution_id
-        WHERE pw.key = c.k AND pw.execution_id < e.id AND q.status IN ('requested', 'scheduled');
+        -- Counted only up to the limit: the admission runs under the key's
+        -- lock, and a long queue must not make every admission slower.
+        SELECT count(*) INTO older FROM (
+            SELECT 1 FROM attune.policy_waiter pw JOIN attune.execution q ON q.id = pw.execution_id
+            WHERE pw.key = c.k AND pw.execution_id < e.id AND q.status IN ('requested', 'scheduled')
+            LIMIT greatest(c.lim - holders, 0)) x;
         IF holders + older >= c.lim THEN
             reason := format('waiting: concurrency limit %s of %s%s reached', c.lim, c.what,
                 CASE WHEN c.label <> '' THEN ' (key ' || c.label || ')' ELSE '' END);
@@ -337,7 +343,8 @@ BEGIN
     -- that a wake lost to a race costs one start, not the slot.
     FOR c IN SELECT * FROM jsonb_to_recordset(conc) AS r(k text, lim integer, on_limit text, what text, label text) LOOP
         IF (SELECT count(*) FROM attune.policy_slot s WHERE s.key = c.k)
-           + (SELECT count(*) FROM attune.policy_waiter pw WHERE pw.key = c.k AND pw.woken) < c.lim THEN
+           + (SELECT count(*) FROM (SELECT 1 FROM attune.policy_waiter pw
+                                    WHERE pw.key = c.k AND pw.woken LIMIT c.lim) x) < c.lim THEN
             PERFORM attune._policy_wake(c.k);
         END IF;
     END LOOP;
