@@ -252,6 +252,10 @@ func TestReplicaThroughputWithLimit(t *testing.T) {
 		return float64(n) / time.Since(start).Seconds()
 	}
 	free, limited := rate("z.true"), rate("z.true_limited")
+	var snoozes float64
+	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT coalesce(avg((j.metadata ->> 'snoozes')::int), 0) FROM attune.river_job j
+		JOIN attune.execution e ON e.job_id = j.id WHERE e.action_ref = 'z.true_limited'`).Scan(&snoozes))
+	t.Logf("with the limit, each execution waited %.2f times on average", snoozes)
 	free2, limited2 := rate("z.true"), rate("z.true_limited")
 	t.Logf("%d trivial executions, 2 replicas: without a limit %.0f/s and %.0f/s, with limit 10 %.0f/s and %.0f/s",
 		n, free, free2, limited, limited2)

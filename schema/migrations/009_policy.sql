@@ -170,18 +170,23 @@ DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
 EXECUTE FUNCTION attune._policy_freed();
 
 -- _policy_snoozed turns the snooze of a waiter into a wake-up when it was
--- woken while its worker still held the job, or when a slot freed after it
--- was counted as held (a release committing between the admission and the
--- snooze).
+-- woken while its worker still held the job, or when it heads the queue
+-- and a slot freed after it was counted as held (a release committing
+-- between the admission and the snooze, which could not see it).
 CREATE FUNCTION attune._policy_snoozed()
 RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM attune.policy_waiter pw
                WHERE pw.execution_id = (NEW.args ->> 'execution_id')::bigint
                    AND (pw.woken
-                        OR (SELECT count(*) FROM attune.policy_slot s WHERE s.key = pw.key)
-                           + (SELECT count(*) FROM (SELECT 1 FROM attune.policy_waiter o
-                                                    WHERE o.key = pw.key AND o.woken LIMIT pw.lim) x) < pw.lim)) THEN
+                        -- The head of the queue, with a slot free that no
+                        -- woken waiter is owed: its release missed it.
+                        OR ((SELECT count(*) FROM attune.policy_slot s WHERE s.key = pw.key)
+                            + (SELECT count(*) FROM (SELECT 1 FROM attune.policy_waiter o
+                                                     WHERE o.key = pw.key AND o.woken LIMIT pw.lim) x) < pw.lim
+                            AND NOT EXISTS (SELECT 1 FROM attune.policy_waiter o JOIN attune.execution q ON q.id = o.execution_id
+                                            WHERE o.key = pw.key AND NOT o.woken AND o.execution_id < pw.execution_id
+                                                AND q.status IN ('requested', 'scheduled'))))) THEN
         NEW.state := 'available';
         NEW.scheduled_at := least(NEW.created_at, now());
         PERFORM attune.wake_workers(ARRAY[NEW.queue]);
@@ -221,6 +226,7 @@ DECLARE
     conc    jsonb;
     holders integer;
     older   integer;
+    woken   boolean;
     lim     integer;
     keyname text;
     starts  timestamptz[];
@@ -271,11 +277,17 @@ BEGIN
         -- A slot whose release is in flight still counts: the release wakes
         -- the oldest waiter when it commits.
         SELECT count(*) INTO holders FROM attune.policy_slot s WHERE s.key = c.k;
+        -- Slots are also owed to the waiters already woken (on their way),
+        -- and, to one not woken itself, to every older waiter: FIFO. A woken
+        -- waiter is owed its slot, so it does not bounce behind older ones.
         -- Counted only up to the limit: the admission runs under the key's
         -- lock, and a long queue must not make every admission slower.
+        woken := EXISTS (SELECT 1 FROM attune.policy_waiter pw
+                         WHERE pw.key = c.k AND pw.execution_id = e.id AND pw.woken);
         SELECT count(*) INTO older FROM (
             SELECT 1 FROM attune.policy_waiter pw JOIN attune.execution q ON q.id = pw.execution_id
-            WHERE pw.key = c.k AND pw.execution_id < e.id AND q.status IN ('requested', 'scheduled')
+            WHERE pw.key = c.k AND pw.execution_id <> e.id AND q.status IN ('requested', 'scheduled')
+                AND (pw.woken OR (NOT woken AND pw.execution_id < e.id))
             LIMIT greatest(c.lim - holders, 0)) x;
         IF holders + older >= c.lim THEN
             reason := format('waiting: concurrency limit %s of %s%s reached', c.lim, c.what,
@@ -298,9 +310,11 @@ BEGIN
             UPDATE attune.execution x SET waiting_reason = reason WHERE x.id = e.id;
             admitted := false;
             retry_at := now() + interval '5 minutes';
-            -- A slot may have been free but owed to an older waiter: make
-            -- sure that one is on its way.
-            IF holders < c.lim THEN
+            -- A slot may be free and owed to an older waiter nobody woke
+            -- (its release missed it): wake that one, unless the woken
+            -- ones already take every free slot.
+            IF holders + (SELECT count(*) FROM (SELECT 1 FROM attune.policy_waiter pw
+                                               WHERE pw.key = c.k AND pw.woken LIMIT c.lim) x) < c.lim THEN
                 PERFORM attune._policy_wake(c.k, e.id);
             END IF;
             RETURN;
