@@ -84,6 +84,7 @@ func (a *app) rootCommand() *cobra.Command {
 		a.serveCommand(), a.migrateCommand(), a.demoCommand(), a.benchCommand(), a.versionCommand(),
 		a.packCommand(), a.actionCommand(), a.executionCommand(), a.workerCommand(),
 		a.sensorCommand(), a.triggerCommand(), a.eventCommand(), a.ruleCommand(), a.secretCommand(),
+		a.pruneCommand(),
 	)
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%w (see %s --help)", flagValueError(cmd, err), cmd.CommandPath())}
@@ -167,6 +168,8 @@ func (a *app) loadConfig(cmd *cobra.Command) (worker.Config, error) {
 		return worker.LoadConfigOf(a.environ, secretSettings)
 	case strings.HasPrefix(path, "pack "):
 		return worker.LoadConfigOf(a.environ, packSettings)
+	case path == "prune":
+		return worker.LoadConfigOf(a.environ, append(slices.Clip(clientSettings), "ATTUNE_RETENTION"))
 	}
 	return worker.LoadConfigOf(a.environ, clientSettings)
 }

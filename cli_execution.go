@@ -96,6 +96,12 @@ func (a *app) showExecution(e *jobs.Execution) error {
 			}
 			fmt.Fprintln(w)
 		}
+		if e.WaitingReason != nil {
+			fmt.Fprintf(w, "waiting\t%s\n", strings.TrimPrefix(*e.WaitingReason, "waiting: "))
+		}
+		if e.NextAttemptAt != nil {
+			fmt.Fprintf(w, "next attempt\t%s\n", e.NextAttemptAt.Format(time.RFC3339Nano))
+		}
 		if e.ExitCode != nil {
 			fmt.Fprintf(w, "exit code\t%d\n", *e.ExitCode)
 		}

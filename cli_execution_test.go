@@ -21,8 +21,8 @@ import (
 // executionFields are the stable field names of an execution in -j output.
 var executionFields = []string{
 	"action_ref", "attempt", "created_at", "error", "event_id", "exit_code", "finished_at", "id",
-	"max_attempts", "parameters", "priority", "result", "rule_ref", "scheduled_at", "started_at", "status", "stderr",
-	"stderr_truncated", "stdout", "stdout_truncated", "timeout_seconds", "worker",
+	"max_attempts", "next_attempt_at", "parameters", "priority", "result", "rule_ref", "scheduled_at", "started_at", "status", "stderr",
+	"stderr_truncated", "stdout", "stdout_truncated", "timeout_seconds", "waiting_reason", "worker",
 }
 
 func TestCLIWatchAndInspect(t *testing.T) {

@@ -46,6 +46,12 @@
 //	abandoned  its worker died or stopped mid-run and  final
 //	           no retry was left
 //
+// Policies (schema/migrations/011_policy.sql) hold a queued execution
+// before claim: policy_admit (worker) keeps it requested or scheduled, with
+// attune.execution.waiting_reason saying why, while its concurrency or rate
+// limit is reached, or moves it requested → cancelled under on_limit:
+// cancel. A trigger frees its concurrency slot on any move out of running.
+//
 // Finished tells the final statuses. Retries are River's: settle sends a
 // retryable outcome back to requested only while attempt < max_attempts,
 // and the worker's error makes River schedule the job again; reap_worker

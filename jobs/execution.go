@@ -57,11 +57,17 @@ type Execution struct {
 	ScheduledAt     time.Time       `json:"scheduled_at"`
 	StartedAt       *time.Time      `json:"started_at"`
 	FinishedAt      *time.Time      `json:"finished_at"`
+	// WaitingReason says why a queued execution has not started (a
+	// concurrency or rate limit); NextAttemptAt is when River runs its
+	// next attempt, for a queued execution scheduled for later.
+	WaitingReason *string    `json:"waiting_reason"`
+	NextAttemptAt *time.Time `json:"next_attempt_at"`
 }
 
 const executionColumns = `id, action_ref, status, parameters, result, exit_code, stdout, stderr,
 	stdout_truncated, stderr_truncated, error, worker, attempt, max_attempts, priority, timeout_seconds,
-	rule_ref, event_id, created_at, scheduled_at, started_at, finished_at`
+	rule_ref, event_id, created_at, scheduled_at, started_at, finished_at,
+	waiting_reason, (SELECT p.next_attempt_at FROM attune.execution_policy(id) p)`
 
 func scanExecution(row pgx.Row) (*Execution, error) {
 	var e Execution
@@ -69,7 +75,7 @@ func scanExecution(row pgx.Row) (*Execution, error) {
 	err := row.Scan(&e.ID, &e.ActionRef, &e.Status, &params, &result, &e.ExitCode, &e.Stdout,
 		&e.Stderr, &e.StdoutTruncated, &e.StderrTruncated, &e.Error, &e.Worker, &e.Attempt,
 		&e.MaxAttempts, &e.Priority, &e.TimeoutSeconds, &e.RuleRef, &e.EventID, &e.CreatedAt, &e.ScheduledAt,
-		&e.StartedAt, &e.FinishedAt)
+		&e.StartedAt, &e.FinishedAt, &e.WaitingReason, &e.NextAttemptAt)
 	e.Parameters, e.Result = readableJSON(params), readableJSON(result)
 	return &e, err
 }

@@ -198,6 +198,7 @@ func (l *loader) load() *Pack {
 	f.take("name") // StackStorm's display name; the ref is what counts
 	f.allow(packMetadataKeys...)
 	f.warnUnknown()
+	p.Policy = fc.packPolicy(f)
 	if ref != "" && ref != filepath.Base(abs) {
 		fc.warnf(refNode, "pack ref %q differs from its directory name %q; workers look for entry points under {ATTUNE_PACKS_DIR}/%s/", ref, filepath.Base(abs), ref)
 	}
@@ -362,6 +363,8 @@ func (l *loader) loadAction(file, abs string) {
 	a.MaxRetries = retries
 	a.Tags, _ = f.stringList("tags")
 	f.allow(actionPolicyKeys...)
+	a.Policy = fc.actionPolicy(f, a)
+	fc.checkPackKey(&l.pack.Policy, a, refNode)
 	a.Extra = f.extra()
 	if !fc.failed {
 		l.pack.Actions = append(l.pack.Actions, a)

@@ -42,6 +42,10 @@ type Pack struct {
 	Triggers []*Trigger
 	Rules    []*Rule
 
+	// Policy is pack.yaml's concurrency block, a limit over all its
+	// actions together (see [Policy]).
+	Policy Policy
+
 	refLine int // where pack.yaml sets the ref, for duplicates across packs
 }
 
@@ -91,6 +95,8 @@ type Action struct {
 	OutputFormat string
 	MaxRetries   int
 	Tags         []string
+	// Policy holds the concurrency, rate_limit, retry and retention blocks.
+	Policy Policy
 	// Extra holds the keys attune does not know, as decoded.
 	Extra map[string]any
 	// File is the absolute path of the YAML file.

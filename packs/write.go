@@ -198,6 +198,9 @@ func writePack(ctx context.Context, tx pgx.Tx, p *Pack) (*RegisterResult, error)
 		WHERE pack_ref = $1 AND yaml_enabled IS NOT NULL AND NOT ref = ANY($2)`, p.Ref, ruleRefs); err != nil {
 		return nil, fmt.Errorf("error disabling removed rules: %w", err)
 	}
+	if err := writePolicies(ctx, tx, p); err != nil {
+		return nil, err
+	}
 	// Running sensor supervisors re-read their rules; the notification is
 	// delivered when the transaction commits, with what it wrote.
 	if _, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", RuleChannel, p.Ref); err != nil {

@@ -20,8 +20,8 @@ import (
 )
 
 // riverSQLFiles are the files of attune's that touch River's tables: the
-// state machine, and the migration that amends it.
-var riverSQLFiles = []string{"005_state_machine.sql", "009_settle.sql"}
+// state machine, the migration that amends it, and the policies' trigger.
+var riverSQLFiles = []string{"005_state_machine.sql", "009_settle.sql", "011_policy.sql"}
 
 // riverSQLFile names riverSQLFiles in messages.
 var riverSQLFile = strings.Join(riverSQLFiles, " or ")
@@ -117,6 +117,6 @@ func TestRiverSQLInOneFile(t *testing.T) {
 	sql := strings.Join(riverMigrations(t), "\n")
 	for _, name := range names {
 		require.Regexp(t, `(?m)^CREATE (OR REPLACE )?FUNCTION attune\.`+regexp.QuoteMeta(name)+`\(`, sql,
-			"function attune.%s names River's schema but is not defined in %s", name, riverSQLFile)
+			"function attune.%s names River's schema but is not defined in %s", name, strings.Join(riverSQLFiles, ", "))
 	}
 }

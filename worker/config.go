@@ -92,6 +92,11 @@ type Config struct {
 	// SIGTERM before they are killed. Defaults to 30s.
 	ShutdownTimeout time.Duration `env:"ATTUNE_SHUTDOWN_TIMEOUT" envDefault:"30s"`
 
+	// Retention is how long finished executions (those of actions without
+	// a retention of their own) and old events are kept; 0 keeps them for
+	// ever. Defaults to 720h (30 days).
+	Retention time.Duration `env:"ATTUNE_RETENTION" envDefault:"720h"`
+
 	// LogLevel is debug, info, warn or error. Defaults to info.
 	LogLevel string `env:"ATTUNE_LOG_LEVEL" envDefault:"info"`
 
@@ -251,6 +256,9 @@ func (c *Config) problems() []configProblem {
 	case "debug", "info", "warn", "error":
 	default:
 		bad("ATTUNE_LOG_LEVEL", c.LogLevel, "must be debug, info, warn or error")
+	}
+	if c.Retention < 0 {
+		bad("ATTUNE_RETENTION", c.Retention.String(), "must not be negative; 0 keeps everything")
 	}
 	switch c.LogFormat {
 	case "", "text", "json":

@@ -75,6 +75,9 @@ type executor struct {
 	// running holds a cancel for each attempt whose process may be running
 	// (execution id → context.CancelCauseFunc), for the fence to kill.
 	running sync.Map
+	// retryOn holds, per River job id, the outcomes its action's retry
+	// policy retries (policy.go).
+	retryOn sync.Map
 }
 
 // errFenced ends the processes of a fenced replica.
@@ -116,6 +119,9 @@ func (w *executor) Timeout(*river.Job[jobs.ExecutionArgs]) time.Duration { retur
 // NextRetry retries a failed attempt soon: an action's max_retries is about
 // flaky work, not back-pressure.
 func (w *executor) NextRetry(job *river.Job[jobs.ExecutionArgs]) time.Time {
+	if at, ok := w.policyRetry(job); ok { // retry: {delay, backoff, max_delay}
+		return at
+	}
 	return time.Now().Add(time.Duration(job.Attempt) * time.Second)
 }
 
@@ -190,6 +196,10 @@ func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs])
 	if w.fenced.Load() {
 		<-w.slots
 		return river.JobSnooze(time.Second)
+	}
+	if done, err := w.admit(ctx, job); done { // policies: schema/migrations/011_policy.sql
+		<-w.slots
+		return err
 	}
 	var c *claimed
 	err := schema.Retry(ctx, schema.RetryPolicy{}, func() (err error) {
@@ -580,7 +590,7 @@ func redactSecrets(err error, decls packs.Params) error {
 // that max_retries allows to retry goes back to requested and River runs the
 // job again.
 func (w *executor) settle(ctx context.Context, job *river.Job[jobs.ExecutionArgs], c *claimed, out outcome) error {
-	out.retry = out.Retryable && job.Attempt < job.MaxAttempts
+	out.retry = w.retries(job, out.Status) && out.Retryable && job.Attempt < job.MaxAttempts
 	s := &settlement{
 		// The row must be written even when the work context is cancelled;
 		// WithoutCancel keeps River's client in the context for JobCompleteTx.

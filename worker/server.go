@@ -40,6 +40,7 @@ type Server struct {
 	client  *river.Client[pgx.Tx]
 	exec    *executor
 	sensors *sensorSupervisor
+	pruner  *pruner
 
 	hostname string
 
@@ -111,7 +112,7 @@ func NewServer(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Server, error
 	}
 	host, _ := os.Hostname()
 	return &Server{cfg: cfg, pool: pool, log: log, client: client, exec: exec, hostname: host, dbDown: dbDown,
-		sensors: newSensorSupervisor(cfg, pool, log, runtimes)}, nil
+		sensors: newSensorSupervisor(cfg, pool, log, runtimes), pruner: &pruner{pool: pool, retention: cfg.Retention, log: log}}, nil
 }
 
 // Client is the replica's River client.
@@ -194,6 +195,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.heartbeatDone = make(chan struct{})
 	go s.heartbeat(hbCtx)
 	s.sensors.start(ctx)
+	s.pruner.start(ctx) // retention.go
 	s.log.Info("worker started", "name", s.cfg.WorkerName, "runtimes", s.exec.runtimes.Names(),
 		"max_concurrent_executions", s.cfg.MaxConcurrentExecutions)
 	return nil
@@ -204,7 +206,8 @@ func (s *Server) Start(ctx context.Context) error {
 // settles them, and marks the worker inactive.
 func (s *Server) Stop(ctx context.Context) error {
 	s.sensors.stop() // no new events while executions drain
-	s.exec.stop()    // fetched jobs not yet started go back for other replicas
+	s.pruner.stop()
+	s.exec.stop() // fetched jobs not yet started go back for other replicas
 	softCtx, cancel := context.WithTimeout(ctx, s.cfg.ShutdownTimeout)
 	defer cancel()
 	err := s.client.Stop(softCtx)

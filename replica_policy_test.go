@@ -1,0 +1,262 @@
+//go:build linux
+
+package main
+
+// Policies across real `attune serve` replicas (issue 17's measurements):
+// a concurrency limit holds exactly across replicas, per key, pack-wide
+// and across a replica's death, and costs little throughput.
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/attune-system/attune/schema/schematest"
+)
+
+// policyPack is a second pack beside replicaPack's: its actions sleep,
+// under limits.
+var policyPack = map[string]string{
+	"pack.yaml": "ref: q\nversion: 1.0.0\nconcurrency: {limit: 3}\n",
+	"actions/nap.sh": `sleep "$ATTUNE_ACTION_SECONDS"
+`,
+	"actions/limit2.yaml": `name: limit2
+entry_point: nap.sh
+output_format: text
+concurrency: {limit: 2}
+parameters:
+  seconds: {type: number, default: 1}
+`,
+	"actions/per_host.yaml": `name: per_host
+entry_point: nap.sh
+output_format: text
+concurrency: {limit: 1, key: "{{ parameters.host }}"}
+parameters:
+  seconds: {type: number, default: 1}
+  host: {type: string, required: true}
+`,
+	"actions/free.yaml": `name: free
+entry_point: nap.sh
+output_format: text
+parameters:
+  seconds: {type: number, default: 1}
+`,
+}
+
+// trivialPack's actions do nothing, with and without a limit, for
+// throughput.
+var trivialPack = map[string]string{
+	"pack.yaml":       "ref: z\nversion: 1.0.0\n",
+	"actions/noop.sh": "exit 0\n",
+	"actions/true.yaml": `name: "true"
+entry_point: noop.sh
+output_format: text
+`,
+	"actions/true_limited.yaml": `name: true_limited
+entry_point: noop.sh
+output_format: text
+concurrency: {limit: 10}
+`,
+}
+
+func (b *replicaBundle) addPack(t *testing.T, ref string, files map[string]string) {
+	t.Helper()
+	for name, body := range files {
+		path := filepath.Join(b.packs, ref, name)
+		require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
+		require.NoError(t, os.WriteFile(path, []byte(body), 0o644))
+	}
+	b.attune(t, "pack", "register")
+}
+
+type span struct {
+	id            int64
+	key           string
+	start, finish time.Time
+}
+
+// spans reads the started and finished times of finished executions.
+func (b *replicaBundle) spans(t *testing.T, ids []int64) []span {
+	t.Helper()
+	rows, err := b.pool.Query(b.ctx, `SELECT id, coalesce(parameters ->> 'host', ''), started_at, finished_at
+		FROM attune.execution WHERE id = ANY($1) AND status = 'completed' ORDER BY id`, ids)
+	require.NoError(t, err)
+	defer rows.Close()
+	var out []span
+	for rows.Next() {
+		var s span
+		require.NoError(t, rows.Scan(&s.id, &s.key, &s.start, &s.finish))
+		out = append(out, s)
+	}
+	require.NoError(t, rows.Err())
+	require.Len(t, out, len(ids), "every execution completed")
+	return out
+}
+
+// mostAtOnce is the largest number of spans overlapping at any instant.
+func mostAtOnce(spans []span) int {
+	type edge struct {
+		at    time.Time
+		delta int
+	}
+	var edges []edge
+	for _, s := range spans {
+		edges = append(edges, edge{s.start, 1}, edge{s.finish, -1})
+	}
+	sort.Slice(edges, func(i, j int) bool {
+		if edges[i].at.Equal(edges[j].at) {
+			return edges[i].delta < edges[j].delta
+		}
+		return edges[i].at.Before(edges[j].at)
+	})
+	n, most := 0, 0
+	for _, e := range edges {
+		n += e.delta
+		most = max(most, n)
+	}
+	return most
+}
+
+func (b *replicaBundle) enqueueN(t *testing.T, n int, action string, params func(i int) map[string]any) []int64 {
+	t.Helper()
+	var ids []int64
+	for i := range n {
+		ids = append(ids, b.enqueue(t, action, params(i)))
+	}
+	return ids
+}
+
+func TestReplicaConcurrencyLimit(t *testing.T) {
+	t.Parallel()
+	b := setupReplicas(t, schematest.URL(t))
+	b.addPack(t, "q", policyPack)
+	b.start(t, "replica-a")
+	b.start(t, "replica-b")
+
+	start := time.Now()
+	ids := b.enqueueN(t, 20, "q.limit2", func(int) map[string]any { return map[string]any{} })
+	b.eventually(t, 60*time.Second, "20 executions finished", func() bool { return b.unfinished(t) == 0 })
+	elapsed := time.Since(start)
+	spans := b.spans(t, ids)
+	require.Equal(t, 2, mostAtOnce(spans), "%v", spans)
+	require.Less(t, elapsed, 15*time.Second, "woken when a slot frees, not by a poll")
+	var workers, attempts int
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(DISTINCT worker), max(attempt) FROM attune.execution WHERE id = ANY($1)", ids).
+		Scan(&workers, &attempts))
+	require.Equal(t, 2, workers, "both replicas ran some")
+	require.Equal(t, 1, attempts, "waiting costs no attempt")
+	t.Logf("limit 2, 20 executions of 1 s on 2 replicas: at most %d at once, all done in %s", mostAtOnce(spans), elapsed.Round(time.Millisecond))
+}
+
+func TestReplicaConcurrencyPerKeyAndPack(t *testing.T) {
+	t.Parallel()
+	b := setupReplicas(t, schematest.URL(t))
+	b.addPack(t, "q", policyPack)
+	b.start(t, "replica-a")
+	b.start(t, "replica-b")
+
+	// Keyed limit 1, two keys: one per key, two overall.
+	start := time.Now()
+	ids := b.enqueueN(t, 10, "q.per_host", func(i int) map[string]any {
+		return map[string]any{"host": fmt.Sprintf("web-%d", i%2+1), "seconds": 0.5}
+	})
+	b.eventually(t, 60*time.Second, "keyed executions finished", func() bool { return b.unfinished(t) == 0 })
+	elapsed := time.Since(start)
+	spans := b.spans(t, ids)
+	perKey := map[string][]span{}
+	for _, s := range spans {
+		perKey[s.key] = append(perKey[s.key], s)
+	}
+	require.Len(t, perKey, 2)
+	for key, ss := range perKey {
+		require.Equal(t, 1, mostAtOnce(ss), "key %s", key)
+	}
+	require.Equal(t, 2, mostAtOnce(spans))
+	t.Logf("keyed limit 1, 2 keys x 5 executions of 0.5 s: per key at most 1, overall %d, in %s", mostAtOnce(spans), elapsed.Round(time.Millisecond))
+
+	// The pack's limit 3 holds over its actions together.
+	ids = b.enqueueN(t, 8, "q.free", func(int) map[string]any { return map[string]any{"seconds": 0.5} })
+	b.eventually(t, 60*time.Second, "pack-limited executions finished", func() bool { return b.unfinished(t) == 0 })
+	require.Equal(t, 3, mostAtOnce(b.spans(t, ids)))
+}
+
+func TestReplicaConcurrencySlotFreedByReaper(t *testing.T) {
+	t.Parallel()
+	b := setupReplicas(t, schematest.URL(t))
+	b.addPack(t, "q", policyPack)
+	a := b.start(t, "replica-a")
+
+	holder := b.enqueue(t, "q.per_host", map[string]any{"host": "h", "seconds": 60})
+	b.eventually(t, 30*time.Second, "the holder runs", func() bool { return b.execution(t, holder).Status == "running" })
+	waiter := b.enqueue(t, "q.per_host", map[string]any{"host": "h", "seconds": 0})
+	b.eventually(t, 10*time.Second, "the second waits", func() bool {
+		var reason *string
+		require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT waiting_reason FROM attune.execution WHERE id = $1", waiter).Scan(&reason))
+		return reason != nil && *reason == "waiting: concurrency limit 1 of q.per_host (key h) reached"
+	})
+	out := b.attune(t, "execution", "show", fmt.Sprint(waiter))
+	require.Contains(t, out, "concurrency limit 1 of q.per_host (key h) reached")
+
+	a.signal(syscall.SIGKILL)
+	a.exited(t, 10*time.Second)
+	b.start(t, "replica-b")
+	// B reaps A (stale after 3 s): the holder is abandoned, its slot freed,
+	// the waiter runs.
+	b.eventually(t, 30*time.Second, "the waiter completed", func() bool { return b.execution(t, waiter).Status == "completed" })
+	require.Equal(t, "abandoned", b.execution(t, holder).Status)
+}
+
+// TestReplicaThroughputWithLimit compares trivial executions with a limit
+// of 10 and without, on two replicas of 10 slots each.
+func TestReplicaThroughputWithLimit(t *testing.T) {
+	if os.Getenv("ATTUNE_MEASURE") == "" {
+		t.Skip("a measurement: ATTUNE_MEASURE=1 go test -run TestReplicaThroughputWithLimit -v .")
+	}
+	b := setupReplicas(t, schematest.URL(t))
+	b.addPack(t, "z", trivialPack)
+	b.start(t, "replica-a")
+	b.start(t, "replica-b")
+	n := 2000
+	if v := os.Getenv("ATTUNE_MEASURE_N"); v != "" {
+		n, _ = strconv.Atoi(v)
+	}
+	rate := func(action string) float64 {
+		start := time.Now()
+		_, err := b.pool.Exec(b.ctx, "SELECT attune.enqueue($1) FROM generate_series(1, $2)", action, n)
+		require.NoError(t, err)
+		if !pollUntil(120*time.Second, func() bool { return b.unfinished(t) == 0 }) {
+			rows, _ := b.pool.Query(b.ctx, `SELECT e.status, j.state::text, coalesce(w.woken::text, '-'), (SELECT count(*) FROM attune.policy_slot s WHERE s.execution_id = e.id), count(*), min(j.scheduled_at - now())::text
+				FROM attune.execution e JOIN attune.river_job j ON j.id = e.job_id LEFT JOIN attune.policy_waiter w ON w.execution_id = e.id WHERE e.status <> 'completed' GROUP BY 1, 2, 3, 4`)
+			for rows.Next() {
+				var st, js, wk, d string
+				var sl, c int
+				_ = rows.Scan(&st, &js, &wk, &sl, &c, &d)
+				t.Logf("%s job=%s woken=%s slots=%d: %d, sched %s", st, js, wk, sl, c, d)
+			}
+			rows, _ = b.pool.Query(b.ctx, `SELECT coalesce(wait_event_type, '-') || ':' || coalesce(wait_event, '-') || ' ' || state || ' ' || left(regexp_replace(query, '\s+', ' ', 'g'), 60), count(*) FROM pg_stat_activity WHERE datname = current_database() AND state <> 'idle' GROUP BY 1 ORDER BY 2 DESC`)
+			for rows.Next() {
+				var q string
+				var c int
+				_ = rows.Scan(&q, &c)
+				t.Logf("   %d %s", c, q)
+			}
+			t.Fatal("stuck")
+		}
+		return float64(n) / time.Since(start).Seconds()
+	}
+	free, limited := rate("z.true"), rate("z.true_limited")
+	var snoozes float64
+	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT coalesce(avg((j.metadata ->> 'snoozes')::int), 0) FROM attune.river_job j
+		JOIN attune.execution e ON e.job_id = j.id WHERE e.action_ref = 'z.true_limited'`).Scan(&snoozes))
+	t.Logf("with the limit, each execution waited %.2f times on average", snoozes)
+	free2, limited2 := rate("z.true"), rate("z.true_limited")
+	t.Logf("%d trivial executions, 2 replicas: without a limit %.0f/s and %.0f/s, with limit 10 %.0f/s and %.0f/s",
+		n, free, free2, limited, limited2)
+}
