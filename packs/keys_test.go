@@ -39,8 +39,9 @@ func TestLoadUnknownKeys(t *testing.T) {
 	}, problems)
 	require.Len(t, ps, 1)
 	a := ps[0].Actions[0]
-	require.Equal(t, map[string]any{"timout_seconds": 5, "output_schema": map[string]any{"type": "object"}, "retry": map[string]any{"max": 3}, "pack": "u"}, a.Extra,
-		"unknown keys are kept")
+	require.Equal(t, map[string]any{"timout_seconds": 5, "output_schema": map[string]any{"type": "object"}, "pack": "u"}, a.Extra,
+		"unknown keys are kept; retry is a policy now (policy.go), not extra")
+	require.NotNil(t, a.Policy.Retry, "retry: {max: 3} is read as the retry policy")
 	require.Zero(t, a.TimeoutSeconds)
 	require.Equal(t, map[string]any{"enabeld": false}, ps[0].Sensors[0].Extra)
 }

@@ -27,10 +27,12 @@ func TestPruneKeepsWhatRunsAndWhatIsYoung(t *testing.T) {
 	exec := func(action, status string, age time.Duration, event *int64) int64 {
 		t.Helper()
 		var id int64
-		require.NoError(t, pool.QueryRow(ctx, "SELECT attune.enqueue($1, '{}', jsonb_build_object('event_id', $2::bigint))", action, event).Scan(&id))
+		// The public options cannot name an event (only rules do), so the
+		// link to one is set with the rest of the made-up history.
+		require.NoError(t, pool.QueryRow(ctx, "SELECT attune.enqueue($1)", action).Scan(&id))
 		_, err := pool.Exec(ctx, `UPDATE attune.execution SET status = $2,
 			finished_at = CASE WHEN $2 IN ('completed', 'failed') THEN now() - $3::interval END,
-			started_at = now() - $3::interval WHERE id = $1`, id, status, interval(age))
+			started_at = now() - $3::interval, event_id = $4 WHERE id = $1`, id, status, interval(age), event)
 		require.NoError(t, err)
 		return id
 	}

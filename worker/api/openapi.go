@@ -134,6 +134,7 @@ func schemas() map[string]any {
 			"stdout_truncated": boolean, "stderr_truncated": boolean, "error": nstr, "worker": nstr,
 			"attempt": integer, "max_attempts": integer, "priority": integer, "timeout_seconds": ninteger, "rule_ref": nstr,
 			"event_id": ninteger, "created_at": ts, "scheduled_at": nts, "started_at": nts, "finished_at": nts,
+			"waiting_reason": nstr, "next_attempt_at": nts,
 		}, "id", "action_ref", "status"),
 		"ExecutionPage": list("executions", "Execution", true),
 		"CancelResult":  obj(map[string]any{"id": integer, "status": str, "previous_status": str}, "id", "status", "previous_status"),
