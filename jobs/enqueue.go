@@ -55,8 +55,10 @@ type firing struct {
 // EnqueueForRule creates inside tx the execution that rule ruleRef fires
 // for event eventID, with its action and rendered parameters; the database
 // checks that the rule names that action and the event is of its trigger.
-func EnqueueForRule(ctx context.Context, tx pgx.Tx, ruleRef string, eventID int64, actionRef string, params map[string]any) (int64, error) {
-	ids, err := EnqueueMany(ctx, tx, []Request{{ActionRef: actionRef, Parameters: params, fired: &firing{ruleRef, eventID}}})
+// secretsKey seals its secret parameters, as Options.SecretsKey does.
+func EnqueueForRule(ctx context.Context, tx pgx.Tx, ruleRef string, eventID int64, actionRef string, params map[string]any, secretsKey []byte) (int64, error) {
+	ids, err := EnqueueMany(ctx, tx, []Request{{ActionRef: actionRef, Parameters: params, Options: Options{SecretsKey: secretsKey},
+		fired: &firing{ruleRef, eventID}}})
 	if err != nil {
 		return 0, err
 	}

@@ -107,7 +107,7 @@ type firingRule struct {
 // action rejects the parameters) is logged and skipped; the event and the
 // other rules still commit. jobs.EnqueueMany runs in a savepoint, so a
 // rejected enqueue leaves the transaction usable.
-func dispatchEvent(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger, sensorRef string, ev sensorEvent) (dispatched, error) {
+func dispatchEvent(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger, key []byte, sensorRef string, ev sensorEvent) (dispatched, error) {
 	payload, err := json.Marshal(ev.Payload)
 	if err != nil {
 		return dispatched{}, fmt.Errorf("%w: payload cannot be stored: %v", errBadEvent, err)
@@ -136,7 +136,7 @@ func dispatchEvent(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger, se
 			log.Debug("event names a rule that is not enabled on its trigger; no rule fires",
 				"sensor", sensorRef, "event_id", out.EventID, "trigger", ev.TriggerRef, "trigger_instance_id", ev.RuleID)
 		}
-		out, err = fireRules(ctx, tx, log, rules, out.EventID, ev, "sensor", sensorRef)
+		out, err = fireRules(ctx, tx, log, key, rules, out.EventID, ev, "sensor", sensorRef)
 		return err
 	})
 	if err != nil {
@@ -155,13 +155,13 @@ const eventRetryFor = time.Minute
 // dispatchEventRetrying is dispatchEvent, retried while the failure is
 // transient (schema.Transient): the whole transaction runs again, so the
 // event is stored once.
-func dispatchEventRetrying(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger, sensorRef string, ev sensorEvent) (dispatched, error) {
+func dispatchEventRetrying(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger, key []byte, sensorRef string, ev sensorEvent) (dispatched, error) {
 	var d dispatched
 	err := schema.Retry(ctx, schema.RetryPolicy{
 		GiveUpAfter: eventRetryFor, Log: log, What: "event",
 		LogArgs: []any{"sensor", sensorRef, "trigger", ev.TriggerRef},
 	}, func() (err error) {
-		d, err = dispatchEvent(ctx, pool, log, sensorRef, ev)
+		d, err = dispatchEvent(ctx, pool, log, key, sensorRef, ev)
 		return err
 	})
 	return d, err
@@ -170,7 +170,7 @@ func dispatchEventRetrying(ctx context.Context, pool *pgxpool.Pool, log *slog.Lo
 // fireRule enqueues r's action for the event when r's conditions hold. It
 // returns the execution id (0 when the conditions do not hold), or why r
 // was skipped, or an error that must abort the event's transaction.
-func fireRule(ctx context.Context, tx pgx.Tx, r firingRule, eventID int64, ev sensorEvent) (id int64, why string, err error) {
+func fireRule(ctx context.Context, tx pgx.Tx, key []byte, r firingRule, eventID int64, ev sensorEvent) (id int64, why string, err error) {
 	rule := packs.Rule{Ref: r.Ref}
 	if err := json.Unmarshal(r.Conditions, &rule.Conditions); err != nil {
 		return 0, fmt.Sprintf("conditions are not a list of {field, operator, value}: %v; register its pack again", err), nil
@@ -191,7 +191,7 @@ func fireRule(ctx context.Context, tx pgx.Tx, r firingRule, eventID int64, ev se
 	if err != nil {
 		return 0, fmt.Sprintf("action_params cannot be rendered: %v", err), nil
 	}
-	id, err = jobs.EnqueueForRule(ctx, tx, r.Ref, eventID, r.ActionRef, params)
+	id, err = jobs.EnqueueForRule(ctx, tx, r.Ref, eventID, r.ActionRef, params, key)
 	if err != nil {
 		var jerr *jobs.Error
 		if errors.As(err, &jerr) {

@@ -12,11 +12,11 @@ import (
 // webhooks both do, and records in attune.event.rules what each rule did.
 // logArgs name the event's source for the log ("sensor", ref or "webhook",
 // path).
-func fireRules(ctx context.Context, tx pgx.Tx, log *slog.Logger, rules []firingRule, eventID int64, ev sensorEvent, logArgs ...any) (dispatched, error) {
+func fireRules(ctx context.Context, tx pgx.Tx, log *slog.Logger, key []byte, rules []firingRule, eventID int64, ev sensorEvent, logArgs ...any) (dispatched, error) {
 	out := dispatched{EventID: eventID}
 	outcomes := []ruleOutcome{}
 	for _, r := range rules {
-		id, why, err := fireRule(ctx, tx, r, eventID, ev)
+		id, why, err := fireRule(ctx, tx, key, r, eventID, ev)
 		switch {
 		case err != nil:
 			return out, err

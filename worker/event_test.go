@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"testing"
 
+	"github.com/attune-system/attune/jobs"
 	"github.com/stretchr/testify/require"
 )
 
@@ -79,7 +80,7 @@ action_params: {message: never}
 		t.Helper()
 		ev, err := parseEvent([]byte(line), "s.sensor", []string{"s.tick", "s.other"})
 		require.NoError(t, err)
-		d, err := dispatchEvent(b.ctx, b.pool, b.log, "s.sensor", ev)
+		d, err := dispatchEvent(b.ctx, b.pool, b.log, nil, "s.sensor", ev)
 		require.NoError(t, err)
 		var stored int
 		require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM attune.event WHERE id = $1 AND sensor_ref = 's.sensor'", d.EventID).Scan(&stored))
@@ -152,7 +153,7 @@ action_params: {message: x}
 	})
 	ev, err := parseEvent([]byte(`{"trigger_ref": "s.tick", "payload": {"level": "info"}}`), "s.sensor", []string{"s.tick"})
 	require.NoError(t, err)
-	d, err := dispatchEvent(b.ctx, b.pool, b.log, "s.sensor", ev)
+	d, err := dispatchEvent(b.ctx, b.pool, b.log, nil, "s.sensor", ev)
 	require.NoError(t, err)
 	require.Len(t, d.Executions, 1)
 
@@ -163,4 +164,27 @@ action_params: {message: x}
 		{"rule": "s.errors_only", "not_matched": true},
 		{"rule": "s.missing", "skipped": `action_params cannot be rendered: parameter "message": {{ event.payload.nope }}: event.payload has no field "nope"`},
 	}, rules)
+}
+
+// TestEventSealsSecretParameters: a rule's execution with a secret
+// parameter is sealed at rest when the replica has the secrets key, like an
+// enqueue from the CLI or Go.
+func TestEventSealsSecretParameters(t *testing.T) {
+	t.Parallel()
+	b := sensorSetup(t, map[string]string{
+		"actions/login.yaml": "name: login\nrunner_type: shell\nentry_point: echo.sh\nparameters:\n  token: {type: string, secret: true}\n",
+		"rules/login.yaml":   "name: login\ntrigger_ref: s.tick\naction_ref: s.login\naction_params: {token: \"{{ event.payload.token }}\"}\n",
+	})
+	key, err := DecodeSecretsKey("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
+	require.NoError(t, err)
+	require.NoError(t, jobs.CheckSecretsKey(b.ctx, b.pool, key)) // records the installation's key
+	ev, err := parseEvent([]byte(`{"trigger_ref": "s.tick", "payload": {"token": "tok-from-event-1234"}}`), "s.sensor", []string{"s.tick"})
+	require.NoError(t, err)
+	d, err := dispatchEvent(b.ctx, b.pool, b.log, key, "s.sensor", ev)
+	require.NoError(t, err)
+	require.Len(t, d.Executions, 1, "%v", d.Skipped)
+	var stored []byte
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT parameters::text::bytea FROM attune.execution_secret WHERE execution_id = $1", d.Executions[0]).Scan(&stored))
+	require.True(t, jobs.Sealed(stored), "stored %s", stored)
+	require.NotContains(t, string(stored), "tok-from-event")
 }

@@ -414,3 +414,13 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
+
+// secretsKey is the decoded ATTUNE_SECRETS_KEY (nil without one), which
+// seals the secret parameters of the executions events fire.
+func (s *sensorSupervisor) secretsKey() []byte {
+	if s.cfg.SecretsKey == "" {
+		return nil
+	}
+	key, _ := DecodeSecretsKey(s.cfg.SecretsKey) // validated with the configuration
+	return key
+}

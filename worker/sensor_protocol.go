@@ -152,7 +152,7 @@ func (in *sensorInstance) handleEvent(ctx context.Context, line []byte, def sens
 	if err != nil {
 		return dispatched{}, err
 	}
-	d, err = dispatchEventRetrying(ctx, in.sup.pool, in.sup.log, def.Ref, ev)
+	d, err = dispatchEventRetrying(ctx, in.sup.pool, in.sup.log, in.sup.secretsKey(), def.Ref, ev)
 	if err == nil && in.sup.onEvent != nil {
 		in.sup.onEvent(ev.TriggerRef, len(d.Executions), len(d.Skipped))
 	}

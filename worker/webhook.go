@@ -108,7 +108,7 @@ func DispatchWebhook(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger, 
 		for i, r := range rules {
 			firing[i] = r.firingRule
 		}
-		d, err := fireRules(ctx, tx, log, firing, out.EventID, ev, "webhook", w.Path)
+		d, err := fireRules(ctx, tx, log, key, firing, out.EventID, ev, "webhook", w.Path)
 		out.Executions, out.Skipped = d.Executions, d.Skipped
 		if out.Executions == nil {
 			out.Executions = []int64{}
