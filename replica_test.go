@@ -660,6 +660,7 @@ func TestShutdownWaitsThenKills(t *testing.T) {
 	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT status FROM attune.worker WHERE name = 'replica-a'").Scan(&status))
 	require.Equal(t, "inactive", status)
 	require.Less(t, exitedAfter, 20*time.Second, "exits soon after the shutdown timeout (2s) and the kill grace (1s)")
+	require.Regexp(t, `"msg":"stopped","handed_back":[1-9]`, a.logs.String(), "the stopped line counts the fetched job it gave back")
 
 	// Another replica runs what is left: the retry, and the late execution.
 	b.start(t, "replica-b")

@@ -78,7 +78,7 @@ func (a *app) serveCommand() *cobra.Command {
 			if err != nil {
 				a.log.Error("stopped with an error", "err", err)
 			} else {
-				a.log.Info("stopped")
+				a.log.Info("stopped", "handed_back", srv.HandedBack())
 			}
 			return err
 		},

@@ -42,6 +42,7 @@ func TestServeLogs(t *testing.T) {
 	require.NotNil(t, stopping)
 	require.Equal(t, "30s", stopping["timeout"], "durations are text, not nanoseconds")
 	require.NotNil(t, lines["stopped"])
+	require.Equal(t, float64(0), lines["stopped"]["handed_back"], "an idle replica gives nothing back")
 }
 
 func TestDatabaseForLog(t *testing.T) {

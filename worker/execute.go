@@ -75,6 +75,9 @@ type executor struct {
 	// running holds a cancel for each attempt whose process may be running
 	// (execution id → context.CancelCauseFunc), for the fence to kill.
 	running sync.Map
+	// handedBack counts the jobs given back unstarted because this replica
+	// was stopping, for serve's "stopped" line.
+	handedBack atomic.Int64
 	// retryOn holds, per River job id, the outcomes its action's retry
 	// policy retries (policy.go).
 	retryOn sync.Map
@@ -173,6 +176,7 @@ func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs])
 	case <-ctx.Done():
 		return w.abort(ctx, job, context.Cause(ctx))
 	case <-w.stopping:
+		w.handedBack.Add(1)
 		return river.JobSnooze(0)
 	case <-w.fencedWait():
 		return river.JobSnooze(time.Second)
@@ -185,6 +189,7 @@ func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs])
 	select {
 	case <-w.stopping: // both were ready and select chose the slot
 		<-w.slots
+		w.handedBack.Add(1)
 		return river.JobSnooze(0)
 	default:
 	}

@@ -201,6 +201,10 @@ func (s *Server) Start(ctx context.Context) error {
 	return nil
 }
 
+// HandedBack is how many fetched jobs this replica gave back unstarted
+// while it stopped, for other replicas to run.
+func (s *Server) HandedBack() int64 { return s.exec.handedBack.Load() }
+
 // Stop stops taking work, lets running executions finish for up to
 // ATTUNE_SHUTDOWN_TIMEOUT (or until ctx is done), then kills the rest and
 // settles them, and marks the worker inactive.
