@@ -88,6 +88,36 @@ func TestTraces(t *testing.T) {
 		requireTraced(t, b, rec, root.SpanContext().TraceID(), id)
 	})
 
+	t.Run("SQL", func(t *testing.T) {
+		// attune.enqueue runs inside PostgreSQL, where no span is made:
+		// the caller passes its traceparent in the options, and the
+		// execution continues the caller's trace.
+		_, root := tr.Start(b.ctx, "sql-caller")
+		carrier := propagation.MapCarrier{}
+		propagation.TraceContext{}.Inject(trace.ContextWithSpan(b.ctx, root), carrier)
+		var id int64
+		require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT attune.enqueue('t.traceparent', '{}', jsonb_build_object('traceparent', $1::text))",
+			carrier.Get("traceparent")).Scan(&id))
+		root.End()
+		e := waitFinished(t, b.pool, id)
+		require.Equal(t, jobs.StatusCompleted, e.Status, "error %v", e.Error)
+		var res struct{ Traceparent string }
+		require.NoError(t, json.Unmarshal(e.Result, &res))
+		traceID := root.SpanContext().TraceID()
+		require.True(t, strings.HasPrefix(res.Traceparent, "00-"+traceID.String()+"-"), "child TRACEPARENT %q is in trace %s", res.Traceparent, traceID)
+		var got map[string]sdktrace.ReadOnlySpan
+		require.Eventually(t, func() bool {
+			got = spanNames(rec, traceID)
+			_, ok := got["attune.execution"]
+			return ok
+		}, 10*time.Second, 20*time.Millisecond)
+		require.Equal(t, root.SpanContext().SpanID(), got["attune.execution"].Parent().SpanID(), "the execution's parent is the caller's span")
+
+		for _, bad := range []string{"not-a-traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01"} {
+			_, err := b.pool.Exec(b.ctx, "SELECT attune.enqueue('t.traceparent', '{}', jsonb_build_object('traceparent', $1::text))", bad)
+			require.ErrorContains(t, err, "option traceparent must be a W3C traceparent", bad)
+		}
+	})
 	t.Run("NoTraceNoVariable", func(t *testing.T) {
 		r := b.call(t, "POST", "/api/v1/executions", map[string]any{"action": "t.traceparent"})
 		require.Equal(t, 201, r.status)
