@@ -2,11 +2,10 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"text/tabwriter"
-	"time"
 
+	"github.com/attune-system/attune/jobs"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 )
@@ -17,23 +16,7 @@ func (a *app) workerCommand() *cobra.Command {
 	list := &cobra.Command{
 		Use: "list", Short: "List active workers and those inactive for less than a day", Args: cobra.NoArgs,
 		RunE: a.withDB(func(ctx context.Context, pool *pgxpool.Pool, _ []string) error {
-			type row struct {
-				Name         string          `json:"name"`
-				Hostname     string          `json:"hostname"`
-				Pid          int             `json:"pid"`
-				Status       string          `json:"status"`
-				Capabilities json.RawMessage `json:"capabilities"`
-				StartedAt    time.Time       `json:"started_at"`
-				HeartbeatAt  time.Time       `json:"heartbeat_at"`
-				HeartbeatAge float64         `json:"heartbeat_age_seconds"`
-				Running      int             `json:"running"`
-			}
-			list, err := queryAll[row](ctx, pool, `SELECT w.name, w.hostname, w.pid, w.status, w.capabilities, w.started_at, w.heartbeat_at,
-				extract(epoch FROM now() - w.heartbeat_at)::float8,
-				(SELECT count(*) FROM attune.execution e WHERE e.worker = w.name AND e.status IN ('running', 'canceling'))::int
-				FROM attune.worker w
-				WHERE $1 OR w.status = 'active' OR w.heartbeat_at > now() - interval '24 hours'
-				ORDER BY w.status, w.name`, all)
+			list, err := jobs.ListWorkers(ctx, pool, all)
 			if err != nil {
 				return err
 			}
@@ -47,7 +30,7 @@ func (a *app) workerCommand() *cobra.Command {
 			return a.print(list, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "NAME\tSTATUS\tHEARTBEAT\tRUNNING\tCAPABILITIES")
 				for _, r := range list {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\n", r.Name, r.Status, ago(r.HeartbeatAge), r.Running, r.Capabilities)
+					fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\n", r.Name, r.Status, ago(r.HeartbeatAgeSeconds), r.Running, r.Capabilities)
 				}
 				if hidden > 0 {
 					fmt.Fprintf(w, "(%d workers inactive for over 24 h not shown; --all lists them)\n", hidden)

@@ -192,12 +192,16 @@ type Worker struct {
 	Running             int             `json:"running"`
 }
 
-// ListWorkers lists workers, active ones first.
-func ListWorkers(ctx context.Context, db Querier) ([]Worker, error) {
+// ListWorkers lists workers, active ones first: all of them, or (all false)
+// the active ones and those inactive for less than a day, since every serve
+// run leaves a row.
+func ListWorkers(ctx context.Context, db Querier, all bool) ([]Worker, error) {
 	rows, err := db.Query(ctx, `SELECT w.name, w.hostname, w.pid, w.status, w.capabilities, w.started_at, w.heartbeat_at,
 			extract(epoch FROM now() - w.heartbeat_at)::float8,
 			(SELECT count(*) FROM attune.execution e WHERE e.worker = w.name AND e.status IN ('running', 'canceling'))::int
-		FROM attune.worker w ORDER BY w.status, w.name`)
+		FROM attune.worker w
+		WHERE $1 OR w.status = 'active' OR w.heartbeat_at > now() - interval '24 hours'
+		ORDER BY w.status, w.name`, all)
 	if err != nil {
 		return nil, fmt.Errorf("error listing workers: %w", err)
 	}

@@ -75,7 +75,7 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listWorkers(w http.ResponseWriter, r *http.Request) {
-	list, err := jobs.ListWorkers(r.Context(), s.pool)
+	list, err := jobs.ListWorkers(r.Context(), s.pool, true)
 	s.respond(w, r, map[string]any{"workers": list}, err)
 }
 

@@ -49,7 +49,7 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
-	workers, err := jobs.ListWorkers(ctx, c.pool)
+	workers, err := jobs.ListWorkers(ctx, c.pool, true)
 	if err != nil {
 		c.fail(w, r, err)
 		return
@@ -349,14 +349,24 @@ func (c *Console) actions(w http.ResponseWriter, r *http.Request) {
 	c.render(w, r, http.StatusOK, "actions", "Actions", map[string]any{"Packs": packs})
 }
 
-func (c *Console) action(w http.ResponseWriter, r *http.Request) {
+// lookupAction reads the action the path names, answering the request
+// itself (404 page, or the error) when it cannot.
+func (c *Console) lookupAction(w http.ResponseWriter, r *http.Request) (*jobs.Action, bool) {
 	a, err := jobs.GetAction(r.Context(), c.pool, r.PathValue("ref"))
 	if errors.Is(err, jobs.ErrUnknownRef) {
 		c.errorPage(w, r, http.StatusNotFound, fmt.Sprintf("Action %q is not registered", r.PathValue("ref")), "The actions page lists the registered ones.")
-		return
+		return nil, false
 	}
 	if err != nil {
 		c.fail(w, r, err)
+		return nil, false
+	}
+	return a, true
+}
+
+func (c *Console) action(w http.ResponseWriter, r *http.Request) {
+	a, ok := c.lookupAction(w, r)
+	if !ok {
 		return
 	}
 	c.showAction(w, r, http.StatusOK, a, formFields(a, nil), "", "")
@@ -373,13 +383,8 @@ func (c *Console) showAction(w http.ResponseWriter, r *http.Request, status int,
 }
 
 func (c *Console) run(w http.ResponseWriter, r *http.Request) {
-	a, err := jobs.GetAction(r.Context(), c.pool, r.PathValue("ref"))
-	if errors.Is(err, jobs.ErrUnknownRef) {
-		c.errorPage(w, r, http.StatusNotFound, fmt.Sprintf("Action %q is not registered", r.PathValue("ref")), "The actions page lists the registered ones.")
-		return
-	}
-	if err != nil {
-		c.fail(w, r, err)
+	a, ok := c.lookupAction(w, r)
+	if !ok {
 		return
 	}
 	_ = r.ParseForm()
@@ -440,7 +445,7 @@ type workerRow struct {
 }
 
 func (c *Console) workers(w http.ResponseWriter, r *http.Request) {
-	list, err := jobs.ListWorkers(r.Context(), c.pool)
+	list, err := jobs.ListWorkers(r.Context(), c.pool, true)
 	if err != nil {
 		c.fail(w, r, err)
 		return
