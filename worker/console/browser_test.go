@@ -101,6 +101,11 @@ func (p *page) html() string {
 	return eval[string](p, `document.documentElement.outerHTML`)
 }
 
+// pageLoaded holds once the document being shown is parsed: location
+// changes as soon as a navigation commits, before the new page's elements
+// are there to read.
+const pageLoaded = ` && document.readyState !== "loading"`
+
 // waitFor polls js until it is true. Pages load and reload meanwhile, so an
 // evaluation that fails is tried again.
 func (p *page) waitFor(js string, timeout time.Duration) {
@@ -154,7 +159,7 @@ func TestBrowser(t *testing.T) {
 
 		p.typeInto("#token", testToken)
 		p.follow(`form button[type="submit"]`)
-		p.waitFor(`location.pathname === "/executions"`, 10*time.Second)
+		p.waitFor(`location.pathname === "/executions"`+pageLoaded, 10*time.Second)
 		require.Equal(t, "/executions?status=running", p.path())
 		require.Equal(t, "ci", p.text(".who"))
 	})
@@ -164,7 +169,7 @@ func TestBrowser(t *testing.T) {
 		p.t = t
 		p.open("/actions")
 		p.follow(`a[href="/actions/t.form"]`)
-		p.waitFor(`location.pathname === "/actions/t.form"`, 10*time.Second)
+		p.waitFor(`location.pathname === "/actions/t.form"`+pageLoaded, 10*time.Second)
 
 		// The form follows the parameter schema.
 		require.Contains(t, p.text(`label[for="p-name"]`), "(required)")
@@ -193,7 +198,7 @@ func TestBrowser(t *testing.T) {
 		p.setValue("#p-color", `"blue"`)
 		p.typeInto("#p-password", "hunter2")
 		p.follow(`form.run button[type="submit"]`)
-		p.waitFor(`/^\/executions\/\d+$/.test(location.pathname)`, 10*time.Second)
+		p.waitFor(`/^\/executions\/\d+$/.test(location.pathname)`+pageLoaded, 10*time.Second)
 		var err error
 		formID, err = strconv.ParseInt(strings.TrimPrefix(p.path(), "/executions/"), 10, 64)
 		require.NoError(t, err)
@@ -268,7 +273,7 @@ func TestBrowser(t *testing.T) {
 		ev := fmt.Sprintf("#event-%d", eventID)
 		require.Contains(t, p.text(ev+" .fired"), "by rule t.hook")
 		p.follow(ev + " .fired a")
-		p.waitFor(fmt.Sprintf(`location.pathname === "/executions/%d"`, execID), 10*time.Second)
+		p.waitFor(fmt.Sprintf(`location.pathname === "/executions/%d"`, execID)+pageLoaded, 10*time.Second)
 		require.Contains(t, p.text("h1"), fmt.Sprintf("Execution %d", execID))
 		p.waitFor(`document.getElementById("status")?.textContent.includes("completed")`, 30*time.Second)
 		require.Contains(t, p.text("#result"), "hello octocat")
