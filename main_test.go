@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
 	"github.com/attune-system/attune/schema/schematest"
 )
@@ -24,15 +23,8 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	code := schematest.Main(m)
+	code := schematest.MainNoLeaks(m)
 	removeBuiltBinary() // see attuneBinary
-	if code == 0 {
-		// In-process workers and the pools of commands stop with them.
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
 	os.Exit(code)
 }
 

@@ -17,7 +17,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
 	"github.com/attune-system/attune/jobs"
 	"github.com/attune-system/attune/packs"
@@ -26,16 +25,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	code := schematest.Main(m)
-	if code == 0 {
-		// River's clients, pgx pools and the executions' process goroutines
-		// all stop with their owners; nothing may outlive the tests.
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(schematest.MainNoLeaks(m))
 }
 
 // testPack is the pack every test here registers, as ref "t". Its shell

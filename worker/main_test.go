@@ -1,11 +1,8 @@
 package worker
 
 import (
-	"fmt"
 	"os"
 	"testing"
-
-	"go.uber.org/goleak"
 
 	"github.com/attune-system/attune/schema/schematest"
 	"github.com/attune-system/attune/worker/process/processtest"
@@ -18,14 +15,7 @@ func TestMain(m *testing.M) {
 	processtest.ServeHelper(secretHelpers)
 	// Database tests need schematest.Main, which stops a private cluster
 	// it may have started; goleak checks what the tests left behind after.
-	code := schematest.Main(m)
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(schematest.MainNoLeaks(m))
 }
 
 // Short names for what the tests use of processtest.

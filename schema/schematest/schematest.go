@@ -25,6 +25,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/goleak"
 
 	"github.com/attune-system/attune/schema"
 )
@@ -46,6 +47,21 @@ func Main(m *testing.M) int {
 	code := m.Run()
 	if private != nil {
 		private.stop()
+	}
+	return code
+}
+
+// MainNoLeaks is Main, then, when the tests passed, fails the run if any
+// goroutine outlived them (goleak): River clients, pgx pools and process
+// goroutines must all stop with their owners. Call it from TestMain:
+// os.Exit(schematest.MainNoLeaks(m)).
+func MainNoLeaks(m *testing.M) int {
+	code := Main(m)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
 	}
 	return code
 }

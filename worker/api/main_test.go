@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -18,7 +17,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
 	"github.com/attune-system/attune/jobs"
 	"github.com/attune-system/attune/packs"
@@ -28,14 +26,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	code := schematest.Main(m)
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(schematest.MainNoLeaks(m))
 }
 
 // testToken is the token every test server accepts, as "ci".
