@@ -2,13 +2,18 @@ package main
 
 import (
 	"context"
+	"crypto/md5"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -156,6 +161,77 @@ func thousands(n int64) string {
 	return s
 }
 
+// logFollower prints each new character of an execution's streams once.
+type logFollower struct {
+	streams [2]*followedStream
+	last    string // the status last read
+}
+
+// followedStream is what a follower has printed of one stream: its length
+// in characters and its MD5, which TailOutput checks the stored text still
+// starts with.
+type followedStream struct {
+	name  string
+	w     io.Writer
+	chars int
+	sum   hash.Hash
+	cut   bool // the stored text was rewritten (truncated): no more follows
+}
+
+func (s *followedStream) add(text string) {
+	if text == "" || s.cut {
+		return
+	}
+	fmt.Fprint(s.w, text)
+	s.chars += utf8.RuneCountInString(text)
+	s.sum.Write([]byte(text))
+}
+
+func (s *followedStream) md5() string { return hex.EncodeToString(s.sum.Sum(nil)) }
+
+// follow reads e's new output every followInterval until it finishes.
+func (f *logFollower) follow(ctx context.Context, pool *pgxpool.Pool, e *jobs.Execution) error {
+	t := time.NewTicker(followInterval)
+	defer t.Stop()
+	out, errs := f.streams[0], f.streams[1]
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		tail, err := jobs.TailOutput(ctx, pool, e.ID, out.chars, out.md5(), errs.chars, errs.md5())
+		if err != nil {
+			return err
+		}
+		f.last = tail.Status
+		for _, st := range []struct {
+			s    *followedStream
+			same bool
+			text string
+		}{{out, tail.StdoutSame, tail.Stdout}, {errs, tail.StderrSame, tail.Stderr}} {
+			if !st.same && !st.s.cut {
+				// The truncation notice replaced the last bytes kept: what
+				// was printed stands, and the stream grows no more.
+				st.s.cut = true
+				fmt.Fprintf(os.Stderr, "\n[attune: %s was cut at ATTUNE_MAX_%s_BYTES; the rest is not stored]\n", st.s.name, strings.ToUpper(st.s.name))
+			}
+			st.s.add(st.text)
+		}
+		if jobs.Finished(tail.Status) {
+			return nil
+		}
+	}
+}
+
+// status is the execution's status as last read.
+func (f *logFollower) status(e *jobs.Execution) string {
+	if f.last != "" {
+		return f.last
+	}
+	return e.Status
+}
+
 // finalLine is one line on how an execution ended, closing logs --follow.
 func finalLine(e *jobs.Execution) string {
 	line := fmt.Sprintf("--- execution %d %s", e.ID, e.Status)
@@ -285,39 +361,29 @@ func (a *app) executionCommand() *cobra.Command {
 	var follow bool
 	logs := byID("logs", "Print an execution's stdout and stderr", func(ctx context.Context, pool *pgxpool.Pool, e *jobs.Execution) error {
 		// A running execution's row holds its output so far (written about
-		// every second), so following prints what is new as it comes.
-		var outN, errN int
-		emit := func() {
-			if out := deref(e.Stdout); len(out) > outN {
-				fmt.Fprint(a.stdout, out[outN:])
-				outN = len(out)
-			}
-			if errs := deref(e.Stderr); len(errs) > errN {
-				fmt.Fprint(a.stderr, errs[errN:])
-				errN = len(errs)
-			}
-		}
+		// every second), so following prints what is new as it comes,
+		// reading only that (jobs.TailOutput), not the whole output again.
+		f := &logFollower{streams: [2]*followedStream{
+			{name: "stdout", w: a.stdout, sum: md5.New()}, {name: "stderr", w: a.stderr, sum: md5.New()}}}
 		if !a.json {
-			emit()
+			f.streams[0].add(deref(e.Stdout))
+			f.streams[1].add(deref(e.Stderr))
 		}
 		if follow && !jobs.Finished(e.Status) {
-			opts := jobs.WaitOptions{Interval: followInterval, Progress: func(es []*jobs.Execution) error {
-				e = es[0]
-				if !a.json {
-					emit()
-				}
-				return nil
-			}}
-			es, err := jobs.WaitWith(ctx, pool, opts, e.ID)
+			var err error
+			if a.json {
+				_, err = jobs.WaitWith(ctx, pool, jobs.WaitOptions{Interval: followInterval}, e.ID)
+			} else {
+				err = f.follow(ctx, pool, e)
+			}
 			if err != nil {
 				if ctx.Err() != nil {
-					return fmt.Errorf("stopped following execution %d (still %s): %w", e.ID, e.Status, ctx.Err())
+					return fmt.Errorf("stopped following execution %d (still %s): %w", e.ID, f.status(e), ctx.Err())
 				}
 				return err
 			}
-			e = es[0]
-			if !a.json {
-				emit()
+			if e, err = jobs.Get(ctx, pool, e.ID); err != nil {
+				return err
 			}
 		}
 		if follow && !a.json {
