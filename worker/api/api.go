@@ -92,6 +92,7 @@ func New(opts Options) *Server {
 	if opts.Wrap != nil {
 		handler = opts.Wrap(s)
 	}
+	handler = crossOriginProtected(handler)
 	s.http = &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: opts.ReadHeaderTimeout,
@@ -170,4 +171,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.Drain()
 	s.stoppingOnce.Do(func() { close(s.stopping) })
 	return s.http.Shutdown(ctx)
+}
+
+// crossOriginProtected refuses state-changing requests a browser sends for
+// another site's page (net/http's CrossOriginProtection: Sec-Fetch-Site,
+// else Origin against Host). Without tokens the API is open on loopback,
+// and a page could otherwise POST a re-run or a rule toggle from any tab;
+// clients that are not browsers (curl, GitHub's webhooks) send neither
+// header and pass.
+func crossOriginProtected(next http.Handler) http.Handler {
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusForbidden, "cross-origin request refused",
+			"a page of another site may not change anything here; call the API from a client, or from the console")
+	}))
+	return cop.Handler(next)
 }

@@ -88,6 +88,27 @@ func TestNoTokensOnLoopback(t *testing.T) {
 	t.Parallel()
 	b := setup(t, func(o *api.Options) { o.Tokens = nil })
 	require.Equal(t, 200, b.call(t, "GET", "/api/v1/actions", nil, "Authorization", "").status)
+	require.Equal(t, 200, b.call(t, "GET", "/api/v1/actions", nil, "Authorization", "", "Host", "localhost:8080").status)
+	// A page of another site that points its own name at 127.0.0.1 (DNS
+	// rebinding) arrives with that name: refused, without tokens.
+	requireError(t, b.call(t, "GET", "/api/v1/actions", nil, "Authorization", "", "Host", "evil.example:8080"), 403, `host "evil.example:8080" is not a loopback name`)
+}
+
+// TestCrossSiteWritesRefused: a browser's POST for another site's page
+// (Sec-Fetch-Site: cross-site, or a foreign Origin) changes nothing, even
+// with no tokens on loopback; the same request from a client passes.
+func TestCrossSiteWritesRefused(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(o *api.Options) { o.Tokens = nil })
+	r := b.call(t, "POST", "/api/v1/rules/t.hook_open/disable", nil, "Authorization", "", "Sec-Fetch-Site", "cross-site")
+	requireError(t, r, 403, "cross-origin request refused")
+	r = b.call(t, "POST", "/api/v1/rules/t.hook_open/disable", nil, "Authorization", "", "Origin", "https://evil.example")
+	requireError(t, r, 403, "cross-origin request refused")
+	var enabled bool
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT enabled FROM attune.rule WHERE ref = 't.hook_open'").Scan(&enabled))
+	require.True(t, enabled, "a refused request changed nothing")
+	r = b.call(t, "POST", "/api/v1/rules/t.hook_open/disable", nil, "Authorization", "")
+	require.Equal(t, 200, r.status, "body %s", r.body)
 }
 
 func TestUnknownRoutes(t *testing.T) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"fmt"
+	"net"
 	"net/http"
 	"strings"
 )
@@ -23,6 +25,13 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name := ""
 		if len(sums) == 0 {
+			// Open on loopback only: a page of another site that points its
+			// own name at 127.0.0.1 (DNS rebinding) arrives with that name.
+			if !loopbackHost(r.Host) {
+				writeError(w, http.StatusForbidden, fmt.Sprintf("host %q is not a loopback name", r.Host),
+					"without ATTUNE_API_TOKENS the API answers only requests to localhost or a loopback address")
+				return
+			}
 			name = "(loopback, no tokens)"
 		} else {
 			h := r.Header.Get("Authorization")
@@ -50,4 +59,18 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 func tokenName(r *http.Request) string {
 	n, _ := r.Context().Value(tokenNameKey{}).(string)
 	return n
+}
+
+// loopbackHost reports whether a request's Host names this machine's
+// loopback: localhost or a loopback address, with or without a port.
+func loopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
 }

@@ -41,7 +41,10 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	}
 	check("database", func() string {
 		if err := s.pool.Ping(ctx); err != nil {
-			return "does not answer: " + err.Error()
+			// The probe is public: the details (user, host, database) go to
+			// the log, not to whoever asks.
+			s.log.Warn("readyz: the database does not answer", "err", err)
+			return "does not answer (see attune serve's log)"
 		}
 		return ""
 	})
@@ -52,7 +55,8 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		}
 		var applied int
 		if err := s.pool.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM attune.schema_migration").Scan(&applied); err != nil {
-			return "cannot read attune.schema_migration: " + err.Error()
+			s.log.Warn("readyz: cannot read attune.schema_migration", "err", err)
+			return "cannot read attune.schema_migration (see attune serve's log)"
 		}
 		if want := ms[len(ms)-1].Version; applied < want {
 			return "database is at migration " + strconv.Itoa(applied) + ", this binary needs " + strconv.Itoa(want) + ": run attune migrate"

@@ -290,6 +290,10 @@ func (b *testBundle) call(t *testing.T, method, path string, body any, headers .
 	}
 	req.Header.Set("Authorization", "Bearer "+testToken)
 	for i := 0; i+1 < len(headers); i += 2 {
+		if headers[i] == "Host" { // net/http sends req.Host, not a Host header
+			req.Host = headers[i+1]
+			continue
+		}
 		if headers[i+1] == "" {
 			req.Header.Del(headers[i])
 		} else {

@@ -117,6 +117,8 @@ func TestTraces(t *testing.T) {
 			_, err := b.pool.Exec(b.ctx, "SELECT attune.enqueue('t.traceparent', '{}', jsonb_build_object('traceparent', $1::text))", bad)
 			require.ErrorContains(t, err, "option traceparent must be a W3C traceparent", bad)
 		}
+		_, err := b.pool.Exec(b.ctx, `SELECT attune.enqueue('t.traceparent', '{}', '{"tracestate": "k=v"}')`)
+		require.ErrorContains(t, err, "option tracestate needs a traceparent beside it")
 	})
 	t.Run("NoTraceNoVariable", func(t *testing.T) {
 		r := b.call(t, "POST", "/api/v1/executions", map[string]any{"action": "t.traceparent"})

@@ -171,6 +171,7 @@ func (c *Console) callAPI(r *http.Request, s *session, method, path string, body
 	}
 	req := httptest.NewRequestWithContext(r.Context(), method, path, rd)
 	req.RemoteAddr = r.RemoteAddr
+	req.Host = r.Host // the console's own request, which the API checks as its own
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
