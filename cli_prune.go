@@ -25,6 +25,9 @@ never removed. Replicas do this every 10 minutes, one at a time; prune does it
 now. --dry-run lists what would go instead.`,
 		Args: cobra.NoArgs,
 		RunE: a.withDB(func(ctx context.Context, pool *pgxpool.Pool, _ []string) error {
+			if limit < 1 || limit > 10000 {
+				return usageError{fmt.Errorf("--limit %d is invalid: use 1 to 10000", limit)}
+			}
 			if dry {
 				cands, res, err := worker.PruneDry(ctx, pool, a.cfg.Retention, limit)
 				if err != nil {

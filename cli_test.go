@@ -297,6 +297,7 @@ func TestCLIBadInput(t *testing.T) {
 		{name: "UnknownStatus", args: []string{"execution", "list", "--status", "done"}, code: 2, msg: `--status "done" is invalid: use requested, scheduled, running, completed`},
 		{name: "HugeLimit", args: []string{"execution", "list", "--limit", "100000"}, code: 2, msg: `--limit 100000 is invalid`},
 		{name: "EventListLimit", args: []string{"event", "list", "--limit", "-1"}, code: 2, msg: `--limit -1 is invalid`},
+		{name: "PruneLimit", args: []string{"prune", "--dry-run", "--limit", "-1"}, code: 2, msg: `^attune: --limit -1 is invalid: use 1 to 10000$`},
 		{name: "UnknownCommand", args: []string{"frobnicate"}, code: 2, msg: `unknown command "frobnicate"`},
 		{name: "GroupTypo", args: []string{"execution", "cancle", "5"}, code: 2, msg: `^attune: unknown command "cancle" for "attune execution" \(did you mean "cancel"\?\)$`},
 		{name: "RuleTypo", args: []string{"rule", "disabel", "X"}, code: 2, msg: `^attune: unknown command "disabel" for "attune rule" \(did you mean "disable"\?\)$`},

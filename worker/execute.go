@@ -166,6 +166,9 @@ const maxSlotWait = 2 * time.Second
 func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs]) error {
 	w.inflight.Store(job.ID, struct{}{})
 	defer w.inflight.Delete(job.ID)
+	// admit records the job's retry policy; whatever way Work returns
+	// (settled, snoozed, not runnable), it is not needed after.
+	defer w.retryOn.Delete(job.ID)
 	// River fetches more jobs than there are slots (see NewServer), so the
 	// next execution is already in hand when a process exits; the slot
 	// covers only the claim and the process, not the result write.

@@ -62,7 +62,7 @@ func (w *executor) admit(ctx context.Context, job *river.Job[jobs.ExecutionArgs]
 // retries reports whether the action's retry policy (retry.on) retries an
 // attempt that ended with status; without one every retryable outcome is.
 func (w *executor) retries(job *river.Job[jobs.ExecutionArgs], status string) bool {
-	on, ok := w.retryOn.LoadAndDelete(job.ID)
+	on, ok := w.retryOn.Load(job.ID)
 	return !ok || slices.Contains(on.([]string), status)
 }
 

@@ -174,6 +174,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.connectedSince = time.Now()
 	// Executions this name left running in an earlier life are not running.
 	if err := s.reap(ctx, s.cfg.WorkerName, 0); err != nil {
+		s.release(ctx)
 		return err
 	}
 	cctx, cancelCompleter := context.WithCancel(context.WithoutCancel(ctx))
@@ -188,6 +189,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.client.Start(context.WithoutCancel(ctx)); err != nil {
 		cancelCompleter()
 		<-s.completerDone
+		s.release(ctx)
 		return fmt.Errorf("error starting River: %w", err)
 	}
 	hbCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -303,6 +305,12 @@ func (s *Server) heartbeat(ctx context.Context) {
 		if err := s.recoverLostJobs(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("recovering lost jobs failed", "err", err)
 		}
+		// Bounded like the beat: housekeeping must never hold up the loop.
+		fctx, cancel := context.WithTimeout(ctx, s.cfg.HeartbeatInterval)
+		if err := s.forgetOldWorkers(fctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("deleting old worker rows failed", "err", err)
+		}
+		cancel()
 	}
 }
 
@@ -318,6 +326,13 @@ func (s *Server) beat(ctx context.Context) (active bool, err error) {
 		return false, err
 	}
 	return tag.RowsAffected() == 1, nil
+}
+
+// release marks this replica's row inactive after a failed Start, so that
+// a restart under the same name is not refused as a live duplicate.
+func (s *Server) release(ctx context.Context) {
+	_, _ = s.pool.Exec(context.WithoutCancel(ctx), "UPDATE attune.worker SET status = 'inactive' WHERE name = $1 AND pid = $2",
+		s.cfg.WorkerName, os.Getpid())
 }
 
 // watchFence fences the replica when no heartbeat has succeeded for
@@ -340,9 +355,6 @@ func (s *Server) watchFence(ctx context.Context, done chan struct{}) {
 			n := s.exec.fence()
 			s.log.Error("no heartbeat for too long: fenced, taking no work, running executions killed; results are refused if another replica settled them meanwhile",
 				"silent_for", silent.Round(time.Millisecond), "fence_after", after, "killed", n)
-		}
-		if err := s.forgetOldWorkers(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("deleting old worker rows failed", "err", err)
 		}
 	}
 }

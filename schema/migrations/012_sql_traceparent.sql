@@ -15,6 +15,10 @@ DECLARE
     trace  jsonb := '{}';
     meta   jsonb := '{}';
 BEGIN
+    IF jsonb_typeof(options) = 'object' AND options ? 'tracestate' AND NOT options ? 'traceparent' THEN
+        RAISE EXCEPTION 'option tracestate needs a traceparent beside it'
+            USING ERRCODE = '22023', HINT = 'Pass the caller''s traceparent too, or leave tracestate out.';
+    END IF;
     IF jsonb_typeof(options) = 'object' AND options ? 'traceparent' THEN
         IF jsonb_typeof(options -> 'traceparent') <> 'string'
             OR options ->> 'traceparent' !~ '^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$'

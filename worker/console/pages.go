@@ -49,7 +49,7 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
-	workers, err := jobs.ListWorkers(ctx, c.pool, true)
+	workers, err := jobs.ListWorkers(ctx, c.pool, false) // active, or inactive for under a day
 	if err != nil {
 		c.fail(w, r, err)
 		return

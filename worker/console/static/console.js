@@ -63,6 +63,11 @@
         if (atEnd) pre.scrollTop = pre.scrollHeight;
       });
     }
+    // The stored text was rewritten (the truncation notice replaced its
+    // last bytes): the stream's whole text follows again.
+    es.addEventListener("reset", (ev) => {
+      out[JSON.parse(ev.data)].textContent = "";
+    });
     es.addEventListener("end", () => {
       es.close();
       follow.textContent = "Finished; loading the final state…";
