@@ -89,8 +89,9 @@ type replicaBundle struct {
 	ctx   context.Context
 	// pgids are the process groups of every action run seen, killed at the
 	// end in case a test failed with them alive.
-	mu    sync.Mutex
-	pgids map[int]bool
+	mu       sync.Mutex
+	pgids    map[int]bool
+	replicas []*replica // every replica started, for dumpReplicas
 }
 
 // setupReplicas registers the test pack in the database at url (created and
@@ -98,7 +99,10 @@ type replicaBundle struct {
 // start replicas on it.
 func setupReplicas(t *testing.T, url string) *replicaBundle {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	// Longer than any wait below (the longest is 5 minutes), so that a
+	// wait that times out says what it waited for, not "context deadline
+	// exceeded".
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	t.Cleanup(cancel)
 	b := &replicaBundle{bin: attuneBinary(t), url: url, packs: t.TempDir(), work: t.TempDir(), ctx: ctx, pgids: map[int]bool{}}
 	for name, body := range replicaPack {
@@ -167,6 +171,9 @@ func (b *replicaBundle) start(t *testing.T, name string, extra ...string) *repli
 		r.err = r.cmd.Wait()
 		close(r.done)
 	}()
+	b.mu.Lock()
+	b.replicas = append(b.replicas, r)
+	b.mu.Unlock()
 	t.Cleanup(func() {
 		select {
 		case <-r.done:
@@ -230,7 +237,68 @@ func (r *replica) running() bool {
 func (b *replicaBundle) eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	if !pollUntil(within, cond) {
+		b.logUnfinished(t)
+		b.dumpReplicas()
 		t.Fatalf("timed out after %s waiting for %s", within, what)
+	}
+}
+
+// dumpReplicas makes every replica still running print the stacks of all
+// its goroutines (SIGQUIT) into its log, which a failed test prints: a
+// wait that timed out then shows where the work is stuck.
+func (b *replicaBundle) dumpReplicas() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, r := range b.replicas {
+		if !r.running() {
+			continue
+		}
+		r.signal(syscall.SIGQUIT)
+		select {
+		case <-r.done:
+		case <-time.After(10 * time.Second):
+		}
+	}
+}
+
+// logUnfinished logs every execution not yet final with its River job, so
+// that a timed-out wait shows where each one is stuck.
+func (b *replicaBundle) logUnfinished(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rows, err := b.pool.Query(ctx, `SELECT e.id, e.status, e.attempt, coalesce(e.worker, ''), coalesce(e.job_id, 0),
+			coalesce(j.state::text, 'no job'), coalesce(j.attempt, 0), coalesce(j.attempted_by[array_upper(j.attempted_by, 1)], ''),
+			coalesce(j.scheduled_at::text, ''), coalesce(j.errors[array_upper(j.errors, 1)]::text, '')
+		FROM attune.execution e LEFT JOIN attune.river_job j ON j.id = e.job_id
+		WHERE e.status NOT IN ('completed', 'failed', 'timeout', 'cancelled', 'abandoned')
+		ORDER BY e.id LIMIT 50`)
+	if err != nil {
+		t.Logf("listing unfinished executions: %v", err)
+		return
+	}
+	type row struct {
+		id                        int64
+		status                    string
+		attempt                   int
+		worker                    string
+		job                       int64
+		state                     string
+		jobAttempt                int
+		by, scheduled, lastErrors string
+	}
+	got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
+		var x row
+		err := r.Scan(&x.id, &x.status, &x.attempt, &x.worker, &x.job, &x.state, &x.jobAttempt, &x.by, &x.scheduled, &x.lastErrors)
+		return x, err
+	})
+	if err != nil {
+		t.Logf("listing unfinished executions: %v", err)
+		return
+	}
+	for _, x := range got {
+		t.Logf("unfinished: execution %d %s attempt %d worker %q job %d %s attempt %d by %q scheduled %s last error %s",
+			x.id, x.status, x.attempt, x.worker, x.job, x.state, x.jobAttempt, x.by, x.scheduled, x.lastErrors)
 	}
 }
 
