@@ -32,7 +32,8 @@
 //	                                                   cancel_execution (Cancel) → canceling
 //	                                                   reap_worker (dead worker) → requested to retry
 //	                                                     (on a new River job), else abandoned
-//	                                                   claim (River delivers the job again) → running
+//	                                                   claim (River delivers the job again, or the same
+//	                                                     worker retries a claim whose reply was lost) → running
 //	                                                   settle (decode failure after claim) → failed
 //	                                                   reconcile (River job gone) → abandoned | cancelled
 //	canceling  cancel asked while running: the worker  settle (worker) → cancelled, or the attempt's

@@ -158,3 +158,34 @@ func TestStateMachine(t *testing.T) {
 		})
 	}
 }
+
+// TestClaimAgainAfterLostReply: a worker whose claim committed but whose
+// connection dropped before the reply (a database restart) claims again
+// with the same attempt and must get the execution, or it gives the job
+// back and the execution stays running with nothing running it. Another
+// worker at that attempt gets nothing.
+func TestClaimAgainAfterLostReply(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	_, err := b.pool.Exec(b.ctx, `INSERT INTO attune.worker (name, hostname, pid, status)
+		VALUES ('w-lost', 'h', 1, 'active'), ('w-other', 'h', 2, 'active')`)
+	require.NoError(t, err)
+	id, err := sqlEnqueue(b.ctx, b.pool, "t.noop", `{}`, `{}`)
+	require.NoError(t, err)
+	var job int64
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT job_id FROM attune.execution WHERE id = $1", id).Scan(&job))
+	claims := func(worker string, attempt int) int {
+		t.Helper()
+		var n int
+		require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM attune.claim($1, $2, $3, $4)", id, worker, attempt, job).Scan(&n))
+		return n
+	}
+	require.Equal(t, 1, claims("w-lost", 1), "the first claim")
+	require.Equal(t, 1, claims("w-lost", 1), "the same claim again, its reply lost")
+	require.Equal(t, 0, claims("w-other", 1), "another worker at the same attempt")
+	e, err := jobs.Get(b.ctx, b.pool, id)
+	require.NoError(t, err)
+	require.Equal(t, jobs.StatusRunning, e.Status)
+	require.Equal(t, "w-lost", deref(e.Worker))
+	require.Equal(t, 1, e.Attempt)
+}
