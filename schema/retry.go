@@ -68,6 +68,11 @@ type RetryPolicy struct {
 	GiveUpAfter time.Duration
 	// Log, when set, gets a warning before each wait.
 	Log *slog.Logger
+	// QuietFor holds the warnings back until the work has failed for this
+	// long: for work whose short outages something else reports (the
+	// worker's heartbeat), but whose failure going on while the database
+	// answers others would otherwise go unseen.
+	QuietFor time.Duration
 	// What names the work in the warning ("database unavailable; retrying
 	// " + What); empty for a bare "retrying".
 	What string
@@ -93,6 +98,7 @@ const (
 // so that only the policy's bound stops it.
 func Retry(ctx context.Context, p RetryPolicy, fn func() error) error {
 	delay := retryFirstDelay
+	start := time.Now()
 	var deadline time.Time
 	if p.GiveUpAfter > 0 {
 		deadline = time.Now().Add(p.GiveUpAfter)
@@ -102,7 +108,7 @@ func Retry(ctx context.Context, p RetryPolicy, fn func() error) error {
 		if err == nil || !Transient(err) || ctx.Err() != nil || (!deadline.IsZero() && time.Now().After(deadline)) {
 			return err
 		}
-		if p.Log != nil {
+		if p.Log != nil && time.Since(start) >= p.QuietFor {
 			msg := "database unavailable; retrying"
 			if p.What != "" {
 				msg += " " + p.What

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -236,6 +237,28 @@ func TestRetryUntilSuccess(t *testing.T) {
 	require.GreaterOrEqual(t, time.Since(start), 300*time.Millisecond)
 	require.Contains(t, logs.String(), `msg="database unavailable; retrying event" sensor=s.x`)
 	require.Contains(t, logs.String(), "in=200ms")
+}
+
+// QuietFor holds the warnings back while the failures are younger than it.
+func TestRetryQuietFor(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		quiet time.Duration
+		logs  int
+	}{{time.Hour, 0}, {0, 2}} {
+		var logs bytes.Buffer
+		calls := 0
+		err := schema.Retry(context.Background(), schema.RetryPolicy{
+			Log: slog.New(slog.NewTextHandler(&logs, nil)), QuietFor: c.quiet, What: "claim",
+		}, func() error {
+			if calls++; calls < 3 {
+				return errTransient
+			}
+			return nil
+		})
+		require.NoError(t, err)
+		require.Equal(t, c.logs, strings.Count(logs.String(), "retrying claim"), "QuietFor %s:\n%s", c.quiet, logs.String())
+	}
 }
 
 func TestRetryStopsAtPermanentError(t *testing.T) {
