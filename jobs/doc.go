@@ -66,7 +66,8 @@
 //
 // Beside the statuses, record_output stores a running attempt's output so
 // far (live output), lost_fetches and requeue_lost_fetches return to the
-// queue jobs River fetched for a replica that never received them, and
+// queue jobs River fetched for a replica that never received them (or whose
+// retry River's completer gave up writing), and
 // gone_workers names the workers whose executions nobody will settle.
 //
 // Wait blocks until executions finish, reading them every

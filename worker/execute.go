@@ -61,7 +61,10 @@ type executor struct {
 	stoppingOnce sync.Once
 
 	// inflight holds the River job ids this replica is working on, so that
-	// recoverLostJobs can tell a job it holds from one it never received.
+	// recoverLostJobs can tell a job it holds from one it never received:
+	// job id → the time Work returned (zero while it runs). A returned job
+	// stays for lostJobAge, while River's completer may still be writing
+	// what Work returned.
 	inflight sync.Map
 
 	// riverID is this replica's River client id: the attempt token settle
@@ -164,8 +167,8 @@ const maxSlotWait = 2 * time.Second
 // Work runs one execution. Its failure is a result written to the row, not
 // a River error; River retries only when the action's max_retries allows.
 func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs]) error {
-	w.inflight.Store(job.ID, struct{}{})
-	defer w.inflight.Delete(job.ID)
+	w.inflight.Store(job.ID, time.Time{})
+	defer func() { w.inflight.Store(job.ID, time.Now()) }()
 	// admit records the job's retry policy; whatever way Work returns
 	// (settled, snoozed, not runnable), it is not needed after.
 	defer w.retryOn.Delete(job.ID)
@@ -234,6 +237,27 @@ func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs])
 	out.took = time.Since(started)
 	<-w.slots
 	return w.settleTraced(ctx, job, c, out)
+}
+
+// holds reports whether a worker of this replica runs the job, or returned
+// it less than lostJobAge ago (River may still be writing its outcome).
+func (w *executor) holds(jobID int64) bool {
+	v, ok := w.inflight.Load(jobID)
+	if !ok {
+		return false
+	}
+	returned := v.(time.Time)
+	return returned.IsZero() || time.Since(returned) < lostJobAge
+}
+
+// forgetReturned drops the jobs returned longer than lostJobAge ago.
+func (w *executor) forgetReturned() {
+	w.inflight.Range(func(k, v any) bool {
+		if returned := v.(time.Time); !returned.IsZero() && time.Since(returned) >= lostJobAge {
+			w.inflight.CompareAndDelete(k, v)
+		}
+		return true
+	})
 }
 
 // fencedWait is a channel that is ready at once while the replica is

@@ -808,6 +808,47 @@ func TestLostFetchedJobIsRecovered(t *testing.T) {
 	require.JSONEq(t, `{"ok": true, "n": 3}`, string(e.Result))
 }
 
+// An attempt that ran and was settled to run again, whose retry River's
+// completer gave up writing (the database away for longer than its
+// retries), leaves the job running with the row back in requested at the
+// job's attempt. It goes back to the queue as the next attempt.
+func TestLostRetryIsRecovered(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{env: []string{"ATTUNE_HEARTBEAT_INTERVAL=200ms"}})
+	id := b.enqueue(t, "t.run", map[string]any{"helper": "json"},
+		&jobs.Options{ScheduledAt: time.Now().Add(time.Hour), MaxAttempts: 3})
+	_, err := b.pool.Exec(b.ctx, `UPDATE attune.execution SET status = 'requested', attempt = 1, worker = $2,
+			started_at = now() - interval '2 minutes', error = 'exited with code 1'
+		WHERE id = $1`, id, b.cfg.WorkerName)
+	require.NoError(t, err)
+	_, err = b.pool.Exec(b.ctx, `UPDATE attune.river_job SET state = 'running', attempt = 1,
+			attempted_by = ARRAY[$2::text], attempted_at = now() - interval '2 minutes', scheduled_at = now()
+		WHERE id = (SELECT job_id FROM attune.execution WHERE id = $1)`, id, riverID(b.cfg.WorkerName))
+	require.NoError(t, err)
+
+	e := b.wait(t, id)
+	require.Equal(t, jobs.StatusCompleted, e.Status, deref(e.Error))
+	require.Equal(t, 2, e.Attempt, "the attempt that ran counts")
+}
+
+// A job this replica's worker returned moments ago is not lost, however old
+// its fetch: River's completer may still be writing what Work returned.
+func TestReturnedJobIsHeldForLostJobAge(t *testing.T) {
+	t.Parallel()
+	w := &executor{}
+	w.inflight.Store(int64(1), time.Time{})                             // running
+	w.inflight.Store(int64(2), time.Now())                              // just returned
+	w.inflight.Store(int64(3), time.Now().Add(-lostJobAge-time.Second)) // returned long ago
+	require.True(t, w.holds(1))
+	require.True(t, w.holds(2))
+	require.False(t, w.holds(3))
+	require.False(t, w.holds(4), "never seen")
+	w.forgetReturned()
+	_, kept := w.inflight.Load(int64(3))
+	require.False(t, kept, "forgotten")
+	require.True(t, w.holds(1) && w.holds(2))
+}
+
 // A running execution's row shows its output so far, for execution logs
 // --follow and show; the final write replaces it.
 func TestExecuteLiveOutput(t *testing.T) {

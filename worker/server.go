@@ -429,13 +429,19 @@ func (s *Server) reconcile(ctx context.Context) error {
 // stay unseen by its workers before it counts as lost.
 const lostJobAge = time.Minute
 
-// recoverLostJobs returns to the queue jobs that River's fetch marked as
-// running on this replica but that never reached a worker: when the
-// connection drops after the fetch commits and before its reply arrives,
-// River's producer never sees them, and River's rescuer would wait past the
-// longest timeout (days). Their executions never started, so the attempt
-// is not counted.
+// recoverLostJobs returns to the queue jobs that River marks as running on
+// this replica but that no worker of its holds, for lostJobAge:
+//   - jobs whose fetch never reached a worker (the connection dropped after
+//     the fetch committed, before its reply): River's producer never sees
+//     them. Their executions never started: the attempt is not counted.
+//   - jobs whose attempt ran and was settled to run again, but whose retry
+//     River's completer gave up writing (the database away for longer than
+//     its retries): they would stay running. The attempt counts.
+//
+// Without this, River's rescuer would take them only after the longest
+// timeout (days).
 func (s *Server) recoverLostJobs(ctx context.Context) error {
+	s.exec.forgetReturned()
 	rows, err := s.pool.Query(ctx, "SELECT attune.lost_fetches($1, $2::interval)", riverID(s.cfg.WorkerName), lostJobAge.String())
 	if err != nil {
 		return fmt.Errorf("error finding lost jobs: %w", err)
@@ -446,7 +452,7 @@ func (s *Server) recoverLostJobs(ctx context.Context) error {
 	}
 	var lost []int64
 	for _, id := range ids {
-		if _, held := s.exec.inflight.Load(id); !held {
+		if !s.exec.holds(id) {
 			lost = append(lost, id)
 		}
 	}
