@@ -132,14 +132,16 @@ type settledRow struct {
 	Error      string
 	StartedAt  *time.Time
 	FinishedAt *time.Time
+	Committed  *time.Time // when the River job was finalized: the settle's commit
 }
 
 func (b *replicaBundle) settled(t *testing.T, id int64) settledRow {
 	t.Helper()
 	var r settledRow
-	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT status, attempt, (result->>'run')::int, coalesce(error, ''),
-			started_at, finished_at FROM attune.execution WHERE id = $1`, id).
-		Scan(&r.Status, &r.Attempt, &r.Result, &r.Error, &r.StartedAt, &r.FinishedAt))
+	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT e.status, e.attempt, (e.result->>'run')::int, coalesce(e.error, ''),
+			e.started_at, e.finished_at, j.finalized_at
+		FROM attune.execution e LEFT JOIN attune.river_job j ON j.id = e.job_id WHERE e.id = $1`, id).
+		Scan(&r.Status, &r.Attempt, &r.Result, &r.Error, &r.StartedAt, &r.FinishedAt, &r.Committed))
 	return r
 }
 
@@ -164,10 +166,18 @@ func (b *replicaBundle) checkSettled(t *testing.T, id int64, maxRuns int) (settl
 		require.True(t, last.finished, "execution %d: its last run finished", id)
 		require.NotNil(t, row.Result, "execution %d holds a result", id)
 		require.Equal(t, last.pid, *row.Result, "execution %d holds the result its last run produced", id)
-		// The times are the process's, not the commit's (allowing for the
-		// shell's start and exit around its own stamps).
-		require.WithinDuration(t, last.start, *row.StartedAt, time.Second, "execution %d started_at", id)
-		require.WithinDuration(t, last.end, *row.FinishedAt, time.Second, "execution %d finished_at", id)
+		// The times are the run's: finished_at is when the worker reaped the
+		// process, after its last stamp and before the commit. (That it is
+		// not the commit's time is what testOutage shows, with a commit
+		// long after; a bound in seconds here would only measure how loaded
+		// the machine is.)
+		require.NotNil(t, row.StartedAt, "execution %d started_at", id)
+		require.NotNil(t, row.Committed, "execution %d: its River job is finalized", id)
+		require.False(t, row.FinishedAt.Before(last.end), "execution %d: finished_at %s before the run's last stamp %s",
+			id, row.FinishedAt.Format(time.StampMicro), last.end.Format(time.StampMicro))
+		require.False(t, row.FinishedAt.After(*row.Committed), "execution %d: finished_at %s after the commit %s",
+			id, row.FinishedAt.Format(time.StampMicro), row.Committed.Format(time.StampMicro))
+		require.False(t, row.StartedAt.After(*row.FinishedAt), "execution %d: started_at after finished_at", id)
 	}
 	return row, runs
 }
