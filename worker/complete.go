@@ -200,7 +200,7 @@ func (c *completer) write(ctx context.Context, batch []*settlement) error {
 	// work context, for JobCompleteTx); the retries stop with ctx. The
 	// heartbeat logs the outage, once.
 	txCtx := context.WithoutCancel(batch[0].ctx)
-	return schema.Retry(ctx, schema.RetryPolicy{}, func() error {
+	return schema.Retry(ctx, quietRetry(c.log, "writing results", "executions", ids), func() error {
 		return pgx.BeginFunc(txCtx, c.pool, func(tx pgx.Tx) error {
 			// Only this worker's current attempt is written, on its token
 			// (the River job running at that attempt on this client), and an

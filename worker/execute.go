@@ -213,7 +213,7 @@ func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs])
 		return err
 	}
 	var c *claimed
-	err := schema.Retry(ctx, schema.RetryPolicy{}, func() (err error) {
+	err := schema.Retry(ctx, quietRetry(w.log, "claiming an execution", "id", job.Args.ExecutionID), func() (err error) {
 		c, err = w.claim(context.WithoutCancel(ctx), job)
 		return err
 	})
@@ -318,7 +318,7 @@ func (w *executor) claim(ctx context.Context, job *river.Job[jobs.ExecutionArgs]
 func (w *executor) notRunnable(ctx context.Context, job *river.Job[jobs.ExecutionArgs]) error {
 	ctx = context.WithoutCancel(ctx)
 	var complete bool
-	err := schema.Retry(ctx, schema.RetryPolicy{}, func() error {
+	err := schema.Retry(ctx, quietRetry(w.log, "settling an execution that cannot run", "id", job.Args.ExecutionID), func() error {
 		return pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
 			// schema/migrations/009_settle.sql: failed when the action is
 			// gone, unchanged when cancelled or finished meanwhile.
