@@ -24,6 +24,12 @@ const (
 	StatusAbandoned = "abandoned"
 )
 
+// Statuses lists every status in the order of an execution's life: queued,
+// running, then the final ones. The API's enum and the console's filters
+// use it.
+var Statuses = []string{StatusRequested, StatusScheduled, StatusRunning, StatusCanceling,
+	StatusCompleted, StatusFailed, StatusTimeout, StatusCancelled, StatusAbandoned}
+
 // Finished reports whether status is final.
 func Finished(status string) bool {
 	switch status {

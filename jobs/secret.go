@@ -7,11 +7,12 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"regexp"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/attune-system/attune/packs"
 )
 
 // ErrNoSecretsKey is returned when a secret is needed and ATTUNE_SECRETS_KEY
@@ -36,28 +37,23 @@ type SecretRef struct {
 	ScopeRef string `json:"scope_ref"`
 }
 
-var (
-	secretNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]{0,127}$`)
-	// A secret scoped to a malformed ref could never reach an action: the
-	// worker looks them up by the action's pack ref and {pack}.{name} ref.
-	packRefRE   = regexp.MustCompile(`^[a-z0-9_-]+$`)
-	actionRefRE = regexp.MustCompile(`^[a-z0-9_-]+\.[A-Za-z0-9_-]+$`)
-)
-
 // NewSecretRef builds a ref from the CLI's flags: neither pack nor action is
 // global; --pack P is pack scope; --action A (pack.name) is action scope.
+// A secret scoped to a malformed ref could never reach an action (the
+// worker looks them up by the action's pack ref and {pack}.{name} ref), so
+// the refs are checked as packs checks them.
 func NewSecretRef(name, pack, action string) (SecretRef, error) {
-	if !secretNameRE.MatchString(name) {
+	if !packs.IsSecretName(name) {
 		return SecretRef{}, fmt.Errorf("secret name %q is invalid: use letters, digits, _ . - (starting with a letter or _)", name)
 	}
 	switch {
 	case pack != "" && action != "":
 		return SecretRef{}, errors.New("give --pack or --action, not both: an action secret already belongs to its pack")
-	case action != "" && !actionRefRE.MatchString(action):
+	case action != "" && !packs.IsFullRef(action):
 		return SecretRef{}, fmt.Errorf("--action %q is not an action ref; give {pack}.{name}, such as examples.hello (attune action list)", action)
 	case action != "":
 		return SecretRef{Name: name, Scope: ScopeAction, ScopeRef: action}, nil
-	case pack != "" && !packRefRE.MatchString(pack):
+	case pack != "" && !packs.IsPackRef(pack):
 		return SecretRef{}, fmt.Errorf("--pack %q is not a pack ref; give a lowercase ref without dots, such as examples (attune pack list)", pack)
 	case pack != "":
 		return SecretRef{Name: name, Scope: ScopePack, ScopeRef: pack}, nil

@@ -189,3 +189,8 @@ func TestClaimAgainAfterLostReply(t *testing.T) {
 	require.Equal(t, "w-lost", deref(e.Worker))
 	require.Equal(t, 1, e.Attempt)
 }
+
+// Statuses, which the API and the console list, holds every status.
+func TestStatusesListed(t *testing.T) {
+	require.ElementsMatch(t, allStatuses, jobs.Statuses)
+}

@@ -21,7 +21,18 @@ var (
 	namePattern = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 	// fullRefPattern is a {pack}.{name} ref.
 	fullRefPattern = regexp.MustCompile(`^[a-z0-9_-]+\.[A-Za-z0-9_-]+$`)
+	// secretNamePattern is a secret-store name (attune secret set NAME).
+	secretNamePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]{0,127}$`)
 )
+
+// IsPackRef reports whether ref is a well-formed pack ref.
+func IsPackRef(ref string) bool { return packRefPattern.MatchString(ref) }
+
+// IsFullRef reports whether ref is a well-formed {pack}.{name} ref.
+func IsFullRef(ref string) bool { return fullRefPattern.MatchString(ref) }
+
+// IsSecretName reports whether name is a well-formed secret-store name.
+func IsSecretName(name string) bool { return secretNamePattern.MatchString(name) }
 
 // Bounds an action may set, those of attune.enqueue's options; past them
 // the row could not even be stored.

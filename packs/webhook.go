@@ -12,8 +12,6 @@ var (
 	// WebhookPathPattern is what a webhook path may be: URL-safe segments
 	// separated by slashes, no empty, dot or dot-dot segment.
 	WebhookPathPattern = regexp.MustCompile(`^[A-Za-z0-9_~-][A-Za-z0-9_.~-]*(/[A-Za-z0-9_~-][A-Za-z0-9_.~-]*)*$`)
-	// webhookSecretPattern is a secret-store name (attune secret set NAME).
-	webhookSecretPattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]{0,127}$`)
 )
 
 // checkWebhookParams checks a core.webhook rule's trigger_params even when
@@ -33,7 +31,7 @@ func checkWebhookParams(triggerRef string, params map[string]any) error {
 	}
 	if s, present := params["secret"]; present && s != nil {
 		name, ok := s.(string)
-		if !ok || !webhookSecretPattern.MatchString(name) {
+		if !ok || !IsSecretName(name) {
 			return fmt.Errorf("secret %v is not a secret name: give the NAME of attune secret set NAME (letters, digits, _ . -, starting with a letter or _)", s)
 		}
 	}

@@ -13,8 +13,7 @@ import (
 	"github.com/attune-system/attune/jobs"
 )
 
-var statuses = []string{jobs.StatusRequested, jobs.StatusScheduled, jobs.StatusRunning, jobs.StatusCompleted,
-	jobs.StatusFailed, jobs.StatusTimeout, jobs.StatusCanceling, jobs.StatusCancelled, jobs.StatusAbandoned}
+var statuses = jobs.Statuses
 
 // executionRequest is POST /api/v1/executions: attune.enqueue's three
 // arguments.

@@ -15,8 +15,7 @@ import (
 )
 
 // statuses in the order the console lists them.
-var statuses = []string{jobs.StatusRequested, jobs.StatusScheduled, jobs.StatusRunning, jobs.StatusCanceling,
-	jobs.StatusCompleted, jobs.StatusFailed, jobs.StatusTimeout, jobs.StatusCancelled, jobs.StatusAbandoned}
+var statuses = jobs.Statuses
 
 // ranges are the executions page's time ranges.
 var ranges = []struct{ Value, Label string }{
