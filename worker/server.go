@@ -549,9 +549,12 @@ func (s *Server) reap(ctx context.Context, worker string, staleAfter time.Durati
 	})
 }
 
+// notRiverIDChar is what riverID replaces.
+var notRiverIDChar = regexp.MustCompile(`[^A-Za-z0-9_.-]`)
+
 // riverID turns a worker name into an ID River accepts.
 func riverID(name string) string {
-	id := regexp.MustCompile(`[^A-Za-z0-9_.-]`).ReplaceAllString(name, "_")
+	id := notRiverIDChar.ReplaceAllString(name, "_")
 	if len(id) > 100 {
 		id = id[:100]
 	}
