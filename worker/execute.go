@@ -421,6 +421,11 @@ func (w *executor) outcomeOf(ctx context.Context, c *claimed, spec process.Spec,
 		switch {
 		case errors.Is(res.Cause, rivertype.ErrJobCancelledRemotely):
 			out.Status, out.Error = jobs.StatusCancelled, "Cancelled while running"
+		case errors.Is(res.Cause, errReconciled):
+			// The row is settled already (settle will refuse this attempt):
+			// this is for the log.
+			out.Status = jobs.StatusAbandoned
+			out.Error = "killed: the execution was settled by the reconciler, its River job finalized outside attune"
 		case errors.Is(res.Cause, errFenced):
 			out.Status, out.Retryable = jobs.StatusAbandoned, true
 			out.Error = fmt.Sprintf("Worker %s lost its heartbeat (the database was unreachable, or the worker froze) and killed the execution so that no other attempt could overlap it", w.cfg.WorkerName)
