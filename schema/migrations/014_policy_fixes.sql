@@ -8,7 +8,7 @@
 --     move up (_policy_unreserve);
 --   * an event goes with the last of the executions it led to, whatever
 --     retention pruned them (prune_executions);
---   * admissions cost less: a full key refuses without its lock, and a
+--   * admissions cost less: a refusal is decided without the key's lock, and a
 --     waiter whose job is still in a worker's hands is told it was woken
 --     (NOTIFY attune_policy_woken), so the worker can start it without
 --     handing the job back to River and fetching it again.
@@ -282,10 +282,10 @@ BEGIN
 END $$;
 
 -- policy_admit is 011's (same answers), with these changes:
---   * a key whose slots are all held refuses without taking the key's lock:
---     the lock is what keeps two admissions from taking the same last slot,
---     and a refusal takes none. Admissions of a busy key no longer queue
---     behind each other only to be told to wait;
+--   * a refusal is decided without the key's lock: the lock is what keeps
+--     two admissions from taking the same last slot, and a refusal takes
+--     none. Admissions of a busy key no longer queue behind each other only
+--     to be told to wait;
 --   * a rate-limited execution's row is locked before any policy lock, so
 --     that a cancel (which holds the row and then gives back the
 --     reservation under the key's lock) and an admission never wait for
@@ -318,7 +318,6 @@ DECLARE
     at      timestamptz;
     full_key record;
     refused boolean := false;
-    locked  boolean := false;
     k       text;
 BEGIN
     admitted := true;
@@ -360,24 +359,18 @@ BEGIN
                      ('pack', a.pack_ref, pk -> 'concurrency', 'pack ' || a.pack_ref)) AS s(scope, ref, pol, what)
         WHERE jsonb_typeof(s.pol) = 'object') x;
 
-    -- A key whose slots are all held (committed) refuses at once, without
-    -- its lock: a refusal takes no slot, and this execution is owed none
-    -- (not woken, holding none). A slot freed meanwhile wakes the oldest
-    -- waiter at its release; _policy_snoozed and the worker's in-process
-    -- wait look again for one whose release missed this waiter.
-    SELECT r.* INTO full_key FROM jsonb_to_recordset(conc) AS r(k text, lim integer, on_limit text, what text, label text)
-    WHERE (SELECT count(*) FROM (SELECT 1 FROM attune.policy_slot s WHERE s.key = r.k LIMIT r.lim) x) >= r.lim
-        AND NOT EXISTS (SELECT 1 FROM attune.policy_slot s WHERE s.key = r.k AND s.execution_id = e.id)
-        AND NOT EXISTS (SELECT 1 FROM attune.policy_waiter pw WHERE pw.key = r.k AND pw.execution_id = e.id AND pw.woken)
-    ORDER BY r.k LIMIT 1;
-    IF FOUND THEN
-        c := full_key;
-        refused := true;
-    ELSE
-        FOR c IN SELECT * FROM jsonb_to_recordset(conc) AS r(k text, lim integer, on_limit text, what text, label text) LOOP
-            PERFORM pg_advisory_xact_lock(hashtextextended(c.k, 0));
-        END LOOP;
-        locked := true;
+    -- The check runs twice: first without the keys' locks, which only
+    -- ever refuses (a refusal takes no slot, so two refusals at once need
+    -- not be serialized, and admissions of a busy key no longer queue on
+    -- its lock only to be told to wait), then, when the first pass would
+    -- admit, under the locks, where two admissions never take the same
+    -- last slot.
+    FOR pass IN 1..2 LOOP
+        IF pass = 2 THEN
+            FOR c IN SELECT * FROM jsonb_to_recordset(conc) AS r(k text, lim integer, on_limit text, what text, label text) LOOP
+                PERFORM pg_advisory_xact_lock(hashtextextended(c.k, 0));
+            END LOOP;
+        END IF;
         FOR full_key IN SELECT * FROM jsonb_to_recordset(conc) AS r(k text, lim integer, on_limit text, what text, label text) LOOP
             IF EXISTS (SELECT 1 FROM attune.policy_slot s WHERE s.key = full_key.k AND s.execution_id = e.id) THEN
                 CONTINUE; -- admitted before, its claim not yet made (a lost fetch)
@@ -388,9 +381,8 @@ BEGIN
             -- Slots are also owed to the waiters already woken (on their
             -- way), and, to one not woken itself, to every older waiter:
             -- FIFO. A woken waiter is owed its slot, so it does not bounce
-            -- behind older ones. Counted only up to the limit: the
-            -- admission runs under the key's lock, and a long queue must
-            -- not make every admission slower.
+            -- behind older ones. Counted only up to the limit: a long
+            -- queue must not make every admission slower.
             woken := EXISTS (SELECT 1 FROM attune.policy_waiter pw
                              WHERE pw.key = full_key.k AND pw.execution_id = e.id AND pw.woken);
             SELECT count(*) INTO older FROM (
@@ -404,7 +396,8 @@ BEGIN
                 EXIT;
             END IF;
         END LOOP;
-    END IF;
+        EXIT WHEN refused;
+    END LOOP;
 
     IF refused THEN
         reason := format('waiting: concurrency limit %s of %s%s reached', c.lim, c.what,
@@ -435,9 +428,9 @@ BEGIN
         retry_at := now() + interval '5 minutes';
         -- A slot may be free and owed to an older waiter nobody woke (its
         -- release missed it): wake that one, unless the woken ones already
-        -- take every free slot. (Under the lock only: a key refused without
-        -- it had every slot held.)
-        IF locked AND holders + (SELECT count(*) FROM (SELECT 1 FROM attune.policy_waiter pw
+        -- take every free slot. (Two refusals at once wake two different
+        -- waiters at most, and one woken without a slot is refused again.)
+        IF holders + (SELECT count(*) FROM (SELECT 1 FROM attune.policy_waiter pw
                                                           WHERE pw.key = c.k AND pw.woken LIMIT c.lim) x) < c.lim THEN
             PERFORM attune._policy_wake(c.k, e.id);
         END IF;
