@@ -84,8 +84,9 @@ type executor struct {
 	// wakes holds, per execution id whose admission is in progress, the
 	// channel its wake-up notification is sent on; slowKeys, per refusal
 	// reason, when a wait for it last ran out (policy.go).
-	wakes    sync.Map
-	slowKeys sync.Map
+	wakes     sync.Map
+	slowKeys  sync.Map
+	slowMarks atomic.Int64
 }
 
 // errFenced ends the processes of a fenced replica.

@@ -140,7 +140,7 @@ func (w *executor) waitWoken(ctx context.Context, job *river.Job[jobs.ExecutionA
 	select {
 	case <-woken:
 	case <-timer.C:
-		w.slowKeys.Store(reason, time.Now())
+		w.markSlow(reason)
 		return false
 	case <-ctx.Done():
 		return false
@@ -163,6 +163,22 @@ func (w *executor) waitWoken(ctx context.Context, job *river.Job[jobs.ExecutionA
 		return false
 	}
 	return true
+}
+
+// markSlow records that a wait refused with reason ran out. Reasons name
+// rendered keys, so the map drops the entries past slowKeyBackoff as it
+// goes, to stay as small as the keys recently slow.
+func (w *executor) markSlow(reason string) {
+	now := time.Now()
+	w.slowKeys.Store(reason, now)
+	if w.slowMarks.Add(1)%64 == 0 {
+		w.slowKeys.Range(func(k, v any) bool {
+			if now.Sub(v.(time.Time)) >= slowKeyBackoff {
+				w.slowKeys.CompareAndDelete(k, v)
+			}
+			return true
+		})
+	}
 }
 
 // wakeListener delivers NOTIFY attune_policy_woken (the id of an execution
