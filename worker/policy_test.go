@@ -385,3 +385,20 @@ func TestRateLimitReservationGivenBack(t *testing.T) {
 	require.Nil(t, e.StartedAt)
 	require.True(t, reservation(t, b, next).IsZero(), "a start the limit cancelled holds no reservation")
 }
+
+// A waiter whose job this replica holds is started by the release's
+// wake-up notification: no snooze, no second fetch from River.
+func TestConcurrencyWaiterWokenInProcess(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	holder := b.enqueue(t, "t.per_host", map[string]any{"host": "h", "seconds": 0.3}, nil)
+	b.waitStatus(t, holder, jobs.StatusRunning)
+	waiter := b.enqueue(t, "t.per_host", map[string]any{"host": "h", "seconds": 0}, nil)
+	h, w := b.wait(t, holder), b.wait(t, waiter)
+	require.Equal(t, jobs.StatusCompleted, w.Status, deref(w.Error))
+	require.False(t, w.StartedAt.Before(*h.FinishedAt), "the limit holds")
+	var snoozes *int
+	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT (j.metadata ->> 'snoozes')::int FROM attune.river_job j
+		JOIN attune.execution e ON e.job_id = j.id WHERE e.id = $1`, waiter).Scan(&snoozes))
+	require.Nil(t, snoozes, "the waiter never went back to River")
+}
