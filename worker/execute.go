@@ -84,6 +84,12 @@ type executor struct {
 	// retryOn holds, per River job id, the outcomes its action's retry
 	// policy retries (policy.go).
 	retryOn sync.Map
+	// wakes holds, per execution id whose admission is in progress, the
+	// channel its wake-up notification is sent on; slowKeys, per refusal
+	// reason, when a wait for it last ran out (policy.go).
+	wakes     sync.Map
+	slowKeys  sync.Map
+	slowMarks atomic.Int64
 }
 
 // errFenced ends the processes of a fenced replica.
@@ -208,8 +214,7 @@ func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs])
 		<-w.slots
 		return river.JobSnooze(time.Second)
 	}
-	if done, err := w.admit(ctx, job); done { // policies: schema/migrations/011_policy.sql
-		<-w.slots
+	if done, err := w.admit(ctx, job); done { // policies (policy.go); admit gave the slot back
 		return err
 	}
 	var c *claimed

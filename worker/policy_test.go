@@ -2,6 +2,7 @@ package worker
 
 import (
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,6 +52,25 @@ entry_point: helper
 concurrency: {limit: 1}
 retry: {max: 1, delay: 1s}
 ` + helperParams,
+		"reap_retry.yaml": `name: reap_retry
+entry_point: helper
+retry: {max: 2, delay: 30s, backoff: exponential, max_delay: 3s, on: [abandoned]}
+` + helperParams,
+		"rated_slow.yaml": `name: rated_slow
+entry_point: nap.sh
+output_format: text
+rate_limit: {count: 1, per: 4s}
+parameters:
+  seconds: {type: number, default: 0}
+`,
+		"rated_exclusive.yaml": `name: rated_exclusive
+entry_point: nap.sh
+output_format: text
+concurrency: {limit: 1, on_limit: cancel}
+rate_limit: {count: 1, per: 2s}
+parameters:
+  seconds: {type: number, default: 0}
+`,
 		"timeout_only.yaml": `name: timeout_only
 entry_point: helper
 retry: {max: 2, delay: 1s, on: [timeout]}
@@ -242,4 +262,143 @@ func TestConcurrencySlotFreedBetweenAttempts(t *testing.T) {
 	var slots int
 	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM attune.policy_slot").Scan(&slots))
 	require.Zero(t, slots)
+}
+
+// ghostRunning makes id look started by a worker on another host that then
+// died mid-run: the row and its River job say running on "ghost".
+func ghostRunning(t *testing.T, b *testBundle, id int64) {
+	t.Helper()
+	_, err := b.pool.Exec(b.ctx, `INSERT INTO attune.worker (name, hostname, pid) VALUES ('ghost', 'elsewhere', 1)
+		ON CONFLICT (name) DO NOTHING`)
+	require.NoError(t, err)
+	_, err = b.pool.Exec(b.ctx, `UPDATE attune.execution SET status = 'running', worker = 'ghost', attempt = 1, started_at = now() WHERE id = $1`, id)
+	require.NoError(t, err)
+	_, err = b.pool.Exec(b.ctx, `UPDATE attune.river_job SET state = 'running', attempt = 1, attempted_at = now(), attempted_by = '{ghost}'
+		WHERE id = (SELECT job_id FROM attune.execution WHERE id = $1)`, id)
+	require.NoError(t, err)
+}
+
+// The reaper retries a dead worker's attempt as the worker itself would:
+// only when retry.on allows an abandoned attempt, after the policy's delay
+// (capped by max_delay).
+func TestReaperFollowsRetryPolicy(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	later := &jobs.Options{ScheduledAt: time.Now().Add(time.Hour)} // not for this replica to take first
+	retried := b.enqueue(t, "t.reap_retry", map[string]any{"helper": "json"}, later)
+	failedOnly := b.enqueue(t, "t.backoff", map[string]any{"helper": "json"}, later) // retry.on: [failed]
+	ghostRunning(t, b, retried)
+	ghostRunning(t, b, failedOnly)
+	require.NoError(t, b.srv.reap(b.ctx, "ghost", 0))
+
+	// retry.on: [failed] does not retry an abandoned attempt, though
+	// attempts are left.
+	e, err := jobs.Get(b.ctx, b.pool, failedOnly)
+	require.NoError(t, err)
+	require.Equal(t, jobs.StatusAbandoned, e.Status)
+	require.Equal(t, 3, e.MaxAttempts)
+	require.Contains(t, *e.Error, "retry.on does not list abandoned")
+
+	// retry.on: [abandoned]: back to requested on a new job that waits
+	// delay 30 s × 2^0 capped to max_delay 3 s.
+	e, err = jobs.Get(b.ctx, b.pool, retried)
+	require.NoError(t, err)
+	require.Equal(t, jobs.StatusRequested, e.Status)
+	var wait time.Duration
+	var state string
+	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT j.scheduled_at - now(), j.state::text FROM attune.river_job j
+		JOIN attune.execution e ON e.job_id = j.id WHERE e.id = $1`, retried).Scan(&wait, &state))
+	require.Equal(t, "scheduled", state)
+	require.Greater(t, wait, 2*time.Second)
+	require.LessOrEqual(t, wait, 3*time.Second)
+	require.NotNil(t, e.NextAttemptAt, "show says when the next attempt runs")
+
+	e = b.wait(t, retried)
+	require.Equal(t, jobs.StatusCompleted, e.Status, deref(e.Error))
+	require.Equal(t, 2, e.Attempt)
+}
+
+// reservation reads when execution id is reserved to start (zero: none).
+func reservation(t *testing.T, b *testBundle, id int64) time.Time {
+	t.Helper()
+	var at *time.Time
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT min(start_at) FROM attune.policy_start WHERE execution_id = $1", id).Scan(&at))
+	if at == nil {
+		return time.Time{}
+	}
+	return *at
+}
+
+// A reserved start that never happens holds no slot of the window: a
+// cancelled execution's reservation goes, and those reserved after it move
+// up in order; one the concurrency limit cancels gives its back too.
+func TestRateLimitReservationGivenBack(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	// One start per 4 s: a starts now, b and c are reserved 4 s and 8 s on
+	// (in either order).
+	a := b.enqueue(t, "t.rated_slow", nil, nil)
+	first := b.wait(t, a)
+	require.Equal(t, jobs.StatusCompleted, first.Status, deref(first.Error))
+	bID := b.enqueue(t, "t.rated_slow", nil, nil)
+	cID := b.enqueue(t, "t.rated_slow", nil, nil)
+	require.Eventually(t, func() bool {
+		return !reservation(t, b, bID).IsZero() && !reservation(t, b, cID).IsZero()
+	}, 10*time.Second, 10*time.Millisecond)
+	// Both were fetched at once: whichever was admitted first has the
+	// earlier time; that one is cancelled.
+	if reservation(t, b, cID).Before(reservation(t, b, bID)) {
+		bID, cID = cID, bID
+	}
+	bAt, cAt := reservation(t, b, bID), reservation(t, b, cID)
+	require.Equal(t, 4*time.Second, cAt.Sub(bAt))
+
+	_, err := jobs.Cancel(b.ctx, b.pool, bID)
+	require.NoError(t, err)
+	require.True(t, reservation(t, b, bID).IsZero(), "the cancelled execution's reservation is gone")
+	require.True(t, reservation(t, b, cID).Equal(bAt), "c moved up to b's time: %s, was %s", reservation(t, b, cID), cAt)
+	e, err := jobs.Get(b.ctx, b.pool, cID)
+	require.NoError(t, err)
+	require.NotNil(t, e.WaitingReason)
+	require.Contains(t, *e.WaitingReason, "starts at "+bAt.UTC().Format("2006-01-02T15:04:05.000Z"))
+
+	c := b.wait(t, cID)
+	require.Equal(t, jobs.StatusCompleted, c.Status, deref(c.Error))
+	require.GreaterOrEqual(t, c.StartedAt.Sub(*first.StartedAt), 4*time.Second-50*time.Millisecond, "the limit holds")
+	var n int
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM attune.policy_start WHERE key LIKE 'rate:t.rated_slow:%'").Scan(&n))
+	require.Equal(t, 2, n, "a's and c's starts, not b's")
+
+	// on_limit: cancel. The next start is reserved 2 s after the first;
+	// when its time comes the only slot is held (made up here: the limit
+	// and the rate are on one action, so a real holder would need a start
+	// of its own) and the limit cancels it: its reservation goes.
+	done := b.wait(t, b.enqueue(t, "t.rated_exclusive", nil, nil))
+	require.Equal(t, jobs.StatusCompleted, done.Status, deref(done.Error))
+	next := b.enqueue(t, "t.rated_exclusive", nil, nil)
+	require.Eventually(t, func() bool { return !reservation(t, b, next).IsZero() }, 10*time.Second, 10*time.Millisecond)
+	_, err = b.pool.Exec(b.ctx, "INSERT INTO attune.policy_slot (key, execution_id) VALUES ('concurrency:action:t.rated_exclusive:', $1)", done.ID)
+	require.NoError(t, err)
+	e = b.wait(t, next)
+	require.Equal(t, jobs.StatusCancelled, e.Status)
+	require.True(t, strings.HasPrefix(deref(e.Error), "Cancelled: concurrency limit 1"), deref(e.Error))
+	require.Nil(t, e.StartedAt)
+	require.True(t, reservation(t, b, next).IsZero(), "a start the limit cancelled holds no reservation")
+}
+
+// A waiter whose job this replica holds is started by the release's
+// wake-up notification: no snooze, no second fetch from River.
+func TestConcurrencyWaiterWokenInProcess(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	holder := b.enqueue(t, "t.per_host", map[string]any{"host": "h", "seconds": 0.3}, nil)
+	b.waitStatus(t, holder, jobs.StatusRunning)
+	waiter := b.enqueue(t, "t.per_host", map[string]any{"host": "h", "seconds": 0}, nil)
+	h, w := b.wait(t, holder), b.wait(t, waiter)
+	require.Equal(t, jobs.StatusCompleted, w.Status, deref(w.Error))
+	require.False(t, w.StartedAt.Before(*h.FinishedAt), "the limit holds")
+	var snoozes *int
+	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT (j.metadata ->> 'snoozes')::int FROM attune.river_job j
+		JOIN attune.execution e ON e.job_id = j.id WHERE e.id = $1`, waiter).Scan(&snoozes))
+	require.Nil(t, snoozes, "the waiter never went back to River")
 }

@@ -41,9 +41,10 @@ func interval(d time.Duration) string {
 }
 
 // Prune deletes finished executions past their retention (their action's
-// retention:, else retention, ATTUNE_RETENTION) and events past retention
-// that no execution names, in batches of pruneBatch rows, each its own
-// transaction (schema/migrations/011_policy.sql). Running and queued
+// retention:, else retention, ATTUNE_RETENTION), each event with the last
+// of the executions it led to, and events past retention that no execution
+// names, in batches of pruneBatch rows, each its own transaction
+// (schema/migrations/011_policy.sql, 016_policy_fixes.sql). Running and queued
 // executions are never candidates. It holds the prune advisory lock while
 // it runs; ok is false when another session holds it.
 func Prune(ctx context.Context, pool *pgxpool.Pool, retention time.Duration, log *slog.Logger) (res PruneResult, ok bool, err error) {
@@ -64,22 +65,28 @@ func Prune(ctx context.Context, pool *pgxpool.Pool, retention time.Duration, log
 		_, _ = conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", int64(pruneLockKey))
 	}()
 	start := time.Now()
-	for _, step := range []struct {
-		sql string
-		n   *int
-	}{
-		{"SELECT attune.prune_executions($1::interval, $2)", &res.Executions},
-		{"SELECT attune.prune_events($1::interval, $2, false)", &res.Events},
-	} {
-		for {
-			var n int
-			if err := conn.QueryRow(ctx, step.sql, interval(retention), pruneBatch).Scan(&n); err != nil {
-				return res, true, fmt.Errorf("error pruning: %w", err)
-			}
-			*step.n += n
-			if n < pruneBatch {
-				break
-			}
+	// Executions first, each batch taking along the events whose last
+	// execution it deleted; then the events that led to no execution.
+	for {
+		var execs, events int
+		if err := conn.QueryRow(ctx, "SELECT executions, events FROM attune.prune_executions($1::interval, $2)",
+			interval(retention), pruneBatch).Scan(&execs, &events); err != nil {
+			return res, true, fmt.Errorf("error pruning executions: %w", err)
+		}
+		res.Executions += execs
+		res.Events += events
+		if execs < pruneBatch {
+			break
+		}
+	}
+	for {
+		var n int
+		if err := conn.QueryRow(ctx, "SELECT attune.prune_events($1::interval, $2, false)", interval(retention), pruneBatch).Scan(&n); err != nil {
+			return res, true, fmt.Errorf("error pruning events: %w", err)
+		}
+		res.Events += n
+		if n < pruneBatch {
+			break
 		}
 	}
 	if res.Executions > 0 || res.Events > 0 {

@@ -172,3 +172,79 @@ func TestPruneLarge(t *testing.T) {
 		res.Executions, took.Round(time.Millisecond), float64(res.Executions)/took.Seconds(),
 		pct(before, 0.5), pct(before, 0.99), len(during), pct(during, 0.5), pct(during, 0.99), during[len(during)-1])
 }
+
+// An event is history of the executions it led to: it goes with the last
+// of them, whichever retention pruned them, and never while one is kept.
+// An event that led to none goes by ATTUNE_RETENTION.
+func TestPruneEventsGoWithTheirLastExecution(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := schematest.Pool(t)
+	_, err := pool.Exec(ctx, `INSERT INTO attune.pack (ref) VALUES ('p');
+		INSERT INTO attune.action (ref, pack_ref, name, runner_type, entry_point, path, policy) VALUES
+			('p.a', 'p', 'a', 'shell', 'a.sh', '/bin/true', '{}'),
+			('p.short', 'p', 'short', 'shell', 'a.sh', '/bin/true', '{"retention": "3600000ms"}')`)
+	require.NoError(t, err)
+	event := func(age time.Duration) int64 {
+		var id int64
+		require.NoError(t, pool.QueryRow(ctx, "INSERT INTO attune.event (trigger_ref, created_at) VALUES ('p.t', now() - $1::interval) RETURNING id", interval(age)).Scan(&id))
+		return id
+	}
+	exec := func(action string, age time.Duration, event int64) {
+		t.Helper()
+		var id int64
+		require.NoError(t, pool.QueryRow(ctx, "SELECT attune.enqueue($1)", action).Scan(&id))
+		_, err := pool.Exec(ctx, `UPDATE attune.execution SET status = 'completed', started_at = now() - $2::interval,
+			finished_at = now() - $2::interval, event_id = $3 WHERE id = $1`, id, interval(age), event)
+		require.NoError(t, err)
+	}
+	events := func() []int64 {
+		rows, err := pool.Query(ctx, "SELECT id FROM attune.event ORDER BY id")
+		require.NoError(t, err)
+		var ids []int64
+		for rows.Next() {
+			var id int64
+			require.NoError(t, rows.Scan(&id))
+			ids = append(ids, id)
+		}
+		require.NoError(t, rows.Err())
+		return ids
+	}
+	const day = 24 * time.Hour
+	// Its only execution is past the action's 1 h: both go.
+	shortOnly := event(3 * time.Hour)
+	exec("p.short", 2*time.Hour, shortOnly)
+	// One execution goes, the other (default retention) stays: so does it.
+	mixed := event(3 * time.Hour)
+	exec("p.short", 2*time.Hour, mixed)
+	exec("p.a", 2*time.Hour, mixed)
+	// Its execution is young: it stays, however old the event.
+	young := event(40 * day)
+	exec("p.short", 10*time.Minute, young)
+	// No execution ever: ATTUNE_RETENTION decides.
+	lonely, lonelyYoung := event(40*day), event(3*time.Hour)
+
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	_, dry, err := PruneDry(ctx, pool, 30*day, 10)
+	require.NoError(t, err)
+	require.Equal(t, PruneResult{Executions: 2, Events: 2}, dry)
+	res, _, err := Prune(ctx, pool, 30*day, log)
+	require.NoError(t, err)
+	require.Equal(t, dry, res, "the dry run counted what went")
+	require.Equal(t, []int64{mixed, young, lonelyYoung}, events())
+	require.NotContains(t, events(), shortOnly)
+	require.NotContains(t, events(), lonely)
+
+	// ATTUNE_RETENTION=0 keeps events that led to nothing, but an action's
+	// own retention still takes its events along.
+	keptForever := event(400 * day)
+	gone := event(3 * time.Hour)
+	exec("p.short", 2*time.Hour, gone)
+	_, dry, err = PruneDry(ctx, pool, 0, 10)
+	require.NoError(t, err)
+	require.Equal(t, PruneResult{Executions: 1, Events: 1}, dry)
+	res, _, err = Prune(ctx, pool, 0, log)
+	require.NoError(t, err)
+	require.Equal(t, dry, res)
+	require.Equal(t, []int64{mixed, young, lonelyYoung, keptForever}, events())
+}

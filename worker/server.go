@@ -41,6 +41,7 @@ type Server struct {
 	exec    *executor
 	sensors *sensorSupervisor
 	pruner  *pruner
+	wakes   *wakeListener
 
 	hostname string
 
@@ -112,7 +113,8 @@ func NewServer(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Server, error
 	}
 	host, _ := os.Hostname()
 	return &Server{cfg: cfg, pool: pool, log: log, client: client, exec: exec, hostname: host, dbDown: dbDown,
-		sensors: newSensorSupervisor(cfg, pool, log, runtimes), pruner: &pruner{pool: pool, retention: cfg.Retention, log: log}}, nil
+		sensors: newSensorSupervisor(cfg, pool, log, runtimes), pruner: &pruner{pool: pool, retention: cfg.Retention, log: log},
+		wakes: &wakeListener{exec: exec, pool: pool, log: log}}, nil
 }
 
 // Client is the replica's River client.
@@ -184,9 +186,11 @@ func (s *Server) Start(ctx context.Context) error {
 		defer close(s.completerDone)
 		s.exec.completer.run(cctx)
 	}()
+	s.wakes.start(ctx) // policy.go: concurrency waiters woken in process
 	// River hard-stops (cancels running work) when its Start context ends;
 	// ctx ends at the first SIGTERM, and Stop decides when to cancel.
 	if err := s.client.Start(context.WithoutCancel(ctx)); err != nil {
+		s.wakes.stop()
 		cancelCompleter()
 		<-s.completerDone
 		s.release(ctx)
@@ -223,7 +227,9 @@ func (s *Server) Stop(ctx context.Context) error {
 		defer cancel()
 		err = s.client.StopAndCancel(hardCtx)
 	}
-	// Every Work call has returned, so no result is waiting to be written.
+	// Every Work call has returned, so no result is waiting to be written
+	// and no admission waits for a wake-up.
+	s.wakes.stop()
 	if s.stopCompleter != nil {
 		s.stopCompleter()
 		<-s.completerDone
