@@ -54,6 +54,11 @@ func TestList(t *testing.T) {
 	require.Equal(t, []int64{ids[2], ids[0]}, listIDs(jobs.PageFilter{ActionRef: "t.noop", Status: jobs.StatusRequested}))
 	require.Equal(t, []int64{ids[3], ids[2]}, listIDs(jobs.PageFilter{Limit: 2}))
 	require.Empty(t, listIDs(jobs.PageFilter{ActionRef: "t.nope"}))
+
+	// The counts beside a list: by status, under the filter but its status.
+	counts, err := jobs.CountByStatus(b.ctx, b.pool, jobs.PageFilter{ActionRef: "t.noop", Status: jobs.StatusCancelled, Limit: 1})
+	require.NoError(t, err)
+	require.Equal(t, map[string]int{jobs.StatusRequested: 2, jobs.StatusCancelled: 1}, counts)
 }
 
 // TestExecutionOutcomes: Get reads back what the worker wrote.

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // listColumns are executionColumns without the output, which lists leave
@@ -70,6 +72,24 @@ func Count(ctx context.Context, db Querier, f PageFilter) (int64, error) {
 		return 0, fmt.Errorf("error counting executions: %w", err)
 	}
 	return n, nil
+}
+
+// CountByStatus counts the executions f matches by status, f's status,
+// cursor and limit aside: the counts beside a filtered list.
+func CountByStatus(ctx context.Context, db Querier, f PageFilter) (map[string]int, error) {
+	f.Before, f.Status = 0, ""
+	where, args := f.where()
+	rows, err := db.Query(ctx, "SELECT status, count(*)::int FROM attune.execution WHERE "+where+" GROUP BY status", args...)
+	if err != nil {
+		return nil, fmt.Errorf("error counting executions: %w", err)
+	}
+	out := map[string]int{}
+	var status string
+	var n int
+	if _, err := pgx.ForEachRow(rows, []any{&status, &n}, func() error { out[status] = n; return nil }); err != nil {
+		return nil, fmt.Errorf("error counting executions: %w", err)
+	}
+	return out, nil
 }
 
 // where is f's condition on attune.execution and its arguments $1 to $7.

@@ -43,7 +43,7 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
-	counts, err := statusCounts(ctx, c.pool, jobs.PageFilter{Since: time.Now().Add(-time.Hour)})
+	counts, err := jobs.CountByStatus(ctx, c.pool, jobs.PageFilter{Since: time.Now().Add(-time.Hour)})
 	if err != nil {
 		c.fail(w, r, err)
 		return
@@ -157,7 +157,7 @@ func (c *Console) executions(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
-	counts, err := statusCounts(ctx, c.pool, f)
+	counts, err := jobs.CountByStatus(ctx, c.pool, f)
 	if err != nil {
 		c.fail(w, r, err)
 		return

@@ -9,37 +9,7 @@ import (
 )
 
 // The few reads package jobs has no function for: aggregates for the
-// overview and the executions page, and the executions of given events.
-
-// statusCounts counts executions by status under f's filters, except its
-// status, cursor and limit.
-func statusCounts(ctx context.Context, db jobs.Querier, f jobs.PageFilter) (map[string]int, error) {
-	var since, until *time.Time
-	if !f.Since.IsZero() {
-		since = &f.Since
-	}
-	if !f.Until.IsZero() {
-		until = &f.Until
-	}
-	rows, err := db.Query(ctx, `SELECT status, count(*)::int FROM attune.execution
-		WHERE ($1 = '' OR action_ref = $1) AND ($2 = '' OR rule_ref = $2)
-			AND ($3::timestamptz IS NULL OR created_at >= $3) AND ($4::timestamptz IS NULL OR created_at < $4)
-		GROUP BY status`, f.ActionRef, f.RuleRef, since, until)
-	if err != nil {
-		return nil, fmt.Errorf("error counting executions: %w", err)
-	}
-	defer rows.Close()
-	out := map[string]int{}
-	for rows.Next() {
-		var s string
-		var n int
-		if err := rows.Scan(&s, &n); err != nil {
-			return nil, fmt.Errorf("error counting executions: %w", err)
-		}
-		out[s] = n
-	}
-	return out, rows.Err()
-}
+// overview, and the executions of given events.
 
 // minute is one bar of the overview's chart.
 type minute struct {
