@@ -49,7 +49,7 @@ func (a *app) listenHTTP(pool *pgxpool.Pool, srv *worker.Server) (*httpListener,
 	if err != nil {
 		return nil, err
 	}
-	cons, err := console.New(console.Options{Pool: pool, Log: a.log, Tokens: tokens, River: srv.Client()})
+	cons, err := console.New(console.Options{Pool: pool, Log: srv.OutageMuted(a.log), Tokens: tokens, River: srv.Client()})
 	if err != nil {
 		return nil, errors.Join(err, l.Close())
 	}

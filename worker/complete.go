@@ -42,8 +42,10 @@ type completer struct {
 	riverID string // its River client id, part of each attempt's token
 	pool    *pgxpool.Pool
 	log     *slog.Logger
-	reqs    chan *settlement
-	stopped chan struct{} // closed when run returns
+	// retryLog is log muted during an outage, for the retries' warnings.
+	retryLog *slog.Logger
+	reqs     chan *settlement
+	stopped  chan struct{} // closed when run returns
 
 	// onFinish, when set, observes each final outcome once committed
 	// (benchmarks).
@@ -57,8 +59,8 @@ var errCompleterStopped = errors.New("replica stopped before the result was writ
 
 const maxBatch = 128
 
-func newCompleter(worker string, pool *pgxpool.Pool, log *slog.Logger) *completer {
-	return &completer{worker: worker, riverID: riverID(worker), pool: pool, log: log,
+func newCompleter(worker string, pool *pgxpool.Pool, log, retryLog *slog.Logger) *completer {
+	return &completer{worker: worker, riverID: riverID(worker), pool: pool, log: log, retryLog: retryLog,
 		reqs: make(chan *settlement, maxBatch), stopped: make(chan struct{})}
 }
 
@@ -200,7 +202,7 @@ func (c *completer) write(ctx context.Context, batch []*settlement) error {
 	// work context, for JobCompleteTx); the retries stop with ctx. The
 	// heartbeat logs the outage, once.
 	txCtx := context.WithoutCancel(batch[0].ctx)
-	return schema.Retry(ctx, quietRetry(c.log, "writing results", "executions", ids), func() error {
+	return schema.Retry(ctx, quietRetry(c.retryLog, "writing results", "executions", ids), func() error {
 		return pgx.BeginFunc(txCtx, c.pool, func(tx pgx.Tx) error {
 			// Only this worker's current attempt is written, on its token
 			// (the River job running at that attempt on this client), and an

@@ -38,6 +38,8 @@ type executor struct {
 	runtimes Runtimes
 	key      []byte // secrets key; nil when unset
 	log      *slog.Logger
+	// retryLog is log muted during an outage, for the retries' warnings.
+	retryLog *slog.Logger
 
 	// slots bounds processes across all runtime queues to
 	// ATTUNE_MAX_CONCURRENT_EXECUTIONS.
@@ -218,7 +220,7 @@ func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs])
 		return err
 	}
 	var c *claimed
-	err := schema.Retry(ctx, quietRetry(w.log, "claiming an execution", "id", job.Args.ExecutionID), func() (err error) {
+	err := schema.Retry(ctx, quietRetry(w.retryLog, "claiming an execution", "id", job.Args.ExecutionID), func() (err error) {
 		c, err = w.claim(context.WithoutCancel(ctx), job)
 		return err
 	})
@@ -323,7 +325,7 @@ func (w *executor) claim(ctx context.Context, job *river.Job[jobs.ExecutionArgs]
 func (w *executor) notRunnable(ctx context.Context, job *river.Job[jobs.ExecutionArgs]) error {
 	ctx = context.WithoutCancel(ctx)
 	var complete bool
-	err := schema.Retry(ctx, quietRetry(w.log, "settling an execution that cannot run", "id", job.Args.ExecutionID), func() error {
+	err := schema.Retry(ctx, quietRetry(w.retryLog, "settling an execution that cannot run", "id", job.Args.ExecutionID), func() error {
 		return pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
 			// schema/migrations/009_settle.sql: failed when the action is
 			// gone, unchanged when cancelled or finished meanwhile.

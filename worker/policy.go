@@ -100,7 +100,7 @@ func (w *executor) admit(ctx context.Context, job *river.Job[jobs.ExecutionArgs]
 // policyAdmit is one call of attune.policy_admit.
 func (w *executor) policyAdmit(ctx context.Context, job *river.Job[jobs.ExecutionArgs]) (admission, error) {
 	var a admission
-	err := schema.Retry(ctx, quietRetry(w.log, "checking an execution's policies", "id", job.Args.ExecutionID), func() error {
+	err := schema.Retry(ctx, quietRetry(w.retryLog, "checking an execution's policies", "id", job.Args.ExecutionID), func() error {
 		return w.pool.QueryRow(context.WithoutCancel(ctx),
 			"SELECT admitted, cancelled, retry_at, reason, retry_on FROM attune.policy_admit($1, $2)",
 			job.Args.ExecutionID, w.cfg.WorkerName).Scan(&a.Admitted, &a.Cancelled, &a.RetryAt, &a.Reason, &a.RetryOn)

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/attune-system/attune/schema"
@@ -17,4 +18,11 @@ const quietRetryAfter = 30 * time.Second
 // so that work failing while the heartbeat succeeds is seen.
 func quietRetry(log *slog.Logger, what string, args ...any) schema.RetryPolicy {
 	return schema.RetryPolicy{Log: log, QuietFor: quietRetryAfter, What: what, LogArgs: args}
+}
+
+// outageMuted is log, silent while down is set: during an outage the
+// heartbeat says once that the database is away and once that it is back,
+// and the retries waiting for it add nothing.
+func outageMuted(log *slog.Logger, down *atomic.Bool) *slog.Logger {
+	return slog.New(levelFilter{log.Handler(), slog.LevelDebug, down})
 }

@@ -74,14 +74,15 @@ func NewServer(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Server, error
 		}
 	}
 	runtimes := DetectRuntimes(envValue(cfg.Environ, "PATH"))
+	dbDown := &atomic.Bool{} // set by the heartbeat while the database is unreachable
+	retryLog := outageMuted(log, dbDown)
 	exec := &executor{
-		cfg: cfg, pool: pool, runtimes: runtimes, key: key, log: log,
+		cfg: cfg, pool: pool, runtimes: runtimes, key: key, log: log, retryLog: retryLog,
 		slots:     make(chan struct{}, cfg.MaxConcurrentExecutions),
-		completer: newCompleter(cfg.WorkerName, pool, log),
+		completer: newCompleter(cfg.WorkerName, pool, log, retryLog),
 		stopping:  make(chan struct{}),
 		riverID:   riverID(cfg.WorkerName),
 	}
-	dbDown := &atomic.Bool{}
 	workers := river.NewWorkers()
 	if err := river.AddWorkerSafely[jobs.ExecutionArgs](workers, exec); err != nil {
 		return nil, fmt.Errorf("error registering the execution worker: %w", err)
@@ -116,6 +117,11 @@ func NewServer(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Server, error
 		sensors: newSensorSupervisor(cfg, pool, log, runtimes), pruner: &pruner{pool: pool, retention: cfg.Retention, log: log},
 		wakes: &wakeListener{exec: exec, pool: pool, log: log}}, nil
 }
+
+// OutageMuted is log, silent while this replica's heartbeat finds the
+// database unreachable: for what would otherwise repeat the outage every
+// few seconds (River UI's refreshing queries), the heartbeat having said it.
+func (s *Server) OutageMuted(log *slog.Logger) *slog.Logger { return outageMuted(log, s.dbDown) }
 
 // Client is the replica's River client.
 func (s *Server) Client() *river.Client[pgx.Tx] { return s.client }
