@@ -9,6 +9,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+
+	"github.com/attune-system/attune/schema"
 )
 
 // Execution statuses (Attune's).
@@ -127,25 +130,35 @@ func Cancel(ctx context.Context, pool *pgxpool.Pool, id int64) (string, error) {
 		return "", err
 	}
 	var status string
-	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		// attune.cancel_execution (schema/migrations/005_state_machine.sql)
-		// locks the row and moves it; River's cancel, in the same
-		// transaction, reaches the replica running it.
-		var jobID *int64
-		var changed bool
-		err := tx.QueryRow(ctx, "SELECT status, job_id, changed FROM attune.cancel_execution($1)", id).Scan(&status, &jobID, &changed)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("%w: %d (attune execution list shows recent ones)", ErrNotFound, id)
-		}
-		if err != nil {
-			return fmt.Errorf("error cancelling execution %d: %w", id, err)
-		}
-		if changed && jobID != nil {
-			if _, err := client.JobCancelTx(ctx, tx, *jobID); err != nil {
-				return fmt.Errorf("error cancelling River job %d: %w", *jobID, err)
-			}
-		}
-		return nil
+	// The cancel may meet an admission or River's write of a snooze on the
+	// same rows, through the policies' triggers, and be the one PostgreSQL
+	// picks to break a deadlock: the whole transaction runs again.
+	err = schema.Retry(ctx, schema.RetryPolicy{GiveUpAfter: 10 * time.Second}, func() error {
+		return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			return cancelTx(ctx, tx, client, id, &status)
+		})
 	})
 	return status, err
+}
+
+// cancelTx is one try of Cancel.
+func cancelTx(ctx context.Context, tx pgx.Tx, client *river.Client[pgx.Tx], id int64, status *string) error {
+	// attune.cancel_execution (schema/migrations/005_state_machine.sql)
+	// locks the row and moves it; River's cancel, in the same transaction,
+	// reaches the replica running it.
+	var jobID *int64
+	var changed bool
+	err := tx.QueryRow(ctx, "SELECT status, job_id, changed FROM attune.cancel_execution($1)", id).Scan(status, &jobID, &changed)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("%w: %d (attune execution list shows recent ones)", ErrNotFound, id)
+	}
+	if err != nil {
+		return fmt.Errorf("error cancelling execution %d: %w", id, err)
+	}
+	if changed && jobID != nil {
+		if _, err := client.JobCancelTx(ctx, tx, *jobID); err != nil {
+			return fmt.Errorf("error cancelling River job %d: %w", *jobID, err)
+		}
+	}
+	return nil
 }
