@@ -600,9 +600,6 @@ func redactSecrets(err error, decls packs.Params) error {
 func (w *executor) settle(ctx context.Context, job *river.Job[jobs.ExecutionArgs], c *claimed, out outcome) error {
 	out.retry = w.retries(job, out.Status) && out.Retryable && job.Attempt < job.MaxAttempts
 	s := &settlement{
-		// The row must be written even when the work context is cancelled;
-		// WithoutCancel keeps River's client in the context for JobCompleteTx.
-		ctx: context.WithoutCancel(ctx),
 		job: job,
 		id:  c.ID,
 		out: out,

@@ -73,10 +73,13 @@ func NewServer(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Server, error
 		}
 	}
 	runtimes := DetectRuntimes(envValue(cfg.Environ, "PATH"))
+	// One driver for River's client and the completer's batched job
+	// completions (completeJobs).
+	driver := riverpgxv5.New(pool)
 	exec := &executor{
 		cfg: cfg, pool: pool, runtimes: runtimes, key: key, log: log,
 		slots:     make(chan struct{}, cfg.MaxConcurrentExecutions),
-		completer: newCompleter(cfg.WorkerName, pool, log),
+		completer: newCompleter(cfg.WorkerName, pool, driver, log),
 		stopping:  make(chan struct{}),
 		riverID:   riverID(cfg.WorkerName),
 	}
@@ -93,7 +96,7 @@ func NewServer(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Server, error
 		// long for a slot goes back to the queue (executor.Work).
 		queues[name] = river.QueueConfig{MaxWorkers: 2 * cfg.MaxConcurrentExecutions}
 	}
-	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
+	client, err := river.NewClient(driver, &river.Config{
 		ID:     riverID(cfg.WorkerName),
 		Schema: schema.Name,
 		Queues: queues,
