@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -32,20 +31,17 @@ type settlement struct {
 	retried bool
 }
 
-// completer writes finished attempts in batches: several executions' rows
-// and their River jobs' completions in one transaction, each row committed
-// together with the completion of its own job. Under load the batch grows by itself
-// (requests queue while a transaction is in flight), so one commit and its
-// WAL flush serve many executions; idle, a batch is one execution and adds
-// no wait.
+// completer writes finished attempts in batches (batches, batch.go):
+// several executions' rows and their River jobs' completions in one
+// transaction, each row committed together with the completion of its own
+// job, so that one commit and its WAL flush serve many executions.
 type completer struct {
 	worker  string // this replica's name: only its own attempts are written
 	riverID string // its River client id, part of each attempt's token
 	pool    *pgxpool.Pool
 	driver  *riverpgxv5.Driver // the River client's, for completeJobs
 	log     *slog.Logger
-	reqs    chan *settlement
-	stopped chan struct{} // closed when run returns
+	batches *batches[*settlement]
 
 	// onFinish, when set, observes each final outcome once committed
 	// (benchmarks).
@@ -61,7 +57,7 @@ const maxBatch = 128
 
 func newCompleter(worker string, pool *pgxpool.Pool, driver *riverpgxv5.Driver, log *slog.Logger) *completer {
 	return &completer{worker: worker, riverID: riverID(worker), pool: pool, driver: driver, log: log,
-		reqs: make(chan *settlement, maxBatch), stopped: make(chan struct{})}
+		batches: newBatches[*settlement](maxBatch)}
 }
 
 // completerLoops is how many transactions may be in flight at once: while
@@ -69,51 +65,26 @@ func newCompleter(worker string, pool *pgxpool.Pool, driver *riverpgxv5.Driver, 
 const completerLoops = 3
 
 // run serves requests until ctx is done.
-func (c *completer) run(ctx context.Context) {
-	defer close(c.stopped)
-	var wg sync.WaitGroup
-	for range completerLoops {
-		wg.Go(func() { c.loop(ctx) })
-	}
-	wg.Wait()
-}
+func (c *completer) run(ctx context.Context) { c.batches.run(ctx, completerLoops, maxBatch, c.serve) }
 
-func (c *completer) loop(ctx context.Context) {
-	for {
-		var first *settlement
-		select {
-		case first = <-c.reqs:
-		case <-ctx.Done():
-			return
-		}
-		batch := []*settlement{first}
-	fill:
-		for len(batch) < maxBatch {
-			select {
-			case s := <-c.reqs:
-				batch = append(batch, s)
-			default:
-				break fill
-			}
-		}
-		err := c.write(ctx, batch)
-		if err == nil {
-			for _, s := range batch {
-				c.finish(s, nil)
-			}
-			continue
-		}
-		// One bad row must not fail the others: write them one by one.
+func (c *completer) serve(ctx context.Context, batch []*settlement) {
+	err := c.write(ctx, batch)
+	if err == nil {
 		for _, s := range batch {
-			err := err
-			if len(batch) > 1 {
-				err = c.write(ctx, []*settlement{s})
-			}
-			if err != nil && !schema.Transient(err) {
-				err = c.writeBare(ctx, s, err)
-			}
-			c.finish(s, err)
+			c.finish(s, nil)
 		}
+		return
+	}
+	// One bad row must not fail the others: write them one by one.
+	for _, s := range batch {
+		err := err
+		if len(batch) > 1 {
+			err = c.write(ctx, []*settlement{s})
+		}
+		if err != nil && !schema.Transient(err) {
+			err = c.writeBare(ctx, s, err)
+		}
+		c.finish(s, err)
 	}
 }
 
@@ -145,23 +116,11 @@ func (c *completer) writeBare(ctx context.Context, s *settlement, cause error) e
 // submit queues s and waits for its transaction.
 func (c *completer) submit(s *settlement) error {
 	s.done = make(chan error, 1)
-	select {
-	case c.reqs <- s:
-	case <-c.stopped:
+	err, ok := call(c.batches, s, s.done)
+	if !ok {
 		return errCompleterStopped
 	}
-	select {
-	case err := <-s.done:
-		return err
-	case <-c.stopped:
-		// run may have written it on its way out.
-		select {
-		case err := <-s.done:
-			return err
-		default:
-			return errCompleterStopped
-		}
-	}
+	return err
 }
 
 // write commits batch. While the database is unreachable it waits for it,

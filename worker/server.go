@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -59,8 +60,10 @@ type Server struct {
 
 	stopHeartbeat context.CancelFunc
 	heartbeatDone chan struct{}
-	stopCompleter context.CancelFunc
-	completerDone chan struct{}
+	// stopBatches ends the claimer and the completer; batchesDone is closed
+	// once both have returned.
+	stopBatches context.CancelFunc
+	batchesDone chan struct{}
 }
 
 // NewServer prepares a replica; Start runs it.
@@ -80,6 +83,7 @@ func NewServer(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Server, error
 		cfg: cfg, pool: pool, runtimes: runtimes, key: key, log: log,
 		slots:     make(chan struct{}, cfg.MaxConcurrentExecutions),
 		completer: newCompleter(cfg.WorkerName, pool, driver, log),
+		claimer:   newClaimer(cfg.WorkerName, pool),
 		stopping:  make(chan struct{}),
 		riverID:   riverID(cfg.WorkerName),
 	}
@@ -180,18 +184,21 @@ func (s *Server) Start(ctx context.Context) error {
 		s.release(ctx)
 		return err
 	}
-	cctx, cancelCompleter := context.WithCancel(context.WithoutCancel(ctx))
-	s.stopCompleter = cancelCompleter
-	s.completerDone = make(chan struct{})
+	bctx, stopBatches := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopBatches = stopBatches
+	s.batchesDone = make(chan struct{})
 	go func() {
-		defer close(s.completerDone)
-		s.exec.completer.run(cctx)
+		defer close(s.batchesDone)
+		var wg sync.WaitGroup
+		wg.Go(func() { s.exec.claimer.run(bctx) })
+		s.exec.completer.run(bctx)
+		wg.Wait()
 	}()
 	// River hard-stops (cancels running work) when its Start context ends;
 	// ctx ends at the first SIGTERM, and Stop decides when to cancel.
 	if err := s.client.Start(context.WithoutCancel(ctx)); err != nil {
-		cancelCompleter()
-		<-s.completerDone
+		stopBatches()
+		<-s.batchesDone
 		s.release(ctx)
 		return fmt.Errorf("error starting River: %w", err)
 	}
@@ -226,10 +233,10 @@ func (s *Server) Stop(ctx context.Context) error {
 		defer cancel()
 		err = s.client.StopAndCancel(hardCtx)
 	}
-	// Every Work call has returned, so no result is waiting to be written.
-	if s.stopCompleter != nil {
-		s.stopCompleter()
-		<-s.completerDone
+	// Every Work call has returned, so no claim or result is waiting.
+	if s.stopBatches != nil {
+		s.stopBatches()
+		<-s.batchesDone
 	}
 	if s.stopHeartbeat != nil {
 		s.stopHeartbeat()
