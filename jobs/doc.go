@@ -11,12 +11,12 @@
 // An execution's status (attune.execution.status) changes only in the SQL
 // functions of schema/migrations/005_state_machine.sql, as amended by
 // 009_settle.sql (and 015_claim_many.sql, whose claim_many claims many
-// executions in one statement, claim being claim_many of one); Go calls
-// them. The state machine's files are also the only place attune reads or
-// writes River's tables. Where River's job moves with the execution, the
-// caller uses River's API in the same transaction: InsertManyTx to
-// enqueue, JobCompleteTx (the worker: the same statement for a batch) when
-// a result is final, JobCancelTx to cancel.
+// executions in one statement, each with claim); Go calls them. The state
+// machine's files are also the only place attune reads or writes River's
+// tables. Where River's job moves with the execution, the caller uses
+// River's API in the same transaction: InsertManyTx to enqueue,
+// JobCompleteTx (the worker: the same statement for a batch) when a
+// result is final, JobCancelTx to cancel.
 //
 //	status     meaning                                 moved by (SQL function, Go caller) → to
 //	---------  --------------------------------------  --------------------------------------------------
