@@ -10,11 +10,13 @@
 //
 // An execution's status (attune.execution.status) changes only in the SQL
 // functions of schema/migrations/005_state_machine.sql, as amended by
-// 009_settle.sql; Go calls them. Those two files are also the only place
-// attune reads or writes River's tables. Where
-// River's job moves with the execution, the caller uses River's API in the
-// same transaction: InsertManyTx to enqueue, JobCompleteTx when a result is
-// final, JobCancelTx to cancel.
+// 009_settle.sql (and 017_claim_many.sql, whose claim_many claims many
+// executions in one statement, each with claim); Go calls them. The state
+// machine's files are also the only place attune reads or writes River's
+// tables. Where River's job moves with the execution, the caller uses
+// River's API in the same transaction: InsertManyTx to enqueue,
+// JobCompleteTx (the worker: the same statement for a batch) when a
+// result is final, JobCancelTx to cancel.
 //
 //	status     meaning                                 moved by (SQL function, Go caller) → to
 //	---------  --------------------------------------  --------------------------------------------------
@@ -48,7 +50,8 @@
 //	           no retry was left
 //
 // Policies (schema/migrations/011_policy.sql) hold a queued execution
-// before claim: policy_admit (worker) keeps it requested or scheduled, with
+// before claim (claim_many leaves a policy's execution unclaimed until the
+// worker has asked): policy_admit (worker) keeps it requested or scheduled, with
 // attune.execution.waiting_reason saying why, while its concurrency or rate
 // limit is reached, or moves it requested → cancelled under on_limit:
 // cancel. A trigger frees its concurrency slot on any move out of running.

@@ -194,3 +194,106 @@ func TestClaimAgainAfterLostReply(t *testing.T) {
 func TestStatusesListed(t *testing.T) {
 	require.ElementsMatch(t, allStatuses, jobs.Statuses)
 }
+
+// TestClaimMany checks attune.claim_many (schema/migrations/017_claim_many.sql):
+// each row claims as claim does, and an execution whose action or pack has
+// a policy that policy_admit decides is left unclaimed, flagged, until the
+// worker says it has been admitted.
+func TestClaimMany(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	_, err := b.pool.Exec(b.ctx, `INSERT INTO attune.worker (name, hostname, pid, status) VALUES ('w', 'h', 1, 'active')`)
+	require.NoError(t, err)
+	type queued struct{ id, job int64 }
+	enqueue := func(ref, params string) queued {
+		t.Helper()
+		id, err := sqlEnqueue(b.ctx, b.pool, ref, params, `{}`)
+		require.NoError(t, err)
+		q := queued{id: id}
+		require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT job_id FROM attune.execution WHERE id = $1", id).Scan(&q.job))
+		return q
+	}
+	setPolicy := func(table, ref, policy string) {
+		t.Helper()
+		_, err := b.pool.Exec(b.ctx, "UPDATE attune."+table+" SET policy = $2 WHERE ref = $1", ref, policy)
+		require.NoError(t, err)
+	}
+	// claimMany claims qs (attempt 1, admitted as given) and returns, per
+	// River job, whether the row came back flagged must_admit.
+	claimMany := func(qs []queued, admitted bool) map[int64]bool {
+		t.Helper()
+		var ids, jobIDs []int64
+		var attempts []int
+		var adm []bool
+		for _, q := range qs {
+			ids, jobIDs, attempts, adm = append(ids, q.id), append(jobIDs, q.job), append(attempts, 1), append(adm, admitted)
+		}
+		rows, err := b.pool.Query(b.ctx, "SELECT job_id, must_admit, action_ref FROM attune.claim_many($1, $2, $3, $4, 'w')",
+			ids, attempts, jobIDs, adm)
+		require.NoError(t, err)
+		got := map[int64]bool{}
+		for rows.Next() {
+			var job int64
+			var mustAdmit bool
+			var ref *string
+			require.NoError(t, rows.Scan(&job, &mustAdmit, &ref))
+			require.Equal(t, mustAdmit, ref == nil, "a flagged row carries nothing else; a claimed one its action")
+			got[job] = mustAdmit
+		}
+		require.NoError(t, rows.Err())
+		return got
+	}
+	status := func(q queued) string {
+		t.Helper()
+		e, err := jobs.Get(b.ctx, b.pool, q.id)
+		require.NoError(t, err)
+		return e.Status
+	}
+
+	// No policy, or one admission has nothing to do with (retention, a
+	// retry without "on"): claimed in the first statement.
+	plain := enqueue("t.noop", `{}`)
+	setPolicy("action", "t.fail", `{"retention": "3600000ms", "retry": {"max": 2, "delay": "1000ms", "backoff": "constant"}}`)
+	retried := enqueue("t.fail", `{}`)
+	// A concurrency limit, a retry policy's "on" (admission returns it) and
+	// a pack's limit go through admission first.
+	setPolicy("action", "t.params", `{"concurrency": {"limit": 1, "on_limit": "queue"}}`)
+	limited := enqueue("t.params", `{"n": 1}`)
+	setPolicy("action", "t.hang", `{"retry": {"max": 1, "backoff": "constant", "on": ["timeout"]}}`)
+	retryOn := enqueue("t.hang", `{"pidfile": "/nonexistent"}`)
+	// Another job than the execution's claims nothing, as with claim.
+	stale := enqueue("t.noop", `{}`)
+	stale.job = plain.job
+
+	got := claimMany([]queued{plain, retried, limited, retryOn, stale}, false)
+	require.Equal(t, map[int64]bool{plain.job: false, retried.job: false, limited.job: true, retryOn.job: true}, got)
+	require.Equal(t, jobs.StatusRunning, status(plain))
+	require.Equal(t, jobs.StatusRunning, status(retried))
+	require.Equal(t, jobs.StatusRequested, status(limited), "flagged: not claimed")
+	require.Equal(t, jobs.StatusRequested, status(retryOn), "flagged: not claimed")
+	require.Equal(t, jobs.StatusRequested, status(stale))
+
+	// Admitted, they are claimed.
+	require.Equal(t, map[int64]bool{limited.job: false, retryOn.job: false}, claimMany([]queued{limited, retryOn}, true))
+	require.Equal(t, jobs.StatusRunning, status(limited))
+	require.Equal(t, jobs.StatusRunning, status(retryOn))
+	// The same attempt again, by the same worker, is the same claim (its
+	// reply lost: TestClaimAgainAfterLostReply); by another worker, nothing.
+	require.Equal(t, map[int64]bool{plain.job: false}, claimMany([]queued{plain}, false))
+	_, err = b.pool.Exec(b.ctx, `INSERT INTO attune.worker (name, hostname, pid, status) VALUES ('w-other', 'h', 2, 'active')`)
+	require.NoError(t, err)
+	var others int
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM attune.claim_many($1, $2, $3, $4, 'w-other')",
+		[]int64{plain.id}, []int{1}, []int64{plain.job}, []bool{false}).Scan(&others))
+	require.Zero(t, others, "another worker at the same attempt")
+
+	setPolicy("pack", "t", `{"concurrency": {"limit": 3, "on_limit": "queue"}}`)
+	inPack := enqueue("t.noop", `{}`)
+	require.Equal(t, map[int64]bool{inPack.job: true}, claimMany([]queued{inPack}, false), "the pack's limit")
+
+	// A worker marked inactive claims nothing.
+	_, err = b.pool.Exec(b.ctx, "UPDATE attune.worker SET status = 'inactive' WHERE name = 'w'")
+	require.NoError(t, err)
+	require.Empty(t, claimMany([]queued{inPack}, true))
+	require.Equal(t, jobs.StatusRequested, status(inPack))
+}

@@ -5,13 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
 
 	"github.com/attune-system/attune/jobs"
 	"github.com/attune-system/attune/schema"
@@ -19,7 +20,6 @@ import (
 
 // settlement is one finished attempt waiting to be written.
 type settlement struct {
-	ctx  context.Context // the job's work context, for River's client
 	job  *river.Job[jobs.ExecutionArgs]
 	id   int64
 	out  outcome
@@ -31,21 +31,19 @@ type settlement struct {
 	retried bool
 }
 
-// completer writes finished attempts in batches: several executions' rows
-// and their River completions in one transaction, each row still committed
-// together with its own JobCompleteTx. Under load the batch grows by itself
-// (requests queue while a transaction is in flight), so one commit and its
-// WAL flush serve many executions; idle, a batch is one execution and adds
-// no wait.
+// completer writes finished attempts in batches (batches, batch.go):
+// several executions' rows and their River jobs' completions in one
+// transaction, each row committed together with the completion of its own
+// job, so that one commit and its WAL flush serve many executions.
 type completer struct {
 	worker  string // this replica's name: only its own attempts are written
 	riverID string // its River client id, part of each attempt's token
 	pool    *pgxpool.Pool
+	driver  *riverpgxv5.Driver // the River client's, for completeJobs
 	log     *slog.Logger
 	// retryLog is log muted during an outage, for the retries' warnings.
 	retryLog *slog.Logger
-	reqs     chan *settlement
-	stopped  chan struct{} // closed when run returns
+	batches  *batches[*settlement]
 
 	// onFinish, when set, observes each final outcome once committed
 	// (benchmarks).
@@ -59,9 +57,9 @@ var errCompleterStopped = errors.New("replica stopped before the result was writ
 
 const maxBatch = 128
 
-func newCompleter(worker string, pool *pgxpool.Pool, log, retryLog *slog.Logger) *completer {
-	return &completer{worker: worker, riverID: riverID(worker), pool: pool, log: log, retryLog: retryLog,
-		reqs: make(chan *settlement, maxBatch), stopped: make(chan struct{})}
+func newCompleter(worker string, pool *pgxpool.Pool, driver *riverpgxv5.Driver, log, retryLog *slog.Logger) *completer {
+	return &completer{worker: worker, riverID: riverID(worker), pool: pool, driver: driver, log: log, retryLog: retryLog,
+		batches: newBatches[*settlement](maxBatch)}
 }
 
 // completerLoops is how many transactions may be in flight at once: while
@@ -69,51 +67,26 @@ func newCompleter(worker string, pool *pgxpool.Pool, log, retryLog *slog.Logger)
 const completerLoops = 3
 
 // run serves requests until ctx is done.
-func (c *completer) run(ctx context.Context) {
-	defer close(c.stopped)
-	var wg sync.WaitGroup
-	for range completerLoops {
-		wg.Go(func() { c.loop(ctx) })
-	}
-	wg.Wait()
-}
+func (c *completer) run(ctx context.Context) { c.batches.run(ctx, completerLoops, maxBatch, c.serve) }
 
-func (c *completer) loop(ctx context.Context) {
-	for {
-		var first *settlement
-		select {
-		case first = <-c.reqs:
-		case <-ctx.Done():
-			return
-		}
-		batch := []*settlement{first}
-	fill:
-		for len(batch) < maxBatch {
-			select {
-			case s := <-c.reqs:
-				batch = append(batch, s)
-			default:
-				break fill
-			}
-		}
-		err := c.write(ctx, batch)
-		if err == nil {
-			for _, s := range batch {
-				c.finish(s, nil)
-			}
-			continue
-		}
-		// One bad row must not fail the others: write them one by one.
+func (c *completer) serve(ctx context.Context, batch []*settlement) {
+	err := c.write(ctx, batch)
+	if err == nil {
 		for _, s := range batch {
-			err := err
-			if len(batch) > 1 {
-				err = c.write(ctx, []*settlement{s})
-			}
-			if err != nil && !schema.Transient(err) {
-				err = c.writeBare(ctx, s, err)
-			}
-			c.finish(s, err)
+			c.finish(s, nil)
 		}
+		return
+	}
+	// One bad row must not fail the others: write them one by one.
+	for _, s := range batch {
+		err := err
+		if len(batch) > 1 {
+			err = c.write(ctx, []*settlement{s})
+		}
+		if err != nil && !schema.Transient(err) {
+			err = c.writeBare(ctx, s, err)
+		}
+		c.finish(s, err)
 	}
 }
 
@@ -145,23 +118,11 @@ func (c *completer) writeBare(ctx context.Context, s *settlement, cause error) e
 // submit queues s and waits for its transaction.
 func (c *completer) submit(s *settlement) error {
 	s.done = make(chan error, 1)
-	select {
-	case c.reqs <- s:
-	case <-c.stopped:
+	err, ok := call(c.batches, s, s.done)
+	if !ok {
 		return errCompleterStopped
 	}
-	select {
-	case err := <-s.done:
-		return err
-	case <-c.stopped:
-		// run may have written it on its way out.
-		select {
-		case err := <-s.done:
-			return err
-		default:
-			return errCompleterStopped
-		}
-	}
+	return err
 }
 
 // write commits batch. While the database is unreachable it waits for it,
@@ -198,10 +159,10 @@ func (c *completer) write(ctx context.Context, batch []*settlement) error {
 			finished[i] = &s.out.FinishedAt
 		}
 	}
-	// The transaction runs without cancellation (River's client is in the
-	// work context, for JobCompleteTx); the retries stop with ctx. The
-	// heartbeat logs the outage, once.
-	txCtx := context.WithoutCancel(batch[0].ctx)
+	// The transaction runs without cancellation: once sent, it commits or
+	// fails as a whole. The retries stop with ctx. The heartbeat logs the
+	// outage, once.
+	txCtx := context.WithoutCancel(ctx)
 	return schema.Retry(ctx, quietRetry(c.retryLog, "writing results", "executions", ids), func() error {
 		return pgx.BeginFunc(txCtx, c.pool, func(tx pgx.Tx) error {
 			// Only this worker's current attempt is written, on its token
@@ -221,6 +182,7 @@ func (c *completer) write(ctx context.Context, batch []*settlement) error {
 			if _, err := pgx.ForEachRow(rows, []any{&id, &retry}, func() error { mine[id] = retry; return nil }); err != nil {
 				return fmt.Errorf("error writing %d execution(s): %w", n, err)
 			}
+			var final []*river.Job[jobs.ExecutionArgs]
 			for _, s := range batch {
 				retry, ok := mine[s.id]
 				s.retried = s.out.retry
@@ -232,11 +194,58 @@ func (c *completer) write(ctx context.Context, batch []*settlement) error {
 				if s.retried = retry; retry {
 					continue // River records the attempt's error and runs it again
 				}
-				if _, err := river.JobCompleteTx[*riverpgxv5.Driver](s.ctx, tx, s.job); err != nil {
-					return fmt.Errorf("error completing River job %d: %w", s.job.ID, err)
-				}
+				final = append(final, s.job)
 			}
-			return nil
+			return c.completeJobs(txCtx, tx, final)
 		})
 	})
+}
+
+// completeJobs completes River jobs in tx, all in one statement: what
+// river.JobCompleteTx does for one job (job_complete_tx.go of River
+// v0.51.2: JobSetStateIfRunningMany with JobSetStateCompleted's parameters,
+// an error when a job is not found), without a round trip per job. River's
+// own completion after Work returns nil then finds each job finished and
+// leaves it be, as it does after JobCompleteTx.
+//
+// JobCompleteTx also merges the metadata a worker recorded in its context
+// (river.RecordOutput); attune records output in its own row and calls
+// neither RecordOutput nor anything that records metadata, so there is
+// none to merge. This is River's driver interface, not its stable API:
+// check it against JobCompleteTx when River is upgraded.
+func (c *completer) completeJobs(ctx context.Context, tx pgx.Tx, batch []*river.Job[jobs.ExecutionArgs]) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	n := len(batch)
+	p := &riverdriver.JobSetStateIfRunningManyParams{
+		ID: make([]int64, n), Attempt: make([]*int, n), ErrData: make([][]byte, n),
+		FinalizedAt: make([]*time.Time, n), MetadataDoMerge: make([]bool, n), MetadataUpdates: make([][]byte, n),
+		ScheduledAt: make([]*time.Time, n), State: make([]rivertype.JobState, n),
+		Schema: schema.Name, // the River client's (NewServer)
+	}
+	now := time.Now()
+	for i, job := range batch {
+		if job.State != rivertype.JobStateRunning {
+			return fmt.Errorf("error completing River job %d: job must be running, is %s", job.ID, job.State)
+		}
+		one := riverdriver.JobSetStateCompleted(job.ID, now, nil)
+		p.ID[i], p.Attempt[i], p.ErrData[i], p.FinalizedAt[i] = one.ID, one.Attempt, one.ErrData, one.FinalizedAt
+		p.MetadataDoMerge[i], p.MetadataUpdates[i] = one.MetadataDoMerge, one.MetadataUpdates
+		p.ScheduledAt[i], p.State[i] = one.ScheduledAt, one.State
+	}
+	rows, err := c.driver.UnwrapExecutor(tx).JobSetStateIfRunningMany(ctx, p)
+	if err != nil {
+		return fmt.Errorf("error completing %d River job(s): %w", n, err)
+	}
+	found := make(map[int64]bool, len(rows))
+	for _, r := range rows {
+		found[r.ID] = true
+	}
+	for _, job := range batch {
+		if !found[job.ID] {
+			return fmt.Errorf("error completing River job %d: %w", job.ID, rivertype.ErrNotFound)
+		}
+	}
+	return nil
 }

@@ -45,6 +45,7 @@ type executor struct {
 	// ATTUNE_MAX_CONCURRENT_EXECUTIONS.
 	slots chan struct{}
 
+	claimer   *claimer
 	completer *completer
 
 	// database is the name of the database this replica works on; it tells
@@ -139,7 +140,7 @@ func (w *executor) NextRetry(job *river.Job[jobs.ExecutionArgs]) time.Time {
 	return time.Now().Add(time.Duration(job.Attempt) * time.Second)
 }
 
-// claimed is what one query returns when an execution starts.
+// claimed is what the claim returns when an execution starts (claim.go).
 type claimed struct {
 	ID                int64
 	Attempt           int
@@ -163,10 +164,6 @@ type claimed struct {
 	Updated           time.Time
 	Sealed            []jobs.SealedSecret
 }
-
-// claimSQL marks the execution running and reads everything needed to
-// start it in one round trip (schema/migrations/005_state_machine.sql).
-const claimSQL = `SELECT * FROM attune.claim($1, $2, $3, $4)`
 
 // maxSlotWait is how long a fetched job waits for a free process slot
 // before it goes back to the queue for other replicas.
@@ -216,14 +213,15 @@ func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs])
 		<-w.slots
 		return river.JobSnooze(time.Second)
 	}
-	if done, err := w.admit(ctx, job); done { // policies (policy.go); admit gave the slot back
-		return err
+	c, mustAdmit, err := w.claim(ctx, job, false)
+	if err == nil && mustAdmit {
+		// The action or its pack has a policy (schema/migrations/011_policy.sql,
+		// 016_policy_fixes.sql): it decides before the claim.
+		if done, err := w.admit(ctx, job); done { // admit gave the slot back
+			return err
+		}
+		c, _, err = w.claim(ctx, job, true)
 	}
-	var c *claimed
-	err := schema.Retry(ctx, quietRetry(w.retryLog, "claiming an execution", "id", job.Args.ExecutionID), func() (err error) {
-		c, err = w.claim(context.WithoutCancel(ctx), job)
-		return err
-	})
 	var derr *decodeError
 	switch {
 	case errors.As(err, &derr):
@@ -286,37 +284,6 @@ func (e *decodeError) Error() string {
 }
 
 func (e *decodeError) Unwrap() error { return e.err }
-
-func (w *executor) claim(ctx context.Context, job *river.Job[jobs.ExecutionArgs]) (*claimed, error) {
-	c := &claimed{ID: job.Args.ExecutionID, Attempt: job.Attempt}
-	var params, secretParams, decls, resultSchema, sealed []byte
-	err := w.pool.QueryRow(ctx, claimSQL, c.ID, w.cfg.WorkerName, job.Attempt, job.ID).Scan(
-		&c.MaxAttempts, &c.ActionRef, &c.PackRef, &c.RunnerType, &c.Path, &params, &secretParams, &decls,
-		&resultSchema, &c.TimeoutSeconds, &c.ActionTimeout, &c.ParameterDelivery, &c.ParameterFormat,
-		&c.OutputFormat, &c.RuleRef, &c.TriggerRef, &c.Updated, &sealed)
-	if err != nil {
-		return nil, err
-	}
-	for _, f := range []struct {
-		b []byte
-		v any
-	}{{params, &c.Parameters}, {secretParams, &c.SecretParams}, {decls, &c.Decls}, {resultSchema, &c.ResultSchema}, {sealed, &c.Sealed}} {
-		if len(f.b) == 0 {
-			continue
-		}
-		if f.v == &c.SecretParams && jobs.Sealed(f.b) {
-			c.SealedParams = f.b
-			continue
-		}
-		// json.Number: jsonb keeps every digit of a number, so must we.
-		dec := json.NewDecoder(bytes.NewReader(f.b))
-		dec.UseNumber()
-		if err := dec.Decode(f.v); err != nil {
-			return c, &decodeError{err}
-		}
-	}
-	return c, nil
-}
 
 // notRunnable completes the River job of an execution that must not run:
 // cancelled while queued, already finished, carried by another job now, or
@@ -636,9 +603,6 @@ func redactSecrets(err error, decls packs.Params) error {
 func (w *executor) settle(ctx context.Context, job *river.Job[jobs.ExecutionArgs], c *claimed, out outcome) error {
 	out.retry = w.retries(job, out.Status) && out.Retryable && job.Attempt < job.MaxAttempts
 	s := &settlement{
-		// The row must be written even when the work context is cancelled;
-		// WithoutCancel keeps River's client in the context for JobCompleteTx.
-		ctx: context.WithoutCancel(ctx),
 		job: job,
 		id:  c.ID,
 		out: out,

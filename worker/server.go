@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -60,8 +61,10 @@ type Server struct {
 
 	stopHeartbeat context.CancelFunc
 	heartbeatDone chan struct{}
-	stopCompleter context.CancelFunc
-	completerDone chan struct{}
+	// stopBatches ends the claimer and the completer; batchesDone is closed
+	// once both have returned.
+	stopBatches context.CancelFunc
+	batchesDone chan struct{}
 }
 
 // NewServer prepares a replica; Start runs it.
@@ -76,10 +79,14 @@ func NewServer(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Server, error
 	runtimes := DetectRuntimes(envValue(cfg.Environ, "PATH"))
 	dbDown := &atomic.Bool{} // set by the heartbeat while the database is unreachable
 	retryLog := outageMuted(log, dbDown)
+	// One driver for River's client and the completer's batched job
+	// completions (completeJobs).
+	driver := riverpgxv5.New(pool)
 	exec := &executor{
 		cfg: cfg, pool: pool, runtimes: runtimes, key: key, log: log, retryLog: retryLog,
 		slots:     make(chan struct{}, cfg.MaxConcurrentExecutions),
-		completer: newCompleter(cfg.WorkerName, pool, log, retryLog),
+		completer: newCompleter(cfg.WorkerName, pool, driver, log, retryLog),
+		claimer:   newClaimer(cfg.WorkerName, pool),
 		stopping:  make(chan struct{}),
 		riverID:   riverID(cfg.WorkerName),
 	}
@@ -95,7 +102,7 @@ func NewServer(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Server, error
 		// long for a slot goes back to the queue (executor.Work).
 		queues[name] = river.QueueConfig{MaxWorkers: 2 * cfg.MaxConcurrentExecutions}
 	}
-	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
+	client, err := river.NewClient(driver, &river.Config{
 		ID:     riverID(cfg.WorkerName),
 		Schema: schema.Name,
 		Queues: queues,
@@ -185,20 +192,23 @@ func (s *Server) Start(ctx context.Context) error {
 		s.release(ctx)
 		return err
 	}
-	cctx, cancelCompleter := context.WithCancel(context.WithoutCancel(ctx))
-	s.stopCompleter = cancelCompleter
-	s.completerDone = make(chan struct{})
+	bctx, stopBatches := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopBatches = stopBatches
+	s.batchesDone = make(chan struct{})
 	go func() {
-		defer close(s.completerDone)
-		s.exec.completer.run(cctx)
+		defer close(s.batchesDone)
+		var wg sync.WaitGroup
+		wg.Go(func() { s.exec.claimer.run(bctx) })
+		s.exec.completer.run(bctx)
+		wg.Wait()
 	}()
 	s.wakes.start(ctx) // policy.go: concurrency waiters woken in process
 	// River hard-stops (cancels running work) when its Start context ends;
 	// ctx ends at the first SIGTERM, and Stop decides when to cancel.
 	if err := s.client.Start(context.WithoutCancel(ctx)); err != nil {
 		s.wakes.stop()
-		cancelCompleter()
-		<-s.completerDone
+		stopBatches()
+		<-s.batchesDone
 		s.release(ctx)
 		return fmt.Errorf("error starting River: %w", err)
 	}
@@ -233,12 +243,12 @@ func (s *Server) Stop(ctx context.Context) error {
 		defer cancel()
 		err = s.client.StopAndCancel(hardCtx)
 	}
-	// Every Work call has returned, so no result is waiting to be written
-	// and no admission waits for a wake-up.
+	// Every Work call has returned, so no claim or result is waiting and no
+	// admission waits for a wake-up.
 	s.wakes.stop()
-	if s.stopCompleter != nil {
-		s.stopCompleter()
-		<-s.completerDone
+	if s.stopBatches != nil {
+		s.stopBatches()
+		<-s.batchesDone
 	}
 	if s.stopHeartbeat != nil {
 		s.stopHeartbeat()

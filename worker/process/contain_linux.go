@@ -367,11 +367,19 @@ func inAttuneCgroup(pid int) bool {
 }
 
 // forEachAdopted calls fn for each child of ours that no Start registered
-// as a leader.
+// as a leader. Children hang off the thread that forked them (adopted ones
+// off any live thread), so every thread's children file is read: listed
+// once, not globbed, which would read each thread's directory too, twice
+// per process run.
 func forEachAdopted(fn func(procID, stat)) {
-	tasks, _ := filepath.Glob("/proc/self/task/*/children")
-	for _, t := range tasks {
-		b, err := os.ReadFile(t)
+	d, err := os.Open("/proc/self/task")
+	if err != nil {
+		return
+	}
+	tids, _ := d.Readdirnames(-1)
+	_ = d.Close()
+	for _, tid := range tids {
+		b, err := os.ReadFile("/proc/self/task/" + tid + "/children")
 		if err != nil {
 			continue
 		}
