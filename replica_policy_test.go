@@ -137,8 +137,8 @@ func TestReplicaConcurrencyLimit(t *testing.T) {
 	t.Parallel()
 	b := setupReplicas(t, schematest.URL(t))
 	b.addPack(t, "q", policyPack)
-	b.start(t, "replica-a")
-	b.start(t, "replica-b")
+	b.start(t, "replica-a", notFencing)
+	b.start(t, "replica-b", notFencing)
 
 	start := time.Now()
 	ids := b.enqueueN(t, 20, "q.limit2", func(int) map[string]any { return map[string]any{} })
@@ -159,8 +159,8 @@ func TestReplicaConcurrencyPerKeyAndPack(t *testing.T) {
 	t.Parallel()
 	b := setupReplicas(t, schematest.URL(t))
 	b.addPack(t, "q", policyPack)
-	b.start(t, "replica-a")
-	b.start(t, "replica-b")
+	b.start(t, "replica-a", notFencing)
+	b.start(t, "replica-b", notFencing)
 
 	// Keyed limit 1, two keys: one per key, two overall.
 	start := time.Now()
@@ -221,8 +221,8 @@ func TestReplicaThroughputWithLimit(t *testing.T) {
 	}
 	b := setupReplicas(t, schematest.URL(t))
 	b.addPack(t, "z", trivialPack)
-	b.start(t, "replica-a")
-	b.start(t, "replica-b")
+	b.start(t, "replica-a", notFencing)
+	b.start(t, "replica-b", notFencing)
 	n := 2000
 	if v := os.Getenv("ATTUNE_MEASURE_N"); v != "" {
 		n, _ = strconv.Atoi(v)
