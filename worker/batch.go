@@ -3,13 +3,14 @@ package worker
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // batches is the group commit of the completer and the claimer: Work calls
-// queue requests, and each of a few loops takes the first waiting, then
-// whatever else is queued (up to max), and serves them all in one round
-// trip. Under load a batch grows by itself (requests queue while a round
-// trip is in flight); idle, a batch is one request and adds no wait.
+// queue requests, and a loop takes the first waiting, then whatever else is
+// queued (up to max), and serves them all in one round trip. Under load a
+// batch grows by itself (requests queue while a round trip is in flight);
+// idle, a batch is one request and adds no wait.
 type batches[T any] struct {
 	reqs    chan T
 	stopped chan struct{} // closed when run returns
@@ -22,16 +23,34 @@ func newBatches[T any](max int) *batches[T] {
 // run serves batches of at most max requests with loops goroutines until
 // ctx is done. A batch taken is served to the end: serve answers every
 // request of it before its loop looks at ctx again.
-func (b *batches[T]) run(ctx context.Context, loops, max int, serve func(ctx context.Context, batch []T)) {
+//
+// With stagger, one loop serves at a time, so that what arrives during its
+// round trips queues for the next batch instead of starting a round trip
+// of its own; the next loop may start once a batch has taken stagger (a
+// lock wait, a slow flush, an outage), so that one slow batch does not
+// hold back the rest.
+func (b *batches[T]) run(ctx context.Context, loops, max int, stagger time.Duration, serve func(ctx context.Context, batch []T)) {
 	defer close(b.stopped)
+	turn := make(chan struct{}, 1) // held by the loop serving, when staggered
+	turn <- struct{}{}
 	var wg sync.WaitGroup
 	for range loops {
 		wg.Go(func() {
 			for {
+				if stagger > 0 {
+					select {
+					case <-turn:
+					case <-ctx.Done():
+						return
+					}
+				}
 				var first T
 				select {
 				case first = <-b.reqs:
 				case <-ctx.Done():
+					if stagger > 0 {
+						turn <- struct{}{}
+					}
 					return
 				}
 				batch := []T{first}
@@ -44,7 +63,16 @@ func (b *batches[T]) run(ctx context.Context, loops, max int, serve func(ctx con
 						break fill
 					}
 				}
+				if stagger == 0 {
+					serve(ctx, batch)
+					continue
+				}
+				var once sync.Once
+				pass := func() { once.Do(func() { turn <- struct{}{} }) }
+				t := time.AfterFunc(stagger, pass)
 				serve(ctx, batch)
+				t.Stop()
+				pass()
 			}
 		})
 	}

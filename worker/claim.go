@@ -76,7 +76,7 @@ type claimRow struct {
 }
 
 // run serves claims until ctx is done.
-func (c *claimer) run(ctx context.Context) { c.batches.run(ctx, claimerLoops, maxBatch, c.serve) }
+func (c *claimer) run(ctx context.Context) { c.batches.run(ctx, claimerLoops, maxBatch, 0, c.serve) }
 
 // claim asks for job's claim and waits for its batch: the row, nil when the
 // execution may not run.

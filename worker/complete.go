@@ -62,12 +62,22 @@ func newCompleter(worker string, pool *pgxpool.Pool, driver *riverpgxv5.Driver, 
 		batches: newBatches[*settlement](maxBatch)}
 }
 
-// completerLoops is how many transactions may be in flight at once: while
-// one batch waits on its round trips, the next fills and commits.
-const completerLoops = 3
+// completerLoops is how many transactions may be in flight at once, and
+// completerStagger how long one runs before the next may start: normally
+// one at a time, so that the results finishing during a transaction's
+// round trips and flush share the next one (each transaction costs
+// PostgreSQL a plan of River's completion statement and a WAL flush,
+// whatever its size); a transaction waiting on a row lock or a slow disk
+// holds back the others no longer than that.
+const (
+	completerLoops   = 3
+	completerStagger = 20 * time.Millisecond
+)
 
 // run serves requests until ctx is done.
-func (c *completer) run(ctx context.Context) { c.batches.run(ctx, completerLoops, maxBatch, c.serve) }
+func (c *completer) run(ctx context.Context) {
+	c.batches.run(ctx, completerLoops, maxBatch, completerStagger, c.serve)
+}
 
 func (c *completer) serve(ctx context.Context, batch []*settlement) {
 	err := c.write(ctx, batch)

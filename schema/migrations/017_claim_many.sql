@@ -76,8 +76,10 @@ END $$;
 -- arrays, its generic plan (planned once per connection, while the tables
 -- may still be small) drove the update from the partial indexes on status
 -- and read every unfinished execution, the whole queue, for each batch it
--- wrote. Each row's statements here look the execution and its River job up
--- by primary key.
+-- wrote. Each row's statement here looks the execution and its River job
+-- up by primary key. The secret parameters of a row made final go as
+-- before, by the trigger execution_secret_until_final (008_secrets.sql),
+-- which 009's own delete duplicated.
 CREATE OR REPLACE FUNCTION attune.settle(
     ids bigint[], job_ids bigint[], attempts integer[], statuses text[], results jsonb[], exit_codes integer[],
     stdouts text[], stderrs text[], stdout_truncated boolean[], stderr_truncated boolean[],
@@ -116,9 +118,8 @@ BEGIN
                  OR e.status IN ('requested', 'scheduled'))
         RETURNING e.id, e.status = 'requested' INTO w_id, w_retry;
         CONTINUE WHEN NOT FOUND;
-        IF NOT w_retry THEN
-            DELETE FROM attune.execution_secret s WHERE s.execution_id = w_id;
-        END IF;
+        -- A final row's secret parameters go with it: the trigger
+        -- execution_secret_until_final (008_secrets.sql) deletes them.
         id := w_id;
         retry := w_retry;
         RETURN NEXT;
