@@ -114,6 +114,7 @@ output_format: text
 	"yaml80k.yaml": `name: yaml80k
 entry_point: yaml80k.sh
 output_format: yaml
+timeout_seconds: 120
 `,
 	"yaml80k.sh": "seq 1 80000 | awk '{print \"key-number-\" $1 \": \" $1}'\n",
 	"flood.yaml": `name: flood
