@@ -137,8 +137,8 @@ func TestReplicaConcurrencyLimit(t *testing.T) {
 	t.Parallel()
 	b := setupReplicas(t, schematest.URL(t))
 	b.addPack(t, "q", policyPack)
-	b.start(t, "replica-a", notFencing)
-	b.start(t, "replica-b", notFencing)
+	b.start(t, "replica-a")
+	b.start(t, "replica-b")
 
 	start := time.Now()
 	ids := b.enqueueN(t, 20, "q.limit2", func(int) map[string]any { return map[string]any{} })
@@ -159,8 +159,8 @@ func TestReplicaConcurrencyPerKeyAndPack(t *testing.T) {
 	t.Parallel()
 	b := setupReplicas(t, schematest.URL(t))
 	b.addPack(t, "q", policyPack)
-	b.start(t, "replica-a", notFencing)
-	b.start(t, "replica-b", notFencing)
+	b.start(t, "replica-a")
+	b.start(t, "replica-b")
 
 	// Keyed limit 1, two keys: one per key, two overall.
 	start := time.Now()
@@ -191,7 +191,7 @@ func TestReplicaConcurrencySlotFreedByReaper(t *testing.T) {
 	t.Parallel()
 	b := setupReplicas(t, schematest.URL(t))
 	b.addPack(t, "q", policyPack)
-	a := b.start(t, "replica-a")
+	a := b.start(t, "replica-a", fastReap)
 
 	holder := b.enqueue(t, "q.per_host", map[string]any{"host": "h", "seconds": 60})
 	b.eventually(t, 30*time.Second, "the holder runs", func() bool { return b.execution(t, holder).Status == "running" })
@@ -206,7 +206,7 @@ func TestReplicaConcurrencySlotFreedByReaper(t *testing.T) {
 
 	a.signal(syscall.SIGKILL)
 	a.exited(t, 10*time.Second)
-	b.start(t, "replica-b")
+	b.start(t, "replica-b", fastReap)
 	// B reaps A (stale after 3 s): the holder is abandoned, its slot freed,
 	// the waiter runs.
 	b.eventually(t, 30*time.Second, "the waiter completed", func() bool { return b.execution(t, waiter).Status == "completed" })
@@ -221,8 +221,8 @@ func TestReplicaThroughputWithLimit(t *testing.T) {
 	}
 	b := setupReplicas(t, schematest.URL(t))
 	b.addPack(t, "z", trivialPack)
-	b.start(t, "replica-a", notFencing)
-	b.start(t, "replica-b", notFencing)
+	b.start(t, "replica-a")
+	b.start(t, "replica-b")
 	n := 2000
 	if v := os.Getenv("ATTUNE_MEASURE_N"); v != "" {
 		n, _ = strconv.Atoi(v)

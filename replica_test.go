@@ -120,11 +120,12 @@ func setupReplicas(t *testing.T, url string) *replicaBundle {
 	return b
 }
 
-// notFencing gives a replica the default's long stale window, for tests
-// about something else than a silent heartbeat: with the tests' 3 s (the
-// fence at 1.5 s), a heartbeat held up on a loaded machine fences the
-// replica and abandons what it runs, which is right, but not what they test.
-const notFencing = "ATTUNE_WORKER_STALE_AFTER=15s"
+// fastReap gives a replica the short stale window (3 s: its fence at
+// 1.5 s, its reaping of others after 3 s), for the tests of a dead, frozen
+// or fenced replica. The others keep the default's 15 s, as a heartbeat
+// held up on a loaded machine would fence a replica with 3 s and abandon
+// what it runs: right, but not what they test.
+const fastReap = "ATTUNE_WORKER_STALE_AFTER=3s"
 
 // env is the complete environment of an attune process.
 func (b *replicaBundle) env(name string, extra ...string) []string {
@@ -134,7 +135,7 @@ func (b *replicaBundle) env(name string, extra ...string) []string {
 		"ATTUNE_PACKS_DIR=" + b.packs,
 		"ATTUNE_WORKER_NAME=" + name,
 		"ATTUNE_HEARTBEAT_INTERVAL=1s",
-		"ATTUNE_WORKER_STALE_AFTER=3s",
+		"ATTUNE_WORKER_STALE_AFTER=15s", // fastReap shortens it
 		"ATTUNE_KILL_GRACE=1s",
 		"ATTUNE_LOG_FORMAT=json",
 		"ATTUNE_HTTP_ADDR=127.0.0.1:0", // replicas share this host: any free port
@@ -579,7 +580,7 @@ func TestReplicaExactlyOncePerAttempt(t *testing.T) {
 func TestKillReplicaMidExecution(t *testing.T) {
 	t.Parallel()
 	b := setupReplicas(t, schematest.URL(t))
-	a := b.start(t, "replica-a", "ATTUNE_MAX_CONCURRENT_EXECUTIONS=5")
+	a := b.start(t, "replica-a", "ATTUNE_MAX_CONCURRENT_EXECUTIONS=5", fastReap)
 
 	abandon := []int64{b.sleeper(t, "r.sleep", 30), b.sleeper(t, "r.sleep", 30), b.sleeper(t, "r.sleep", 30)}
 	retry := []int64{b.sleeper(t, "r.sleep_retry", 30), b.sleeper(t, "r.sleep_retry", 30)}
@@ -634,7 +635,7 @@ func TestKillReplicaMidExecution(t *testing.T) {
 	for _, id := range abandon {
 		require.NotEmpty(t, workDirs(id), "the killed replica left its work directories")
 	}
-	b.start(t, "replica-b")
+	b.start(t, "replica-b", fastReap)
 	b.eventually(t, 60*time.Second, "the killed replica's executions settled", func() bool {
 		for _, id := range abandon {
 			if b.execution(t, id).Status != "abandoned" {
@@ -784,7 +785,7 @@ func TestRestartPostgresUnderLoad(t *testing.T) {
 	t.Parallel()
 	cluster := schematest.StartCluster(t)
 	b := setupReplicas(t, cluster.URL("attune_restart"))
-	a := b.start(t, "replica-a", notFencing)
+	a := b.start(t, "replica-a")
 	out := filepath.Join(b.work, "runs")
 
 	// A steady stream of short executions, enqueued from a pool of our own
@@ -968,14 +969,14 @@ func TestSensorFailoverOnKill(t *testing.T) {
 		return n
 	}
 
-	a := b.start(t, "replica-a")
+	a := b.start(t, "replica-a", fastReap)
 	var pidA int
 	b.eventually(t, 30*time.Second, "the sensor running on replica-a, firing", func() bool {
 		w, pid := holder()
 		pidA = pid
 		return w == "replica-a" && pid != 0 && eventsFrom(pid) >= 3
 	})
-	b.start(t, "replica-b")
+	b.start(t, "replica-b", fastReap)
 	time.Sleep(3 * time.Second) // replica-b tries the sensor's lock and must not get it
 	w, pid := holder()
 	require.Equal(t, "replica-a", w, "one instance: replica-b leaves a held sensor alone")

@@ -348,7 +348,7 @@ func TestSixMinuteOutageCompressed(t *testing.T) {
 func TestFrozenReplica(t *testing.T) {
 	t.Parallel()
 	b := setupStamp(t, schematest.URL(t))
-	a := b.start(t, "replica-a")
+	a := b.start(t, "replica-a", fastReap)
 	var once, retry []int64
 	for range 5 {
 		once = append(once, b.stamp(t, "r.stamp", 20))
@@ -363,7 +363,7 @@ func TestFrozenReplica(t *testing.T) {
 		}
 		return true
 	})
-	bb := b.start(t, "replica-b")
+	bb := b.start(t, "replica-b", fastReap)
 	a.signal(syscall.SIGSTOP)
 	frozen := time.Now()
 	// replica-b declares it dead after the stale window (3s), kills its
@@ -445,7 +445,7 @@ func TestReconcileRiverJobs(t *testing.T) {
 	}
 	deleted, cancelled, discarded := enqueueLater(), enqueueLater(), enqueueLater()
 	running := b.stamp(t, "r.stamp", 30)
-	a := b.start(t, "replica-a")
+	a := b.start(t, "replica-a", fastReap)
 	b.eventually(t, 30*time.Second, "execution running", func() bool { return len(b.runs(t, running)) > 0 })
 
 	jobOf := `(SELECT job_id FROM attune.execution WHERE id = $1)`
