@@ -267,6 +267,7 @@ func (a *app) bench(ctx context.Context, pool *pgxpool.Pool, o benchOptions) (*b
 	var (
 		mu       sync.Mutex
 		starts   = map[int64]time.Time{}
+		claims   = map[int64]time.Time{} // the claim's started_at, read while the process runs
 		wantPick atomic.Bool
 		finished = make(chan string, n+4*conc)
 		picked   = make(chan pickDone, 1)
@@ -283,9 +284,19 @@ func (a *app) bench(ctx context.Context, pool *pgxpool.Pool, o benchOptions) (*b
 		finished <- status
 	})
 	srv.OnStart(func(id int64, at time.Time) {
-		if wantPick.Load() {
+		if !wantPick.Load() {
+			return
+		}
+		mu.Lock()
+		starts[id] = at
+		mu.Unlock()
+		// The row says when the claim ran until the result replaces
+		// started_at with the process's own start: read it now, after the
+		// start was taken.
+		var claimed time.Time
+		if err := pool.QueryRow(ctx, "SELECT started_at FROM attune.execution WHERE id = $1", id).Scan(&claimed); err == nil {
 			mu.Lock()
-			starts[id] = at
+			claims[id] = claimed
 			mu.Unlock()
 		}
 	})
@@ -337,8 +348,14 @@ func (a *app) bench(ctx context.Context, pool *pgxpool.Pool, o benchOptions) (*b
 		}
 	}
 	steps := func(ctx context.Context, id int64) (fetched, claimed time.Time, err error) {
+		mu.Lock()
+		claimed, ok := claims[id]
+		mu.Unlock()
+		if !ok {
+			return fetched, claimed, fmt.Errorf("the claim time of execution %d was not read while it ran", id)
+		}
 		var jobID int64
-		if err := pool.QueryRow(ctx, "SELECT job_id, started_at FROM attune.execution WHERE id = $1", id).Scan(&jobID, &claimed); err != nil {
+		if err := pool.QueryRow(ctx, "SELECT job_id FROM attune.execution WHERE id = $1", id).Scan(&jobID); err != nil {
 			return fetched, claimed, fmt.Errorf("error reading execution %d: %w", id, err)
 		}
 		// River's fetch sets attempted_at to its transaction's start.

@@ -19,9 +19,11 @@ type pickupResult struct {
 	// transaction's start on the server's clock).
 	FetchP50Ms float64 `json:"fetch_p50_ms"`
 	FetchP99Ms float64 `json:"fetch_p99_ms"`
-	// Claim is River's fetch → attune's claim (the execution's started_at,
-	// the claim transaction's start): the fetch query, its reply and the
-	// hand-off to a worker goroutine.
+	// Claim is River's fetch → attune's claim (the execution's started_at
+	// as the claim wrote it, the claim transaction's start, read while the
+	// process runs: the result write replaces it with the process's own
+	// start): the fetch query, its commit and reply and the hand-off to a
+	// worker goroutine.
 	ClaimP50Ms float64 `json:"claim_p50_ms"`
 	ClaimP99Ms float64 `json:"claim_p99_ms"`
 	// Start is the claim → the process started: the claim query and its
