@@ -298,6 +298,10 @@ func (h *Handle) start(spec Spec, argv, env []string) (err error) {
 		// Until the leader is registered, the reaper of adopted processes
 		// must not take it for one of them.
 		lockFork()
+		// The run starts at the fork: exec and the child's own start are
+		// part of it, and a child quicker than Start's return would
+		// otherwise seem to take no time.
+		h.startedAt = time.Now()
 		err = h.cmd.Start()
 		if err == nil {
 			h.jail.started(h.cmd.Process.Pid)
@@ -319,7 +323,6 @@ func (h *Handle) start(spec Spec, argv, env []string) (err error) {
 		}
 		return fmt.Errorf("error starting %s: %w", spec.Path, err)
 	}
-	h.startedAt = time.Now()
 	h.pid = h.cmd.Process.Pid
 
 	go func() {
