@@ -142,11 +142,13 @@ func TestReplicaConcurrencyLimit(t *testing.T) {
 
 	start := time.Now()
 	ids := b.enqueueN(t, 20, "q.limit2", func(int) map[string]any { return map[string]any{} })
+	// Waiters are woken when a slot frees: the fallback look is 5 minutes
+	// away, so finishing within this wait is the proof (10 s ideally; a
+	// tighter bound would measure the machine's load).
 	b.eventually(t, 60*time.Second, "20 executions finished", func() bool { return b.unfinished(t) == 0 })
 	elapsed := time.Since(start)
 	spans := b.spans(t, ids)
 	require.Equal(t, 2, mostAtOnce(spans), "%v", spans)
-	require.Less(t, elapsed, 15*time.Second, "woken when a slot frees, not by a poll")
 	var workers, attempts int
 	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(DISTINCT worker), max(attempt) FROM attune.execution WHERE id = ANY($1)", ids).
 		Scan(&workers, &attempts))
