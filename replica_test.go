@@ -607,6 +607,20 @@ func TestKillReplicaMidExecution(t *testing.T) {
 		return true
 	})
 
+	// The work directories are looked at before the kill: once A is dead,
+	// any replica starting on this host (other tests run in parallel) may
+	// sweep them as a dead owner's, before B reaps.
+	var database string
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT current_database()").Scan(&database))
+	workDirs := func(id int64) []string {
+		dirs, err := filepath.Glob(filepath.Join(os.TempDir(), worker.WorkDirPrefix(database, "replica-a", id)+"*"))
+		require.NoError(t, err)
+		return dirs
+	}
+	for _, id := range abandon {
+		require.NotEmpty(t, workDirs(id), "the running execution has its work directory")
+	}
+
 	killed := time.Now()
 	a.signal(syscall.SIGKILL)
 	a.exited(t, 10*time.Second)
@@ -625,16 +639,6 @@ func TestKillReplicaMidExecution(t *testing.T) {
 		orphaned += len(groupMembers(pgid))
 	}
 	require.Positive(t, orphaned, "grandchildren outlive the kill -9 until a replica reaps")
-	var database string
-	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT current_database()").Scan(&database))
-	workDirs := func(id int64) []string {
-		dirs, err := filepath.Glob(filepath.Join(os.TempDir(), worker.WorkDirPrefix(database, "replica-a", id)+"*"))
-		require.NoError(t, err)
-		return dirs
-	}
-	for _, id := range abandon {
-		require.NotEmpty(t, workDirs(id), "the killed replica left its work directories")
-	}
 	b.start(t, "replica-b", fastReap)
 	b.eventually(t, 60*time.Second, "the killed replica's executions settled", func() bool {
 		for _, id := range abandon {
