@@ -216,49 +216,51 @@ func TestReplicaConcurrencySlotFreedByReaper(t *testing.T) {
 }
 
 // TestReplicaThroughputWithLimit compares trivial executions with a limit
-// of 10 and without, on two replicas of 10 slots each.
+// of 10 and without, on two replicas, in two shapes:
+//   - "capacity": 5 process slots each, so the limit equals what the two
+//     replicas can run at once (river#1145's shape: 4 × 10 workers, a
+//     global limit of 40, throughput halved). The limit never binds; what
+//     differs is the cost of holding to it;
+//   - "binding": 10 slots each (the default), so the limit halves how many
+//     run at once. Throughput is then bound by the limit times how long a
+//     slot is held per execution (claim, run, settle, hand-over).
 func TestReplicaThroughputWithLimit(t *testing.T) {
 	if os.Getenv("ATTUNE_MEASURE") == "" {
 		t.Skip("a measurement: ATTUNE_MEASURE=1 go test -run TestReplicaThroughputWithLimit -v .")
 	}
-	b := setupReplicas(t, schematest.URL(t))
-	b.addPack(t, "z", trivialPack)
-	b.start(t, "replica-a")
-	b.start(t, "replica-b")
 	n := 2000
 	if v := os.Getenv("ATTUNE_MEASURE_N"); v != "" {
 		n, _ = strconv.Atoi(v)
 	}
-	rate := func(action string) float64 {
-		start := time.Now()
-		_, err := b.pool.Exec(b.ctx, "SELECT attune.enqueue($1) FROM generate_series(1, $2)", action, n)
-		require.NoError(t, err)
-		if !pollUntil(120*time.Second, func() bool { return b.unfinished(t) == 0 }) {
-			rows, _ := b.pool.Query(b.ctx, `SELECT e.status, j.state::text, coalesce(w.woken::text, '-'), (SELECT count(*) FROM attune.policy_slot s WHERE s.execution_id = e.id), count(*), min(j.scheduled_at - now())::text
-				FROM attune.execution e JOIN attune.river_job j ON j.id = e.job_id LEFT JOIN attune.policy_waiter w ON w.execution_id = e.id WHERE e.status <> 'completed' GROUP BY 1, 2, 3, 4`)
-			for rows.Next() {
-				var st, js, wk, d string
-				var sl, c int
-				_ = rows.Scan(&st, &js, &wk, &sl, &c, &d)
-				t.Logf("%s job=%s woken=%s slots=%d: %d, sched %s", st, js, wk, sl, c, d)
+	for _, shape := range []struct {
+		name  string
+		slots string
+	}{{"capacity", "5"}, {"binding", "10"}} {
+		t.Run(shape.name, func(t *testing.T) {
+			b := setupReplicas(t, schematest.URL(t))
+			b.addPack(t, "z", trivialPack)
+			b.start(t, "replica-a", "ATTUNE_MAX_CONCURRENT_EXECUTIONS="+shape.slots)
+			b.start(t, "replica-b", "ATTUNE_MAX_CONCURRENT_EXECUTIONS="+shape.slots)
+			rate := func(action string) float64 {
+				start := time.Now()
+				_, err := b.pool.Exec(b.ctx, "SELECT attune.enqueue($1) FROM generate_series(1, $2)", action, n)
+				require.NoError(t, err)
+				if !pollUntil(120*time.Second, func() bool { return b.unfinished(t) == 0 }) {
+					b.logUnfinished(t)
+					t.Fatal("stuck")
+				}
+				return float64(n) / time.Since(start).Seconds()
 			}
-			rows, _ = b.pool.Query(b.ctx, `SELECT coalesce(wait_event_type, '-') || ':' || coalesce(wait_event, '-') || ' ' || state || ' ' || left(regexp_replace(query, '\s+', ' ', 'g'), 60), count(*) FROM pg_stat_activity WHERE datname = current_database() AND state <> 'idle' GROUP BY 1 ORDER BY 2 DESC`)
-			for rows.Next() {
-				var q string
-				var c int
-				_ = rows.Scan(&q, &c)
-				t.Logf("   %d %s", c, q)
+			var free, limited []float64
+			for range 2 {
+				free = append(free, rate("z.true"))
+				limited = append(limited, rate("z.true_limited"))
 			}
-			t.Fatal("stuck")
-		}
-		return float64(n) / time.Since(start).Seconds()
+			var snoozes float64
+			require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT coalesce(avg((j.metadata ->> 'snoozes')::int), 0) FROM attune.river_job j
+				JOIN attune.execution e ON e.job_id = j.id WHERE e.action_ref = 'z.true_limited'`).Scan(&snoozes))
+			t.Logf("%s: %d trivial executions, 2 replicas of %s slots: without a limit %.0f/s and %.0f/s, with limit 10 %.0f/s and %.0f/s (ratio %.2f, %.2f); %.2f snoozes per limited execution",
+				shape.name, n, shape.slots, free[0], free[1], limited[0], limited[1], limited[0]/free[0], limited[1]/free[1], snoozes)
+		})
 	}
-	free, limited := rate("z.true"), rate("z.true_limited")
-	var snoozes float64
-	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT coalesce(avg((j.metadata ->> 'snoozes')::int), 0) FROM attune.river_job j
-		JOIN attune.execution e ON e.job_id = j.id WHERE e.action_ref = 'z.true_limited'`).Scan(&snoozes))
-	t.Logf("with the limit, each execution waited %.2f times on average", snoozes)
-	free2, limited2 := rate("z.true"), rate("z.true_limited")
-	t.Logf("%d trivial executions, 2 replicas: without a limit %.0f/s and %.0f/s, with limit 10 %.0f/s and %.0f/s",
-		n, free, free2, limited, limited2)
 }
