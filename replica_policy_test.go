@@ -239,6 +239,10 @@ func TestReplicaThroughputWithLimit(t *testing.T) {
 		t.Run(shape.name, func(t *testing.T) {
 			b := setupReplicas(t, schematest.URL(t))
 			b.addPack(t, "z", trivialPack)
+			var dbn string
+			require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT current_database()").Scan(&dbn))
+			_, err := b.pool.Exec(b.ctx, "ALTER DATABASE "+dbn+" SET track_functions = 'all'")
+			require.NoError(t, err)
 			b.start(t, "replica-a", "ATTUNE_MAX_CONCURRENT_EXECUTIONS="+shape.slots)
 			b.start(t, "replica-b", "ATTUNE_MAX_CONCURRENT_EXECUTIONS="+shape.slots)
 			rate := func(action string) float64 {
@@ -254,7 +258,17 @@ func TestReplicaThroughputWithLimit(t *testing.T) {
 			var free, limited []float64
 			for range 2 {
 				free = append(free, rate("z.true"))
+			}
+			for range 2 {
 				limited = append(limited, rate("z.true_limited"))
+			}
+			time.Sleep(time.Second)
+			rows, _ := b.pool.Query(b.ctx, "SELECT funcname, calls, total_time::int, self_time::int FROM pg_stat_user_functions ORDER BY total_time DESC LIMIT 15")
+			for rows.Next() {
+				var f string
+				var c, tt, st int64
+				_ = rows.Scan(&f, &c, &tt, &st)
+				t.Logf("fn %s calls=%d total=%dms self=%dms", f, c, tt, st)
 			}
 			var snoozes float64
 			require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT coalesce(avg((j.metadata ->> 'snoozes')::int), 0) FROM attune.river_job j

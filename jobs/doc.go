@@ -10,8 +10,9 @@
 //
 // An execution's status (attune.execution.status) changes only in the SQL
 // functions of schema/migrations/005_state_machine.sql, as amended by
-// 009_settle.sql (and 017_claim_many.sql, whose claim_many claims many
-// executions in one statement, each with claim); Go calls them. The state
+// 009_settle.sql (and 017_claim_many.sql and 018_admit_in_claim.sql,
+// whose claim_many admits and claims many executions in one statement,
+// each with claim); Go calls them. The state
 // machine's files are also the only place attune reads or writes River's
 // tables. Where River's job moves with the execution, the caller uses
 // River's API in the same transaction: InsertManyTx to enqueue,
@@ -50,11 +51,12 @@
 //	           no retry was left
 //
 // Policies (schema/migrations/011_policy.sql) hold a queued execution
-// before claim (claim_many leaves a policy's execution unclaimed until the
-// worker has asked): policy_admit (worker) keeps it requested or scheduled, with
+// before claim (claim_many asks policy_admit first): policy_admit keeps it
+// requested or scheduled, with
 // attune.execution.waiting_reason saying why, while its concurrency or rate
 // limit is reached, or moves it requested → cancelled under on_limit:
-// cancel. A trigger frees its concurrency slot on any move out of running.
+// cancel. A trigger frees its concurrency slot on any move out of running;
+// the worker gives it back earlier, when the process ends (claim_many).
 //
 // Finished tells the final statuses. Retries are River's: settle sends a
 // retryable outcome back to requested only while attempt < max_attempts,

@@ -195,14 +195,16 @@ func TestStatusesListed(t *testing.T) {
 	require.ElementsMatch(t, allStatuses, jobs.Statuses)
 }
 
-// TestClaimMany checks attune.claim_many (schema/migrations/017_claim_many.sql):
-// each row claims as claim does, and an execution whose action or pack has
-// a policy that policy_admit decides is left unclaimed, flagged, until the
-// worker says it has been admitted.
+// TestClaimMany checks attune.claim_many (schema/migrations/017_claim_many.sql,
+// 018_admit_in_claim.sql): each row claims as claim does, an execution whose
+// action or pack has a policy is admitted by policy_admit in the same
+// statement (or comes back refused, unclaimed), and the slots of the
+// attempts given back are freed first, so that a claim in the same
+// statement may take them.
 func TestClaimMany(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	_, err := b.pool.Exec(b.ctx, `INSERT INTO attune.worker (name, hostname, pid, status) VALUES ('w', 'h', 1, 'active')`)
+	_, err := b.pool.Exec(b.ctx, `INSERT INTO attune.worker (name, hostname, pid, status) VALUES ('w', 'h', 1, 'active'), ('w-other', 'h', 2, 'active')`)
 	require.NoError(t, err)
 	type queued struct{ id, job int64 }
 	enqueue := func(ref, params string) queued {
@@ -218,30 +220,51 @@ func TestClaimMany(t *testing.T) {
 		_, err := b.pool.Exec(b.ctx, "UPDATE attune."+table+" SET policy = $2 WHERE ref = $1", ref, policy)
 		require.NoError(t, err)
 	}
-	// claimMany claims qs (attempt 1, admitted as given) and returns, per
-	// River job, whether the row came back flagged must_admit.
-	claimMany := func(qs []queued, admitted bool) map[int64]bool {
+	// claimAs claims qs (attempt 1) as worker, after giving back the slots
+	// of released (attempt 1), and says per River job what came back.
+	claimAs := func(worker string, qs []queued, released ...queued) map[int64]string {
 		t.Helper()
-		var ids, jobIDs []int64
-		var attempts []int
-		var adm []bool
+		var ids, jobIDs, rel []int64
+		var attempts, relAttempts []int
 		for _, q := range qs {
-			ids, jobIDs, attempts, adm = append(ids, q.id), append(jobIDs, q.job), append(attempts, 1), append(adm, admitted)
+			ids, jobIDs, attempts = append(ids, q.id), append(jobIDs, q.job), append(attempts, 1)
 		}
-		rows, err := b.pool.Query(b.ctx, "SELECT job_id, must_admit, action_ref FROM attune.claim_many($1, $2, $3, $4, 'w')",
-			ids, attempts, jobIDs, adm)
+		for _, q := range released {
+			rel, relAttempts = append(rel, q.id), append(relAttempts, 1)
+		}
+		rows, err := b.pool.Query(b.ctx, `SELECT job_id, admitted, cancelled, coalesce(reason, ''), coalesce(array_to_string(retry_on, ','), ''),
+				holds_slots, coalesce(admit_error, ''), action_ref FROM attune.claim_many($1, $2, $3, $4, $5, $6)`,
+			ids, attempts, jobIDs, worker, rel, relAttempts)
 		require.NoError(t, err)
-		got := map[int64]bool{}
+		got := map[int64]string{}
 		for rows.Next() {
 			var job int64
-			var mustAdmit bool
+			var admitted, cancelled, holds bool
+			var reason, retryOn, admitErr string
 			var ref *string
-			require.NoError(t, rows.Scan(&job, &mustAdmit, &ref))
-			require.Equal(t, mustAdmit, ref == nil, "a flagged row carries nothing else; a claimed one its action")
-			got[job] = mustAdmit
+			require.NoError(t, rows.Scan(&job, &admitted, &cancelled, &reason, &retryOn, &holds, &admitErr, &ref))
+			require.Equal(t, admitted, ref != nil, "a claimed row carries its action, a refused one nothing")
+			switch {
+			case admitErr != "":
+				got[job] = "error"
+			case cancelled:
+				got[job] = "cancelled"
+			case !admitted:
+				got[job] = reason
+			case holds:
+				got[job] = "claimed, holding slots"
+			case retryOn != "":
+				got[job] = "claimed, retry on " + retryOn
+			default:
+				got[job] = "claimed"
+			}
 		}
 		require.NoError(t, rows.Err())
 		return got
+	}
+	claimMany := func(qs []queued, released ...queued) map[int64]string {
+		t.Helper()
+		return claimAs("w", qs, released...)
 	}
 	status := func(q queued) string {
 		t.Helper()
@@ -251,49 +274,66 @@ func TestClaimMany(t *testing.T) {
 	}
 
 	// No policy, or one admission has nothing to do with (retention, a
-	// retry without "on"): claimed in the first statement.
+	// retry without "on"): claimed. A concurrency limit and a retry
+	// policy's "on" go through admission, in the same statement.
 	plain := enqueue("t.noop", `{}`)
 	setPolicy("action", "t.fail", `{"retention": "3600000ms", "retry": {"max": 2, "delay": "1000ms", "backoff": "constant"}}`)
 	retried := enqueue("t.fail", `{}`)
-	// A concurrency limit, a retry policy's "on" (admission returns it) and
-	// a pack's limit go through admission first.
 	setPolicy("action", "t.params", `{"concurrency": {"limit": 1, "on_limit": "queue"}}`)
 	limited := enqueue("t.params", `{"n": 1}`)
+	second := enqueue("t.params", `{"n": 2}`)
 	setPolicy("action", "t.hang", `{"retry": {"max": 1, "backoff": "constant", "on": ["timeout"]}}`)
 	retryOn := enqueue("t.hang", `{"pidfile": "/nonexistent"}`)
 	// Another job than the execution's claims nothing, as with claim.
 	stale := enqueue("t.noop", `{}`)
 	stale.job = plain.job
 
-	got := claimMany([]queued{plain, retried, limited, retryOn, stale}, false)
-	require.Equal(t, map[int64]bool{plain.job: false, retried.job: false, limited.job: true, retryOn.job: true}, got)
+	waits := "waiting: concurrency limit 1 of t.params reached"
+	got := claimMany([]queued{plain, retried, limited, second, retryOn, stale})
+	require.Equal(t, map[int64]string{plain.job: "claimed", retried.job: "claimed", limited.job: "claimed, holding slots",
+		second.job: waits, retryOn.job: "claimed, retry on timeout"}, got)
 	require.Equal(t, jobs.StatusRunning, status(plain))
 	require.Equal(t, jobs.StatusRunning, status(retried))
-	require.Equal(t, jobs.StatusRequested, status(limited), "flagged: not claimed")
-	require.Equal(t, jobs.StatusRequested, status(retryOn), "flagged: not claimed")
-	require.Equal(t, jobs.StatusRequested, status(stale))
-
-	// Admitted, they are claimed.
-	require.Equal(t, map[int64]bool{limited.job: false, retryOn.job: false}, claimMany([]queued{limited, retryOn}, true))
 	require.Equal(t, jobs.StatusRunning, status(limited))
 	require.Equal(t, jobs.StatusRunning, status(retryOn))
+	require.Equal(t, jobs.StatusRequested, status(second), "refused: not claimed")
+	require.Equal(t, jobs.StatusRequested, status(stale))
+
+	// Only the running attempt's own worker gives its slot back: another
+	// worker's release, or another attempt's, frees nothing.
+	require.Equal(t, map[int64]string{second.job: waits}, claimAs("w-other", []queued{second}, limited))
+	_, err = b.pool.Exec(b.ctx, "UPDATE attune.execution SET attempt = 2 WHERE id = $1", limited.id)
+	require.NoError(t, err)
+	require.Equal(t, map[int64]string{second.job: waits}, claimMany([]queued{second}, limited))
+	_, err = b.pool.Exec(b.ctx, "UPDATE attune.execution SET attempt = 1 WHERE id = $1", limited.id)
+	require.NoError(t, err)
+	// Its process ended: the release comes first, and the waiter's claim
+	// in the same statement takes the slot.
+	require.Equal(t, map[int64]string{second.job: "claimed, holding slots"}, claimMany([]queued{second}, limited))
+	require.Equal(t, jobs.StatusRunning, status(limited), "the result is settle's to write")
+	require.Equal(t, jobs.StatusRunning, status(second))
+
 	// The same attempt again, by the same worker, is the same claim (its
 	// reply lost: TestClaimAgainAfterLostReply); by another worker, nothing.
-	require.Equal(t, map[int64]bool{plain.job: false}, claimMany([]queued{plain}, false))
-	_, err = b.pool.Exec(b.ctx, `INSERT INTO attune.worker (name, hostname, pid, status) VALUES ('w-other', 'h', 2, 'active')`)
-	require.NoError(t, err)
-	var others int
-	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM attune.claim_many($1, $2, $3, $4, 'w-other')",
-		[]int64{plain.id}, []int{1}, []int64{plain.job}, []bool{false}).Scan(&others))
-	require.Zero(t, others, "another worker at the same attempt")
+	require.Equal(t, map[int64]string{plain.job: "claimed"}, claimMany([]queued{plain}))
+	require.Empty(t, claimAs("w-other", []queued{plain}), "another worker at the same attempt")
 
 	setPolicy("pack", "t", `{"concurrency": {"limit": 3, "on_limit": "queue"}}`)
 	inPack := enqueue("t.noop", `{}`)
-	require.Equal(t, map[int64]bool{inPack.job: true}, claimMany([]queued{inPack}, false), "the pack's limit")
+	require.Equal(t, map[int64]string{inPack.job: "claimed, holding slots"}, claimMany([]queued{inPack}), "the pack's limit")
+
+	// A policy admission cannot read fails that row alone; it stays queued.
+	setPolicy("pack", "t", `{}`)
+	setPolicy("action", "t.params", `{"concurrency": {"limit": "many"}}`)
+	broken := enqueue("t.params", `{"n": 3}`)
+	fine := enqueue("t.noop", `{}`)
+	require.Equal(t, map[int64]string{broken.job: "error", fine.job: "claimed"}, claimMany([]queued{broken, fine}))
+	require.Equal(t, jobs.StatusRequested, status(broken))
 
 	// A worker marked inactive claims nothing.
 	_, err = b.pool.Exec(b.ctx, "UPDATE attune.worker SET status = 'inactive' WHERE name = 'w'")
 	require.NoError(t, err)
-	require.Empty(t, claimMany([]queued{inPack}, true))
-	require.Equal(t, jobs.StatusRequested, status(inPack))
+	last := enqueue("t.noop", `{}`)
+	require.Empty(t, claimMany([]queued{last}))
+	require.Equal(t, jobs.StatusRequested, status(last))
 }

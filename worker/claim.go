@@ -18,7 +18,9 @@ import (
 
 // claimer claims executions in batches (batches, batch.go): the Work calls
 // that got a process slot at about the same time share one attune.claim_many
-// statement (schema/migrations/017_claim_many.sql).
+// statement (schema/migrations/018_admit_in_claim.sql), which also admits
+// the executions whose action or pack has a policy, and gives back the
+// concurrency slots of the executions whose process has ended.
 type claimer struct {
 	worker  string
 	pool    *pgxpool.Pool
@@ -39,11 +41,15 @@ func newClaimer(worker string, pool *pgxpool.Pool) *claimer {
 // calls have all returned).
 var errClaimerStopped = errors.New("replica stopped before the execution was claimed")
 
-// claimRequest is one Work call's claim, waiting for its batch.
+// claimRequest is one Work call's claim, waiting for its batch, or (job
+// nil) the release of a finished process's concurrency slots, which
+// nobody waits for.
 type claimRequest struct {
-	job      *river.Job[jobs.ExecutionArgs]
-	admitted bool // policy_admit has admitted it
-	done     chan claimAnswer
+	job  *river.Job[jobs.ExecutionArgs]
+	done chan claimAnswer
+
+	releaseID      int64
+	releaseAttempt int
 }
 
 type claimAnswer struct {
@@ -51,10 +57,17 @@ type claimAnswer struct {
 	err error
 }
 
-// claimRow is a row of claim_many before its JSON is decoded. Its columns
-// are NULL when mustAdmit is set.
+// claimRow is a row of claim_many before its JSON is decoded. Only the
+// admission's columns are set when admitted is false.
 type claimRow struct {
-	mustAdmit         bool
+	admitted   bool
+	cancelled  bool
+	retryAt    *time.Time
+	reason     *string
+	retryOn    []string
+	holdsSlots bool
+	admitError *string
+
 	maxAttempts       *int
 	actionRef         *string
 	packRef           *string
@@ -80,13 +93,24 @@ func (c *claimer) run(ctx context.Context) { c.batches.run(ctx, claimerLoops, ma
 
 // claim asks for job's claim and waits for its batch: the row, nil when the
 // execution may not run.
-func (c *claimer) claim(job *river.Job[jobs.ExecutionArgs], admitted bool) (*claimRow, error) {
-	r := &claimRequest{job: job, admitted: admitted, done: make(chan claimAnswer, 1)}
+func (c *claimer) claim(job *river.Job[jobs.ExecutionArgs]) (*claimRow, error) {
+	r := &claimRequest{job: job, done: make(chan claimAnswer, 1)}
 	a, ok := call(c.batches, r, r.done)
 	if !ok {
 		return nil, errClaimerStopped
 	}
 	return a.row, a.err
+}
+
+// release gives back the concurrency slots of an attempt whose process has
+// ended, in the next claim batch, without waiting for it: the next job's
+// claim may share its statement. Should it be lost (the replica stopping,
+// the database unreachable), settle frees the slots with the result.
+func (c *claimer) release(id int64, attempt int) {
+	select {
+	case c.batches.reqs <- &claimRequest{releaseID: id, releaseAttempt: attempt}:
+	case <-c.batches.stopped:
+	}
 }
 
 func (c *claimer) serve(ctx context.Context, batch []*claimRequest) {
@@ -98,25 +122,37 @@ func (c *claimer) serve(ctx context.Context, batch []*claimRequest) {
 		// One bad row must not fail the others: claim them one by one.
 		for _, r := range batch {
 			rows, err := c.claimMany(ctx, []*claimRequest{r})
-			r.done <- claimAnswer{rows[r.job.ID], err}
+			r.answer(rows, err)
 		}
 		return
 	}
 	// A transient error goes to each Work call, which retries its claim
 	// (executor.claim), with whatever else is waiting by then.
 	for _, r := range batch {
+		r.answer(rows, err)
+	}
+}
+
+func (r *claimRequest) answer(rows map[int64]*claimRow, err error) {
+	if r.job != nil {
 		r.done <- claimAnswer{rows[r.job.ID], err}
 	}
 }
 
 // claimMany runs claim_many for batch and returns its rows by River job id.
 func (c *claimer) claimMany(ctx context.Context, batch []*claimRequest) (map[int64]*claimRow, error) {
-	n := len(batch)
-	ids, attempts, jobIDs, admitted := make([]int64, n), make([]int, n), make([]int64, n), make([]bool, n)
-	for i, r := range batch {
-		ids[i], attempts[i], jobIDs[i], admitted[i] = r.job.Args.ExecutionID, r.job.Attempt, r.job.ID, r.admitted
+	var ids, jobIDs, released []int64
+	var attempts, releasedAttempts []int
+	for _, r := range batch {
+		if r.job == nil {
+			released, releasedAttempts = append(released, r.releaseID), append(releasedAttempts, r.releaseAttempt)
+			continue
+		}
+		ids, attempts, jobIDs = append(ids, r.job.Args.ExecutionID), append(attempts, r.job.Attempt), append(jobIDs, r.job.ID)
 	}
-	rows, err := c.pool.Query(ctx, "SELECT * FROM attune.claim_many($1, $2, $3, $4, $5)", ids, attempts, jobIDs, admitted, c.worker)
+	n := len(ids)
+	rows, err := c.pool.Query(ctx, "SELECT * FROM attune.claim_many($1, $2, $3, $4, $5, $6)",
+		ids, attempts, jobIDs, c.worker, released, releasedAttempts)
 	if err != nil {
 		return nil, fmt.Errorf("error claiming %d execution(s): %w", n, err)
 	}
@@ -125,7 +161,8 @@ func (c *claimer) claimMany(ctx context.Context, batch []*claimRequest) (map[int
 	for rows.Next() {
 		var jobID int64
 		r := &claimRow{}
-		if err := rows.Scan(&jobID, &r.mustAdmit, &r.maxAttempts, &r.actionRef, &r.packRef, &r.runnerType, &r.path,
+		if err := rows.Scan(&jobID, &r.admitted, &r.cancelled, &r.retryAt, &r.reason, &r.retryOn, &r.holdsSlots, &r.admitError,
+			&r.maxAttempts, &r.actionRef, &r.packRef, &r.runnerType, &r.path,
 			&r.parameters, &r.secretParams, &r.decls, &r.resultSchema, &r.timeoutSeconds, &r.actionTimeout,
 			&r.parameterDelivery, &r.parameterFormat, &r.outputFormat, &r.ruleRef, &r.triggerRef, &r.updated, &r.sealed); err != nil {
 			return nil, fmt.Errorf("error claiming %d execution(s): %w", n, err)
@@ -138,29 +175,34 @@ func (c *claimer) claimMany(ctx context.Context, batch []*claimRequest) (map[int
 	return out, nil
 }
 
-// claim marks job's execution running for its attempt and reads everything
-// needed to start it, in a batch with other Work calls' claims. mustAdmit
-// is set, and nothing claimed, when the action has a policy that
-// policy_admit decides first; admitted says it has. pgx.ErrNoRows is an
-// execution that may not run. While the database is unreachable the claim
-// is tried again until ctx ends: a claim lost to an outage would cost an
-// attempt.
-func (w *executor) claim(ctx context.Context, job *river.Job[jobs.ExecutionArgs], admitted bool) (c *claimed, mustAdmit bool, err error) {
+// claim admits job's execution under its action's and pack's policies,
+// marks it running for its attempt and reads everything needed to start
+// it, in a batch with other Work calls' claims. A refusal by a policy is
+// returned as refused, nothing claimed. pgx.ErrNoRows is an execution that
+// may not run. While the database is unreachable the claim is tried again
+// until ctx ends: a claim lost to an outage would cost an attempt.
+func (w *executor) claim(ctx context.Context, job *river.Job[jobs.ExecutionArgs]) (c *claimed, refused *admission, err error) {
 	var row *claimRow
 	err = schema.Retry(ctx, quietRetry(w.retryLog, "claiming an execution", "id", job.Args.ExecutionID), func() (err error) {
-		row, err = w.claimer.claim(job, admitted)
+		row, err = w.claimer.claim(job)
 		return err
 	})
 	switch {
 	case err != nil:
-		return nil, false, err
+		return nil, nil, err
 	case row == nil:
-		return nil, false, pgx.ErrNoRows
-	case row.mustAdmit:
-		return nil, true, nil
+		return nil, nil, pgx.ErrNoRows
+	case !row.admitted:
+		return nil, &admission{Cancelled: row.cancelled, RetryAt: row.retryAt, Reason: row.reason, Error: val(row.admitError)}, nil
+	}
+	if row.retryOn != nil {
+		w.retryOn.Store(job.ID, row.retryOn)
 	}
 	c, err = row.decode(job)
-	return c, false, err
+	if c != nil {
+		c.HoldsSlots = row.holdsSlots
+	}
+	return c, nil, err
 }
 
 // decode makes the claimed execution of a row; a decodeError when its

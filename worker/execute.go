@@ -163,6 +163,9 @@ type claimed struct {
 	TriggerRef        *string
 	Updated           time.Time
 	Sealed            []jobs.SealedSecret
+	// HoldsSlots is set when admission gave it concurrency slots, which
+	// are given back as its process ends (claimer.release).
+	HoldsSlots bool
 }
 
 // maxSlotWait is how long a fetched job waits for a free process slot
@@ -213,14 +216,17 @@ func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs])
 		<-w.slots
 		return river.JobSnooze(time.Second)
 	}
-	c, mustAdmit, err := w.claim(ctx, job, false)
-	if err == nil && mustAdmit {
-		// The action or its pack has a policy (schema/migrations/011_policy.sql,
-		// 016_policy_fixes.sql): it decides before the claim.
-		if done, err := w.admit(ctx, job); done { // admit gave the slot back
+	// A release may wake this execution as soon as the claim refuses it.
+	woken := w.expectWake(job)
+	defer w.wakes.Delete(job.Args.ExecutionID)
+	c, refused, err := w.claim(ctx, job)
+	if err == nil && refused != nil {
+		// The action's or its pack's policy (schema/migrations/011_policy.sql,
+		// 016_policy_fixes.sql) holds it back.
+		var done bool
+		if c, done, err = w.waitAdmitted(ctx, job, *refused, woken); done { // the slot given back
 			return err
 		}
-		c, _, err = w.claim(ctx, job, true)
 	}
 	var derr *decodeError
 	switch {
@@ -240,6 +246,9 @@ func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs])
 	started := time.Now()
 	out := w.runTraced(ctx, c)
 	out.took = time.Since(started)
+	if c.HoldsSlots {
+		w.claimer.release(c.ID, c.Attempt)
+	}
 	<-w.slots
 	return w.settleTraced(ctx, job, c, out)
 }

@@ -14,16 +14,15 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/attune-system/attune/jobs"
-	"github.com/attune-system/attune/schema"
 )
 
-// admission is attune.policy_admit's answer for one job.
+// admission is attune.policy_admit's answer for one job, as claim_many
+// returns it (schema/migrations/018_admit_in_claim.sql) when it refuses.
 type admission struct {
-	Admitted  bool
 	Cancelled bool
 	RetryAt   *time.Time
 	Reason    *string
-	RetryOn   []string
+	Error     string // policy_admit failed
 }
 
 // maxPolicyWait is how long a fetched job refused by a concurrency limit
@@ -37,75 +36,68 @@ const maxPolicyWait = maxSlotWait
 // River's workers from other actions' jobs.
 const slowKeyBackoff = 30 * time.Second
 
-// admit asks attune.policy_admit (schema/migrations/011_policy.sql,
-// 016_policy_fixes.sql) whether the job's execution may start now under
-// its action's and pack's concurrency and rate limits. It is called with a
-// process slot held. Admitted, it returns done false, the slot still held.
-// Otherwise done is true, the slot is released, and err is what Work
-// returns: a snooze until it may (a concurrency waiter is woken earlier, by
-// the release of a slot), or the completion of the job of an execution the
-// limit cancelled. Waiting costs no attempt: River does not count a snooze.
+// expectWake registers the channel on which wakeListener tells Work that a
+// release woke its execution. It is registered before the claim, whose
+// refusal a release may answer before the claim's reply arrives.
+func (w *executor) expectWake(job *river.Job[jobs.ExecutionArgs]) chan struct{} {
+	woken := make(chan struct{}, 1)
+	w.wakes.Store(job.Args.ExecutionID, woken)
+	return woken
+}
+
+// waitAdmitted handles a claim that admission refused (a), with a process
+// slot held. When the execution is admitted after all, it returns it
+// claimed, done false and the slot still held. Otherwise done is true, the
+// slot is released, and err is what Work returns: a snooze until it may
+// (a concurrency waiter is woken earlier, by the release of a slot), or
+// the completion of the job of an execution the limit cancelled. Waiting
+// costs no attempt: River does not count a snooze.
 //
 // A job refused by a concurrency limit first waits here, for up to
 // maxPolicyWait, for the release that wakes it (NOTIFY attune_policy_woken)
-// and is then admitted at once: handing it back to River and fetching it
-// again would cost as much as the execution itself when executions are
+// and is then claimed again at once: handing it back to River and fetching
+// it again would cost as much as the execution itself when executions are
 // short. The process slot is given up while it waits.
-func (w *executor) admit(ctx context.Context, job *river.Job[jobs.ExecutionArgs]) (done bool, err error) {
-	woken := make(chan struct{}, 1)
-	w.wakes.Store(job.Args.ExecutionID, woken)
-	defer w.wakes.Delete(job.Args.ExecutionID)
+func (w *executor) waitAdmitted(ctx context.Context, job *river.Job[jobs.ExecutionArgs], a admission, woken chan struct{}) (c *claimed, done bool, err error) {
 	deadline := time.Now().Add(maxPolicyWait)
 	for {
-		a, err := w.policyAdmit(ctx, job)
-		if err != nil {
+		if a.Error != "" {
 			// Neither run it past its limits nor spend an attempt (with the
 			// last one River would discard the job, the execution left queued
 			// for ever): look again later.
 			w.log.Error("checking an execution's policies failed; trying again in a minute",
-				"id", job.Args.ExecutionID, "err", err)
+				"id", job.Args.ExecutionID, "err", a.Error)
 			<-w.slots
-			return true, river.JobSnooze(time.Minute)
+			return nil, true, river.JobSnooze(time.Minute)
 		}
-		switch {
-		case a.Admitted:
-			if a.RetryOn != nil {
-				w.retryOn.Store(job.ID, a.RetryOn)
-			}
-			return false, nil
-		case a.Cancelled:
+		if a.Cancelled {
 			<-w.slots
-			return true, w.notRunnable(ctx, job)
+			return nil, true, w.notRunnable(ctx, job)
 		}
 		<-w.slots
 		if concurrencyWait(a) && w.waitWoken(ctx, job, woken, deadline, *a.Reason) {
-			continue // woken, the slot taken again: admit again
+			// Woken, the slot taken again: claim again.
+			c, refused, err := w.claim(ctx, job)
+			if err != nil || refused == nil {
+				return c, false, err
+			}
+			a = *refused
+			continue
 		}
 		switch {
 		case ctx.Err() != nil:
-			return true, w.abort(ctx, job, context.Cause(ctx))
+			return nil, true, w.abort(ctx, job, context.Cause(ctx))
 		case w.isStopping():
 			w.handedBack.Add(1)
-			return true, river.JobSnooze(0)
+			return nil, true, river.JobSnooze(0)
 		}
 		wait := time.Minute
 		if a.RetryAt != nil {
 			wait = time.Until(*a.RetryAt)
 		}
 		w.log.Debug("execution waits for its policy", "id", job.Args.ExecutionID, "reason", a.Reason, "until", a.RetryAt)
-		return true, river.JobSnooze(max(wait, 0))
+		return nil, true, river.JobSnooze(max(wait, 0))
 	}
-}
-
-// policyAdmit is one call of attune.policy_admit.
-func (w *executor) policyAdmit(ctx context.Context, job *river.Job[jobs.ExecutionArgs]) (admission, error) {
-	var a admission
-	err := schema.Retry(ctx, quietRetry(w.retryLog, "checking an execution's policies", "id", job.Args.ExecutionID), func() error {
-		return w.pool.QueryRow(context.WithoutCancel(ctx),
-			"SELECT admitted, cancelled, retry_at, reason, retry_on FROM attune.policy_admit($1, $2)",
-			job.Args.ExecutionID, w.cfg.WorkerName).Scan(&a.Admitted, &a.Cancelled, &a.RetryAt, &a.Reason, &a.RetryOn)
-	})
-	return a, err
 }
 
 // concurrencyWait reports whether a refusal queued the execution behind a
