@@ -183,6 +183,8 @@ DECLARE
     k       text;
     seat    integer;
     taken   text[] := '{}';
+    held    text[] := '{}';
+    queued  boolean := false;
 BEGIN
     admitted := true;
     cancelled := false;
@@ -231,10 +233,13 @@ BEGIN
     -- lowered), needs no count: its seats alone decide.
     FOR full_key IN SELECT * FROM jsonb_to_recordset(conc) AS r(k text, lim integer, on_limit text, what text, label text) LOOP
         IF EXISTS (SELECT 1 FROM attune.policy_slot s WHERE s.key = full_key.k AND s.execution_id = e.id) THEN
+            held := held || full_key.k;
+            queued := queued OR EXISTS (SELECT 1 FROM attune.policy_waiter pw WHERE pw.key = full_key.k);
             CONTINUE; -- admitted before, its claim not yet made (a lost fetch)
         END IF;
-        IF NOT EXISTS (SELECT 1 FROM attune.policy_waiter pw WHERE pw.key = full_key.k)
-           AND NOT EXISTS (SELECT 1 FROM attune.policy_seat st
+        IF EXISTS (SELECT 1 FROM attune.policy_waiter pw WHERE pw.key = full_key.k) THEN
+            queued := true;
+        ELSIF NOT EXISTS (SELECT 1 FROM attune.policy_seat st
                            WHERE st.key = full_key.k AND st.n > full_key.lim AND st.execution_id IS NOT NULL) THEN
             CONTINUE;
         END IF;
@@ -262,17 +267,18 @@ BEGIN
     END LOOP;
     IF NOT refused THEN
         FOR full_key IN SELECT * FROM jsonb_to_recordset(conc) AS r(k text, lim integer, on_limit text, what text, label text) LOOP
-            IF EXISTS (SELECT 1 FROM attune.policy_slot s WHERE s.key = full_key.k AND s.execution_id = e.id) THEN
-                CONTINUE;
-            END IF;
-            IF NOT EXISTS (SELECT 1 FROM attune.policy_seat st WHERE st.key = full_key.k AND st.n = full_key.lim) THEN
-                -- The key's first admission, or its limit raised.
-                INSERT INTO attune.policy_seat (key, n) SELECT full_key.k, g FROM generate_series(1, full_key.lim) g
-                ON CONFLICT DO NOTHING;
-            END IF;
+            CONTINUE WHEN full_key.k = ANY (held);
             SELECT st.n INTO seat FROM attune.policy_seat st
             WHERE st.key = full_key.k AND st.n <= full_key.lim AND st.execution_id IS NULL
             ORDER BY st.n LIMIT 1 FOR UPDATE SKIP LOCKED;
+            IF NOT FOUND AND NOT EXISTS (SELECT 1 FROM attune.policy_seat st WHERE st.key = full_key.k AND st.n = full_key.lim) THEN
+                -- The key's first admission, or its limit raised.
+                INSERT INTO attune.policy_seat (key, n) SELECT full_key.k, g FROM generate_series(1, full_key.lim) g
+                ON CONFLICT DO NOTHING;
+                SELECT st.n INTO seat FROM attune.policy_seat st
+                WHERE st.key = full_key.k AND st.n <= full_key.lim AND st.execution_id IS NULL
+                ORDER BY st.n LIMIT 1 FOR UPDATE SKIP LOCKED;
+            END IF;
             IF NOT FOUND THEN
                 c := full_key;
                 refused := true;
@@ -363,11 +369,15 @@ BEGIN
 
     INSERT INTO attune.policy_slot (key, execution_id)
     SELECT r.k, e.id FROM jsonb_to_recordset(conc) AS r(k text) ON CONFLICT DO NOTHING;
+    -- Nobody waits for these keys (so neither does this execution): no
+    -- waiter to wake, no waiter row to delete.
+    IF NOT queued THEN
+        RETURN;
+    END IF;
     -- Slots still free beyond the waiters already woken: wake one more, so
     -- that a wake lost to a race costs one start, not the slot.
     FOR c IN SELECT * FROM jsonb_to_recordset(conc) AS r(k text, lim integer, on_limit text, what text, label text) LOOP
-        IF EXISTS (SELECT 1 FROM attune.policy_waiter pw WHERE pw.key = c.k AND NOT pw.woken AND pw.execution_id <> e.id)
-           AND (SELECT count(*) FROM attune.policy_slot s WHERE s.key = c.k)
+        IF (SELECT count(*) FROM attune.policy_slot s WHERE s.key = c.k)
            + (SELECT count(*) FROM (SELECT 1 FROM attune.policy_waiter pw
                                     WHERE pw.key = c.k AND pw.woken AND pw.execution_id <> e.id LIMIT c.lim) x) < c.lim THEN
             PERFORM attune._policy_wake(c.k);
