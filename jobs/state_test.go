@@ -1,8 +1,13 @@
 package jobs_test
 
 import (
+	"fmt"
+	"slices"
+	"sync"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/attune-system/attune/jobs"
@@ -336,4 +341,103 @@ func TestClaimMany(t *testing.T) {
 	last := enqueue("t.noop", `{}`)
 	require.Empty(t, claimMany([]queued{last}))
 	require.Equal(t, jobs.StatusRequested, status(last))
+}
+
+// TestClaimManyLimitUnderRace has ten connections claim executions of one
+// limited action at the same instant, round after round: exactly the
+// limit is admitted each round, each holder has a slot and a seat
+// (018_admit_in_claim.sql), and the releases of the round free them all.
+func TestClaimManyLimitUnderRace(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const limit, conns, perConn, rounds = 3, 10, 2, 5
+	_, err := b.pool.Exec(b.ctx, `INSERT INTO attune.worker (name, hostname, pid, status) VALUES ('w', 'h', 1, 'active')`)
+	require.NoError(t, err)
+	_, err = b.pool.Exec(b.ctx, `UPDATE attune.action SET policy = '{"concurrency": {"limit": 3}}' WHERE ref = 't.params'`)
+	require.NoError(t, err)
+	type queued struct{ id, job int64 }
+	var queue []queued
+	for i := range conns * perConn * rounds {
+		id, err := sqlEnqueue(b.ctx, b.pool, "t.params", fmt.Sprintf(`{"n": %d}`, i%5+1), `{}`)
+		require.NoError(t, err)
+		q := queued{id: id}
+		require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT job_id FROM attune.execution WHERE id = $1", id).Scan(&q.job))
+		queue = append(queue, q)
+	}
+	held := func() (slots, seats int) {
+		t.Helper()
+		require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT (SELECT count(*) FROM attune.policy_slot),
+			(SELECT count(*) FROM attune.policy_seat WHERE execution_id IS NOT NULL)`).Scan(&slots, &seats))
+		return slots, seats
+	}
+	var running []queued
+	for round := range rounds {
+		start := make(chan struct{})
+		var mu sync.Mutex
+		var admitted []queued
+		var wg sync.WaitGroup
+		for c := range conns {
+			batch := queue[(round*conns+c)*perConn:][:perConn]
+			wg.Go(func() {
+				var ids, jobIDs []int64
+				var attempts []int
+				for _, q := range batch {
+					ids, jobIDs, attempts = append(ids, q.id), append(jobIDs, q.job), append(attempts, 1)
+				}
+				// The previous round's holders are given back by the first
+				// connection, in the same instant as everyone's claims.
+				var rel []int64
+				var relAttempts []int
+				if c == 0 {
+					for _, q := range running {
+						rel, relAttempts = append(rel, q.id), append(relAttempts, 1)
+					}
+				}
+				<-start
+				rows, err := b.pool.Query(b.ctx, "SELECT job_id FROM attune.claim_many($1, $2, $3, 'w', $4, $5) WHERE admitted",
+					ids, attempts, jobIDs, rel, relAttempts)
+				if !assert.NoError(t, err) {
+					return
+				}
+				jobIDsAdmitted, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+				assert.NoError(t, err)
+				mu.Lock()
+				defer mu.Unlock()
+				for _, q := range batch {
+					if slices.Contains(jobIDsAdmitted, q.job) {
+						admitted = append(admitted, q)
+					}
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		// The releases may have committed after some claims looked:
+		// never more than the limit, at least one, and slots and seats
+		// always agree with the holders.
+		slots, seats := held()
+		require.LessOrEqual(t, len(admitted), limit, "round %d", round)
+		if round == 0 {
+			require.Len(t, admitted, limit, "nothing held yet: the limit, exactly")
+		}
+		require.Positive(t, len(admitted), "round %d: the releasing connection claims after its releases", round)
+		require.Equal(t, len(admitted), slots, "round %d: a slot per holder", round)
+		require.Equal(t, len(admitted), seats, "round %d: a seat per holder", round)
+		// Those not admitted are moved out of the way (cancelled), so that
+		// the next round's claims do not queue behind them.
+		for _, q := range queue[round*conns*perConn:][:conns*perConn] {
+			if !slices.Contains(admitted, q) {
+				_, err := b.pool.Exec(b.ctx, "SELECT attune.cancel_execution($1)", q.id)
+				require.NoError(t, err)
+			}
+		}
+		running = admitted
+	}
+	// The last round's holders end: everything is free again.
+	_, err = b.pool.Exec(b.ctx, "SELECT count(*) FROM attune.claim_many('{}', '{}', '{}', 'w', $1, $2)",
+		[]int64{running[0].id}, []int{1})
+	require.NoError(t, err)
+	slots, seats := held()
+	require.Equal(t, len(running)-1, slots)
+	require.Equal(t, len(running)-1, seats)
 }

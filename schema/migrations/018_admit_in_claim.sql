@@ -101,12 +101,18 @@ BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
     FOR i IN 1 .. coalesce(cardinality(claim_many.released_ids), 0) LOOP
         -- The deferred trigger policy_slot_freed (011_policy.sql) wakes the
-        -- next waiter of each key at commit.
+        -- next waiter of each key at commit. A slot being deleted already
+        -- (its settle or a cancel in flight, which lock the execution row
+        -- first) is skipped, not waited for: two orders of locking the same
+        -- rows could deadlock, and that writer frees it anyway.
         DELETE FROM attune.policy_slot s
-        WHERE s.execution_id = claim_many.released_ids[i]
-            AND EXISTS (SELECT 1 FROM attune.execution e
-                        WHERE e.id = claim_many.released_ids[i] AND e.status IN ('running', 'canceling')
-                            AND e.worker = claim_many.worker AND e.attempt = claim_many.released_attempts[i]);
+        WHERE (s.key, s.execution_id) IN (
+            SELECT x.key, x.execution_id FROM attune.policy_slot x
+            WHERE x.execution_id = claim_many.released_ids[i]
+                AND EXISTS (SELECT 1 FROM attune.execution e
+                            WHERE e.id = claim_many.released_ids[i] AND e.status IN ('running', 'canceling')
+                                AND e.worker = claim_many.worker AND e.attempt = claim_many.released_attempts[i])
+            FOR UPDATE OF x SKIP LOCKED);
     END LOOP;
     FOR i IN 1 .. coalesce(cardinality(claim_many.execution_ids), 0) LOOP
         x_id := claim_many.execution_ids[i];
