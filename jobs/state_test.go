@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -238,20 +239,18 @@ func TestClaimMany(t *testing.T) {
 			rel, relAttempts = append(rel, q.id), append(relAttempts, 1)
 		}
 		rows, err := b.pool.Query(b.ctx, `SELECT job_id, admitted, cancelled, coalesce(reason, ''), coalesce(array_to_string(retry_on, ','), ''),
-				holds_slots, coalesce(admit_error, ''), action_ref FROM attune.claim_many($1, $2, $3, $4, $5, $6)`,
+				holds_slots, action_ref FROM attune.claim_many($1, $2, $3, $4, $5, $6)`,
 			ids, attempts, jobIDs, worker, rel, relAttempts)
 		require.NoError(t, err)
 		got := map[int64]string{}
 		for rows.Next() {
 			var job int64
 			var admitted, cancelled, holds bool
-			var reason, retryOn, admitErr string
+			var reason, retryOn string
 			var ref *string
-			require.NoError(t, rows.Scan(&job, &admitted, &cancelled, &reason, &retryOn, &holds, &admitErr, &ref))
+			require.NoError(t, rows.Scan(&job, &admitted, &cancelled, &reason, &retryOn, &holds, &ref))
 			require.Equal(t, admitted, ref != nil, "a claimed row carries its action, a refused one nothing")
 			switch {
-			case admitErr != "":
-				got[job] = "error"
 			case cancelled:
 				got[job] = "cancelled"
 			case !admitted:
@@ -327,13 +326,21 @@ func TestClaimMany(t *testing.T) {
 	inPack := enqueue("t.noop", `{}`)
 	require.Equal(t, map[int64]string{inPack.job: "claimed, holding slots"}, claimMany([]queued{inPack}), "the pack's limit")
 
-	// A policy admission cannot read fails that row alone; it stays queued.
+	// A policy admission cannot read fails the statement, its context
+	// naming policy_admit (the worker tells an admission's error by it);
+	// nothing is claimed.
 	setPolicy("pack", "t", `{}`)
 	setPolicy("action", "t.params", `{"concurrency": {"limit": "many"}}`)
 	broken := enqueue("t.params", `{"n": 3}`)
 	fine := enqueue("t.noop", `{}`)
-	require.Equal(t, map[int64]string{broken.job: "error", fine.job: "claimed"}, claimMany([]queued{broken, fine}))
+	_, err = b.pool.Exec(b.ctx, "SELECT * FROM attune.claim_many($1, $2, $3, 'w', '{}', '{}')",
+		[]int64{fine.id, broken.id}, []int{1, 1}, []int64{fine.job, broken.job})
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, err, &pgErr)
+	require.Contains(t, pgErr.Where, "function attune.policy_admit(")
 	require.Equal(t, jobs.StatusRequested, status(broken))
+	require.Equal(t, jobs.StatusRequested, status(fine), "the statement's other claims rolled back with it")
+	require.Equal(t, map[int64]string{fine.job: "claimed"}, claimMany([]queued{fine}))
 
 	// A worker marked inactive claims nothing.
 	_, err = b.pool.Exec(b.ctx, "UPDATE attune.worker SET status = 'inactive' WHERE name = 'w'")

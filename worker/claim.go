@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 
@@ -66,7 +68,6 @@ type claimRow struct {
 	reason     *string
 	retryOn    []string
 	holdsSlots bool
-	admitError *string
 
 	maxAttempts       *int
 	actionRef         *string
@@ -161,7 +162,7 @@ func (c *claimer) claimMany(ctx context.Context, batch []*claimRequest) (map[int
 	for rows.Next() {
 		var jobID int64
 		r := &claimRow{}
-		if err := rows.Scan(&jobID, &r.admitted, &r.cancelled, &r.retryAt, &r.reason, &r.retryOn, &r.holdsSlots, &r.admitError,
+		if err := rows.Scan(&jobID, &r.admitted, &r.cancelled, &r.retryAt, &r.reason, &r.retryOn, &r.holdsSlots,
 			&r.maxAttempts, &r.actionRef, &r.packRef, &r.runnerType, &r.path,
 			&r.parameters, &r.secretParams, &r.decls, &r.resultSchema, &r.timeoutSeconds, &r.actionTimeout,
 			&r.parameterDelivery, &r.parameterFormat, &r.outputFormat, &r.ruleRef, &r.triggerRef, &r.updated, &r.sealed); err != nil {
@@ -187,13 +188,18 @@ func (w *executor) claim(ctx context.Context, job *river.Job[jobs.ExecutionArgs]
 		row, err = w.claimer.claim(job)
 		return err
 	})
+	var pgErr *pgconn.PgError
 	switch {
+	case errors.As(err, &pgErr) && strings.Contains(pgErr.Where, "function attune.policy_admit("):
+		// The action's or pack's policy cannot be applied (the claimer
+		// has tried this row alone): nothing was claimed.
+		return nil, &admission{Error: pgErr.Message}, nil
 	case err != nil:
 		return nil, nil, err
 	case row == nil:
 		return nil, nil, pgx.ErrNoRows
 	case !row.admitted:
-		return nil, &admission{Cancelled: row.cancelled, RetryAt: row.retryAt, Reason: row.reason, Error: val(row.admitError)}, nil
+		return nil, &admission{Cancelled: row.cancelled, RetryAt: row.retryAt, Reason: row.reason}, nil
 	}
 	if row.retryOn != nil {
 		w.retryOn.Store(job.ID, row.retryOn)

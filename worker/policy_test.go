@@ -411,3 +411,30 @@ func TestConcurrencyWaiterWokenInProcess(t *testing.T) {
 		JOIN attune.execution e ON e.job_id = j.id WHERE e.id = $1`, waiter).Scan(&snoozes))
 	require.Nil(t, snoozes, "the waiter never went back to River")
 }
+
+// An action whose stored policy admission cannot apply (written by hand,
+// past pack check) neither runs nor spends an attempt: its job goes back
+// to River for a minute, with the error logged, while the replica runs
+// the rest.
+func TestBrokenPolicyWaitsWithoutAnAttempt(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	_, err := b.pool.Exec(b.ctx, `UPDATE attune.action SET policy = '{"concurrency": {"limit": "many"}}' WHERE ref = 't.limited'`)
+	require.NoError(t, err)
+	broken := b.enqueue(t, "t.limited", nil, nil)
+	fine := b.enqueue(t, "t.script", nil, nil)
+	require.Equal(t, jobs.StatusCompleted, b.wait(t, fine).Status)
+	require.Eventually(t, func() bool {
+		var state string
+		var in time.Duration
+		require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT j.state::text, coalesce(j.scheduled_at - now(), '0')
+			FROM attune.river_job j JOIN attune.execution e ON e.job_id = j.id WHERE e.id = $1`, broken).Scan(&state, &in))
+		return state == "scheduled" && in > 30*time.Second
+	}, 10*time.Second, 20*time.Millisecond, "snoozed for a minute")
+	e, err := jobs.Get(b.ctx, b.pool, broken)
+	require.NoError(t, err)
+	require.Equal(t, jobs.StatusRequested, e.Status)
+	require.Zero(t, e.Attempt, "no attempt spent")
+	require.Contains(t, b.logs.String(), `"msg":"checking an execution's policies failed; trying again in a minute"`)
+	require.Contains(t, b.logs.String(), `invalid input syntax for type integer`)
+}

@@ -72,15 +72,12 @@ FOR EACH ROW EXECUTE FUNCTION attune._policy_seat_free();
 --              policy_admit's answer
 --   holds_slots  claimed holding concurrency slots: the worker gives them
 --              back as its process ends
---   admit_error  policy_admit failed (an error of its own, not of the
---              connection): not claimed, not cancelled; the worker looks
---              again later rather than spend an attempt
 -- An execution that may not run returns no row, as with claim.
 CREATE FUNCTION attune.claim_many(execution_ids bigint[], attempts integer[], job_ids bigint[], worker text,
     released_ids bigint[], released_attempts integer[])
 RETURNS TABLE (
     job_id bigint, admitted boolean, cancelled boolean, retry_at timestamptz, reason text, retry_on text[],
-    holds_slots boolean, admit_error text,
+    holds_slots boolean,
     max_attempts integer, action_ref text, pack_ref text, runner_type text, path text,
     parameters jsonb, secret_parameters jsonb, declarations jsonb, result_schema jsonb,
     timeout_seconds integer, action_timeout_seconds integer, parameter_delivery text,
@@ -128,18 +125,13 @@ BEGIN
                 AND NOT coalesce(a.policy -> 'retry' ? 'on', false)
                 AND coalesce(p.policy, '{}') - 'retention' = '{}'));
         IF x_must THEN
-            BEGIN
-                SELECT * INTO adm FROM attune.policy_admit(x_id, claim_many.worker);
-            EXCEPTION WHEN OTHERS THEN
-                -- The statement's other rows go on; this one is asked again.
-                RETURN QUERY SELECT x_job, false, false, NULL::timestamptz, NULL::text, NULL::text[], false, SQLERRM,
-                    NULL::integer, NULL::text, NULL::text, NULL::text, NULL::text,
-                    NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::integer, NULL::integer, NULL::text,
-                    NULL::text, NULL::text, NULL::text, NULL::text, NULL::timestamptz, NULL::jsonb;
-                CONTINUE;
-            END;
+            -- An error of policy_admit's fails the statement: the worker
+            -- tells it by its context (worker/claim.go) and looks again
+            -- later. (A subtransaction to catch it here cost more than the
+            -- rest of the admission.)
+            SELECT * INTO adm FROM attune.policy_admit(x_id, claim_many.worker);
             IF NOT adm.admitted THEN
-                RETURN QUERY SELECT x_job, false, adm.cancelled, adm.retry_at, adm.reason, NULL::text[], false, NULL::text,
+                RETURN QUERY SELECT x_job, false, adm.cancelled, adm.retry_at, adm.reason, NULL::text[], false,
                     NULL::integer, NULL::text, NULL::text, NULL::text, NULL::text,
                     NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::integer, NULL::integer, NULL::text,
                     NULL::text, NULL::text, NULL::text, NULL::text, NULL::timestamptz, NULL::jsonb;
@@ -148,7 +140,7 @@ BEGIN
             x_on := adm.retry_on;
             x_held := EXISTS (SELECT 1 FROM attune.policy_slot s WHERE s.execution_id = x_id);
         END IF;
-        RETURN QUERY SELECT x_job, true, false, NULL::timestamptz, NULL::text, x_on, x_held, NULL::text, c.*
+        RETURN QUERY SELECT x_job, true, false, NULL::timestamptz, NULL::text, x_on, x_held, c.*
             FROM attune.claim(x_id, claim_many.worker, claim_many.attempts[i], x_job) c;
     END LOOP;
 END $$;
