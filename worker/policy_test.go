@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/attune-system/attune/jobs"
@@ -437,4 +438,40 @@ func TestBrokenPolicyWaitsWithoutAnAttempt(t *testing.T) {
 	require.Zero(t, e.Attempt, "no attempt spent")
 	require.Contains(t, b.logs.String(), `"msg":"checking an execution's policies failed; trying again in a minute"`)
 	require.Contains(t, b.logs.String(), `invalid input syntax for type integer`)
+}
+
+// The seats of a keyed limit's keys go with Prune once nobody holds or
+// waits for them; a key in use keeps its seats, and a pruned key works
+// again at its next admission.
+func TestPruneIdleConcurrencyKeys(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	for _, host := range []string{"h1", "h2"} {
+		e := b.wait(t, b.enqueue(t, "t.per_host", map[string]any{"host": host, "seconds": 0}, nil))
+		require.Equal(t, jobs.StatusCompleted, e.Status)
+	}
+	busy := b.enqueue(t, "t.per_host", map[string]any{"host": "h3", "seconds": 30}, nil)
+	b.waitStatus(t, busy, jobs.StatusRunning)
+	keys := func() []string {
+		t.Helper()
+		rows, err := b.pool.Query(b.ctx, "SELECT DISTINCT key FROM attune.policy_seat ORDER BY key")
+		require.NoError(t, err)
+		ks, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		return ks
+	}
+	prefix := "concurrency:action:t.per_host:"
+	require.Equal(t, []string{prefix + "h1", prefix + "h2", prefix + "h3"}, keys())
+
+	_, ok, err := Prune(b.ctx, b.pool, 0, b.srv.log)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, []string{prefix + "h3"}, keys(), "the key in use keeps its seat")
+	require.Contains(t, b.logs.String(), `"idle_concurrency_keys":2`)
+
+	again := b.wait(t, b.enqueue(t, "t.per_host", map[string]any{"host": "h1", "seconds": 0}, nil))
+	require.Equal(t, jobs.StatusCompleted, again.Status)
+	require.Equal(t, []string{prefix + "h1", prefix + "h3"}, keys())
+	_, err = jobs.Cancel(b.ctx, b.pool, busy)
+	require.NoError(t, err)
 }

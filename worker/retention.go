@@ -44,7 +44,8 @@ func interval(d time.Duration) string {
 // retention:, else retention, ATTUNE_RETENTION), each event with the last
 // of the executions it led to, and events past retention that no execution
 // names, in batches of pruneBatch rows, each its own transaction
-// (schema/migrations/011_policy.sql, 016_policy_fixes.sql). Running and queued
+// (schema/migrations/011_policy.sql, 016_policy_fixes.sql), and the seats
+// of idle concurrency keys (018_admit_in_claim.sql). Running and queued
 // executions are never candidates. It holds the prune advisory lock while
 // it runs; ok is false when another session holds it.
 func Prune(ctx context.Context, pool *pgxpool.Pool, retention time.Duration, log *slog.Logger) (res PruneResult, ok bool, err error) {
@@ -89,9 +90,23 @@ func Prune(ctx context.Context, pool *pgxpool.Pool, retention time.Duration, log
 			break
 		}
 	}
-	if res.Executions > 0 || res.Events > 0 {
+	// The seats of concurrency keys nobody holds or waits for
+	// (018_admit_in_claim.sql): bookkeeping, not history, so they go
+	// whatever the retention, and are not counted in the result.
+	var keys int
+	for {
+		var n int
+		if err := conn.QueryRow(ctx, "SELECT attune.prune_seats($1)", pruneBatch).Scan(&n); err != nil {
+			return res, true, fmt.Errorf("error pruning idle concurrency keys: %w", err)
+		}
+		keys += n
+		if n < pruneBatch {
+			break
+		}
+	}
+	if res.Executions > 0 || res.Events > 0 || keys > 0 {
 		log.Info("pruned finished executions and old events", "executions", res.Executions, "events", res.Events,
-			"retention", retention, "took", time.Since(start).Round(time.Millisecond))
+			"idle_concurrency_keys", keys, "retention", retention, "took", time.Since(start).Round(time.Millisecond))
 	}
 	return res, true, nil
 }

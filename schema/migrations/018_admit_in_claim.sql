@@ -462,3 +462,36 @@ BEGIN
     END IF;
     RETURN NEW;
 END $$;
+
+-- prune_seats deletes the seats of up to batch concurrency keys that
+-- nobody holds or waits for (a keyed limit makes seats for every rendered
+-- key ever admitted), a key's seats all or none: those a seat of is being
+-- taken right now (locked) are left for the next round. It returns the
+-- number of keys whose seats went. An admission of the key while its
+-- seats go finds none free and waits; its snooze (_policy_snoozed) finds
+-- the key free and makes it available again, and the next admission makes
+-- the seats anew.
+CREATE FUNCTION attune.prune_seats(batch integer)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    k      text;
+    total  integer;
+    locked integer;
+    n      integer := 0;
+BEGIN
+    PERFORM set_config('statement_timeout', '10s', true);
+    FOR k IN SELECT DISTINCT st.key FROM attune.policy_seat st
+             WHERE NOT EXISTS (SELECT 1 FROM attune.policy_slot s WHERE s.key = st.key)
+                 AND NOT EXISTS (SELECT 1 FROM attune.policy_waiter w WHERE w.key = st.key)
+             LIMIT batch LOOP
+        SELECT count(*) INTO total FROM attune.policy_seat st WHERE st.key = k;
+        SELECT count(*) INTO locked FROM (
+            SELECT 1 FROM attune.policy_seat st WHERE st.key = k AND st.execution_id IS NULL
+            FOR UPDATE SKIP LOCKED) x;
+        IF locked = total THEN
+            DELETE FROM attune.policy_seat st WHERE st.key = k;
+            n := n + 1;
+        END IF;
+    END LOOP;
+    RETURN n;
+END $$;
