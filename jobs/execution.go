@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -110,7 +111,21 @@ type Querier interface {
 
 // Get reads one execution.
 func Get(ctx context.Context, db Querier, id int64) (*Execution, error) {
-	e, err := scanExecution(db.QueryRow(ctx, "SELECT "+executionColumns+" FROM attune.execution WHERE id = $1", id))
+	return get(ctx, db, id, executionColumns)
+}
+
+// GetFacts reads one execution without its stdout and stderr (Stdout and
+// Stderr nil), which may hold 10 MiB each: for a page that refreshes the
+// rest while the output comes by its stream.
+func GetFacts(ctx context.Context, db Querier, id int64) (*Execution, error) {
+	return get(ctx, db, id, factColumns)
+}
+
+// factColumns are executionColumns without the output.
+var factColumns = strings.Replace(executionColumns, "stdout, stderr,", "NULL::text, NULL::text,", 1)
+
+func get(ctx context.Context, db Querier, id int64, columns string) (*Execution, error) {
+	e, err := scanExecution(db.QueryRow(ctx, "SELECT "+columns+" FROM attune.execution WHERE id = $1", id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("%w: %d (attune execution list shows recent ones)", ErrNotFound, id)
 	}

@@ -213,7 +213,13 @@ func (c *Console) execution(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	e, err := jobs.Get(r.Context(), c.pool, id)
+	// The page's own refresh (console.js) swaps only the facts: it need not
+	// carry the output, which may be 20 MiB, every 2 s.
+	get := jobs.Get
+	if r.Header.Get(liveHeader) == "facts" {
+		get = jobs.GetFacts
+	}
+	e, err := get(r.Context(), c.pool, id)
 	if errors.Is(err, jobs.ErrNotFound) {
 		c.errorPage(w, r, http.StatusNotFound, fmt.Sprintf("Execution %d does not exist", id), "The executions page lists the recent ones.")
 		return
@@ -258,6 +264,10 @@ func maskedParameters(raw json.RawMessage, fields []field) string {
 }
 
 const secretMask = "********"
+
+// liveHeader is the header console.js's refresh sends, "facts", when the
+// page swaps only its parts marked data-live.
+const liveHeader = "X-Attune-Refresh"
 
 // problems are the notices an execution page shows after a redirect, by
 // code, so a link cannot put words of its own on the page.

@@ -1,6 +1,7 @@
 package console_test
 
 import (
+	"fmt"
 	"html"
 	"io"
 	"net/http"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/attune-system/attune/jobs"
 )
 
 // TestSession checks the login and CSRF rules over plain HTTP, without a
@@ -239,4 +242,31 @@ func getPage(t *testing.T, c *http.Client, url string) string {
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", url, body)
 	return string(body)
+}
+
+// TestExecutionRefreshLeavesOutOutput: the execution page's own refresh
+// (console.js sends X-Attune-Refresh: facts) gets the facts it swaps, not
+// the output, which the page follows by its stream.
+func TestExecutionRefreshLeavesOutOutput(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	id := b.enqueue(t, "t.ticks", map[string]any{"count": 2})
+	es, err := jobs.Wait(b.ctx, b.pool, id)
+	require.NoError(t, err)
+	require.Equal(t, jobs.StatusCompleted, es[0].Status)
+	c := loggedIn(t, b)
+	page := getPage(t, c, fmt.Sprintf("%s/executions/%d", b.base, id))
+	require.Contains(t, page, "tick 2\n")
+
+	req, err := http.NewRequest("GET", fmt.Sprintf("%s/executions/%d", b.base, id), nil)
+	require.NoError(t, err)
+	req.Header.Set("X-Attune-Refresh", "facts")
+	resp, err := c.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.NotContains(t, string(body), "tick 1", "no output in a refresh")
+	require.Contains(t, string(body), `<dd id="status"><span class="status s-completed">`, "the facts are there")
 }

@@ -16,14 +16,16 @@
     const tick = async () => {
       if (!document.hidden && !busy()) {
         try {
-          const resp = await fetch(location.href, { credentials: "same-origin" });
+          // A page with parts marked data-live (an execution's facts
+          // beside its streamed output) swaps only those, and says so:
+          // the answer then leaves the output out.
+          const live = [...main.querySelectorAll("[data-live]")];
+          const headers = live.length ? { "X-Attune-Refresh": "facts" } : {};
+          const resp = await fetch(location.href, { credentials: "same-origin", headers });
           if (resp.ok && !resp.redirected) {
             const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
             const next = doc.getElementById("main");
             if (next) {
-              // A page with parts marked data-live (an execution's facts
-              // beside its streamed output) swaps only those.
-              const live = [...main.querySelectorAll("[data-live]")];
               if (live.length) {
                 for (const el of live) {
                   const fresh = doc.getElementById(el.id);
