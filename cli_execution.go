@@ -412,7 +412,7 @@ func (a *app) executionCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			before, err := jobs.Get(ctx, pool, id)
+			before, err := jobs.GetFacts(ctx, pool, id)
 			if err != nil {
 				return err
 			}
@@ -461,7 +461,7 @@ func (a *app) reRunCommand() *cobra.Command {
 			if _, err := parseParams(params, "", nil); err != nil {
 				return usageError{err}
 			}
-			old, err := jobs.Get(ctx, pool, id)
+			old, err := jobs.GetFacts(ctx, pool, id)
 			if err != nil {
 				return err
 			}

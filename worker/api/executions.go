@@ -206,7 +206,7 @@ func (s *Server) cancelExecution(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	before, err := jobs.Get(r.Context(), s.pool, id)
+	before, err := jobs.GetFacts(r.Context(), s.pool, id)
 	if err != nil {
 		s.fail(w, r, notFound(err))
 		return
