@@ -209,8 +209,8 @@ func TestReplicaConcurrencySlotFreedByReaper(t *testing.T) {
 
 	a.signal(syscall.SIGKILL)
 	a.exited(t, 10*time.Second)
-	b.start(t, "replica-b", fastReap)
-	// B reaps A (stale after 3 s): the holder is abandoned, its slot freed,
+	b.start(t, "replica-b", reaperReap)
+	// B reaps A (stale after 6 s): the holder is abandoned, its slot freed,
 	// the waiter runs.
 	b.eventually(t, 30*time.Second, "the waiter completed", func() bool { return b.execution(t, waiter).Status == "completed" })
 	require.Equal(t, "abandoned", b.execution(t, holder).Status)

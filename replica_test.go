@@ -127,6 +127,13 @@ func setupReplicas(t *testing.T, url string) *replicaBundle {
 // what it runs: right, but not what they test.
 const fastReap = "ATTUNE_WORKER_STALE_AFTER=3s"
 
+// reaperReap is for the replica that reaps a dead or frozen one and then
+// runs its work: 6 s, so that it still reaps within seconds, while its own
+// fence (at 4.5 s) does not fire on a heartbeat the loaded machine held
+// up. (CI: a survivor with 3 s fenced itself and abandoned its retry.) A
+// window longer than the victim's is safe: the victim fences first.
+const reaperReap = "ATTUNE_WORKER_STALE_AFTER=6s"
+
 // env is the complete environment of an attune process.
 func (b *replicaBundle) env(name string, extra ...string) []string {
 	return append([]string{
@@ -639,7 +646,7 @@ func TestKillReplicaMidExecution(t *testing.T) {
 		orphaned += len(groupMembers(pgid))
 	}
 	require.Positive(t, orphaned, "grandchildren outlive the kill -9 until a replica reaps")
-	b.start(t, "replica-b", fastReap)
+	b.start(t, "replica-b", reaperReap)
 	b.eventually(t, 60*time.Second, "the killed replica's executions settled", func() bool {
 		for _, id := range abandon {
 			if b.execution(t, id).Status != "abandoned" {

@@ -363,10 +363,10 @@ func TestFrozenReplica(t *testing.T) {
 		}
 		return true
 	})
-	bb := b.start(t, "replica-b", fastReap)
+	bb := b.start(t, "replica-b", reaperReap)
 	a.signal(syscall.SIGSTOP)
 	frozen := time.Now()
-	// replica-b declares it dead after the stale window (3s), kills its
+	// replica-b declares it dead after its stale window (6s), kills its
 	// processes (they run on under a frozen parent) and retries.
 	b.eventually(t, 30*time.Second, "replica-a's executions settled or retried on replica-b", func() bool {
 		var n int
