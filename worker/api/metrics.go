@@ -252,27 +252,14 @@ func (c *stateCollector) collect(ctx context.Context, ch chan<- prometheus.Metri
 	if age != nil {
 		ch <- prometheus.MustNewConstMetric(heartbeatDesc, prometheus.GaugeValue, *age)
 	}
-	// The queue of an execution is its action's runner type
-	// (attune.enqueue_prepare); counted from attune's rows, not River's.
-	rows, err := m.pool.Query(ctx, `SELECT a.runner_type, count(*)::float8 FROM attune.execution e
-		JOIN attune.action a ON a.ref = e.action_ref
-		WHERE e.status IN ('requested', 'scheduled') GROUP BY a.runner_type`)
+	queues, err := jobs.QueueDepths(ctx, m.pool)
 	if err != nil {
 		return err
 	}
-	var queue string
-	var n float64
-	for rows.Next() {
-		if err := rows.Scan(&queue, &n); err != nil {
-			rows.Close()
-			return err
-		}
-		ch <- prometheus.MustNewConstMetric(queuedDesc, prometheus.GaugeValue, n, queue)
+	for _, q := range queues {
+		ch <- prometheus.MustNewConstMetric(queuedDesc, prometheus.GaugeValue, float64(q.Due+q.Scheduled), q.Queue)
 	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	rows, err = m.pool.Query(ctx, `SELECT sensor_ref, (status = 'running')::int::float8, restarts::float8
+	rows, err := m.pool.Query(ctx, `SELECT sensor_ref, (status = 'running')::int::float8, restarts::float8
 		FROM attune.sensor_state WHERE worker = $1`, m.worker)
 	if err != nil {
 		return err

@@ -33,7 +33,7 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
-	queues, err := queueDepths(ctx, c.pool)
+	queues, err := jobs.QueueDepths(ctx, c.pool)
 	if err != nil {
 		c.fail(w, r, err)
 		return

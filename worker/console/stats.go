@@ -43,40 +43,6 @@ func lastHour(ctx context.Context, db jobs.Querier) ([]minute, error) {
 	return out, rows.Err()
 }
 
-// queueDepth is one runtime queue's waiting executions.
-type queueDepth struct {
-	Queue            string
-	Due, Scheduled   int
-	OldestDueSeconds *float64
-}
-
-// queueDepths counts the executions waiting in each runtime queue, due now
-// or scheduled for later. An execution's queue is its action's runner type
-// (attune.enqueue_prepare); counted from attune's rows, as the metrics are,
-// so nothing here depends on River's schema.
-func queueDepths(ctx context.Context, db jobs.Querier) ([]queueDepth, error) {
-	rows, err := db.Query(ctx, `SELECT a.runner_type,
-			count(*) FILTER (WHERE e.scheduled_at <= now())::int,
-			count(*) FILTER (WHERE e.scheduled_at > now())::int,
-			extract(epoch FROM now() - min(e.scheduled_at) FILTER (WHERE e.scheduled_at <= now()))::float8
-		FROM attune.execution e JOIN attune.action a ON a.ref = e.action_ref
-		WHERE e.status IN ('requested', 'scheduled')
-		GROUP BY a.runner_type ORDER BY a.runner_type`)
-	if err != nil {
-		return nil, fmt.Errorf("error reading queue depths: %w", err)
-	}
-	defer rows.Close()
-	var out []queueDepth
-	for rows.Next() {
-		var q queueDepth
-		if err := rows.Scan(&q.Queue, &q.Due, &q.Scheduled, &q.OldestDueSeconds); err != nil {
-			return nil, fmt.Errorf("error reading queue depths: %w", err)
-		}
-		out = append(out, q)
-	}
-	return out, rows.Err()
-}
-
 // fired is one execution a rule enqueued for an event.
 type fired struct {
 	ID        int64
