@@ -10,11 +10,10 @@
 //
 // An execution's status (attune.execution.status) changes only in the SQL
 // functions of schema/migrations/005_state_machine.sql, as amended by
-// 009_settle.sql (and 017_claim_many.sql and 018_admit_in_claim.sql,
-// whose claim_many admits and claims many executions in one statement,
-// each with claim); Go calls them. The state
-// machine's files are also the only place attune reads or writes River's
-// tables. Where River's job moves with the execution, the caller uses
+// 009_settle.sql (and 017_claim_many.sql, whose claim_many admits and
+// claims many executions in one statement, each with claim); Go calls
+// them. The state machine's files are also the only place attune reads or
+// writes River's tables. Where River's job moves with the execution, the caller uses
 // River's API in the same transaction: InsertManyTx to enqueue,
 // JobCompleteTx (the worker: the same statement for a batch) when a
 // result is final, JobCancelTx to cancel.

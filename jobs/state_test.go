@@ -201,8 +201,8 @@ func TestStatusesListed(t *testing.T) {
 	require.ElementsMatch(t, allStatuses, jobs.Statuses)
 }
 
-// TestClaimMany checks attune.claim_many (schema/migrations/017_claim_many.sql,
-// 018_admit_in_claim.sql): each row claims as claim does, an execution whose
+// TestClaimMany checks attune.claim_many (schema/migrations/017_claim_many.sql):
+// each row claims as claim does, an execution whose
 // action or pack has a policy is admitted by policy_admit in the same
 // statement (or comes back refused, unclaimed), and the slots of the
 // attempts given back are freed first, so that a claim in the same
@@ -353,7 +353,7 @@ func TestClaimMany(t *testing.T) {
 // TestClaimManyLimitUnderRace has ten connections claim executions of one
 // limited action at the same instant, round after round: exactly the
 // limit is admitted each round, each holder has a slot and a seat
-// (018_admit_in_claim.sql), and the releases of the round free them all.
+// (016_policy_fixes.sql), and the releases of the round free them all.
 func TestClaimManyLimitUnderRace(t *testing.T) {
 	t.Parallel()
 	b := setup(t)

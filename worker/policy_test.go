@@ -383,7 +383,7 @@ func TestRateLimitReservationGivenBack(t *testing.T) {
 	require.Equal(t, jobs.StatusCompleted, done.Status, deref(done.Error))
 	next := b.enqueue(t, "t.rated_exclusive", nil, nil)
 	require.Eventually(t, func() bool { return !reservation(t, b, next).IsZero() }, 10*time.Second, 10*time.Millisecond)
-	// A holder has a slot and its seat (018_admit_in_claim.sql).
+	// A holder has a slot and its seat (016_policy_fixes.sql).
 	_, err = b.pool.Exec(b.ctx, "INSERT INTO attune.policy_slot (key, execution_id) VALUES ('concurrency:action:t.rated_exclusive:', $1)", done.ID)
 	require.NoError(t, err)
 	_, err = b.pool.Exec(b.ctx, `INSERT INTO attune.policy_seat (key, n, execution_id) VALUES ('concurrency:action:t.rated_exclusive:', 1, $1)

@@ -1,7 +1,8 @@
 -- What each execution costs PostgreSQL, with the same semantics:
 --   * claims in batches: a replica claims the jobs River handed it at about
---     the same time in one statement, and skips the admission round trip
---     for actions that have no policy admission could act on;
+--     the same time in one statement, admitting those whose action or pack
+--     has a policy in the same statement, and gives back the concurrency
+--     slots of the processes that ended;
 --   * settle, with the same writes, row by row;
 --   * enqueue's two SQL-language helpers in PL/pgSQL, whose plans are kept.
 --
@@ -15,29 +16,49 @@
 --
 -- claim_many claims many executions in one statement: execution_ids[i]
 -- for attempts[i] of River job job_ids[i], each with attune.claim
--- (009_settle.sql), whose conditions, writes and columns it keeps, the
--- rows keyed by job_id. An execution that may not run returns no row, as
--- with claim.
+-- (009_settle.sql, 014_claim_retry.sql), whose conditions, writes and
+-- columns it keeps. It returns one row per execution that may run or
+-- waits, keyed by job_id:
+--   admitted   true: claimed, the other columns filled (retry_on from the
+--              action's retry policy, when it has one admission reads);
+--              false: not claimed, and cancelled, retry_at and reason are
+--              policy_admit's answer
+--   holds_slots  claimed holding concurrency slots: the worker gives them
+--              back as its process ends
+-- An execution that may not run returns no row, as with claim.
 --
--- Admission: policy_admit (011_policy.sql) must decide before the claim of
--- an execution whose action or pack has a policy it reads. Such a row,
--- unless admitted[i] says the worker has asked policy_admit already, is
--- not claimed: it comes back with must_admit and nothing else, and the
--- worker admits it, then claims it again with admitted. Only a policy that
--- holds nothing but retention (prune's) and a retry block without "on"
--- (policy_next_retry's, read when an attempt fails) is known to leave
+-- Admission: an execution whose action or pack has a policy is admitted by
+-- policy_admit (011_policy.sql, 016_policy_fixes.sql) in the same
+-- statement, before its claim: no round trip of its own. Only a policy
+-- that holds nothing but retention (prune's) and a retry block without
+-- "on" (policy_next_retry's, read when an attempt fails) is known to leave
 -- policy_admit nothing to do but admit; anything else, a policy key a later
--- migration adds included, goes through admission.
+-- migration adds included, goes through admission. An error of
+-- policy_admit's fails the statement; the worker tells it by its context
+-- (worker/claim.go). (A subtransaction to catch it here cost more than the
+-- rest of the admission.)
+--
+-- Releases: first, the concurrency slots of the attempts whose process has
+-- ended (released_ids[i], released_attempts[i]) are given back, so that a
+-- claim in the same statement may take them. A slot stands for a running
+-- process: freed by the settle's transaction, which commits after the
+-- process slot has gone to the next job, it made that job's admission find
+-- the key full and wait for the settle's wake (1.9 admissions per
+-- execution where the limit could never bind). Settle still frees what is
+-- left (a release lost to a crash, an execution reaped). Only the worker's
+-- own running attempt is released, so a late release never frees the slot
+-- of a later attempt admitted elsewhere.
 --
 -- It works row by row, each statement on scalar parameters: their plans
 -- probe primary keys whatever the tables hold. (One statement over the
 -- arrays was planned anew for every call or, forced to a generic plan,
 -- kept one made while the tables were small: a hash join over every queued
 -- execution.) Like claim, it commits without waiting for the WAL flush.
-CREATE FUNCTION attune.claim_many(execution_ids bigint[], attempts integer[], job_ids bigint[], admitted boolean[],
-    worker text)
+CREATE FUNCTION attune.claim_many(execution_ids bigint[], attempts integer[], job_ids bigint[], worker text,
+    released_ids bigint[], released_attempts integer[])
 RETURNS TABLE (
-    job_id bigint, must_admit boolean,
+    job_id bigint, admitted boolean, cancelled boolean, retry_at timestamptz, reason text, retry_on text[],
+    holds_slots boolean,
     max_attempts integer, action_ref text, pack_ref text, runner_type text, path text,
     parameters jsonb, secret_parameters jsonb, declarations jsonb, result_schema jsonb,
     timeout_seconds integer, action_timeout_seconds integer, parameter_delivery text,
@@ -46,26 +67,57 @@ RETURNS TABLE (
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-    x_id  bigint;
-    x_job bigint;
+    x_id   bigint;
+    x_job  bigint;
     x_must boolean;
+    adm    record;
+    x_on   text[];
+    x_held boolean;
 BEGIN
+    -- Like claim's, this commit need not wait for the WAL flush (a lost
+    -- release is made again by settle).
+    PERFORM set_config('synchronous_commit', 'off', true);
+    FOR i IN 1 .. coalesce(cardinality(claim_many.released_ids), 0) LOOP
+        -- The deferred trigger policy_slot_freed (011_policy.sql) wakes the
+        -- next waiter of each key at commit. A slot being deleted already
+        -- (its settle or a cancel in flight, which lock the execution row
+        -- first) is skipped, not waited for: two orders of locking the same
+        -- rows could deadlock, and that writer frees it anyway.
+        DELETE FROM attune.policy_slot s
+        WHERE (s.key, s.execution_id) IN (
+            SELECT x.key, x.execution_id FROM attune.policy_slot x
+            WHERE x.execution_id = claim_many.released_ids[i]
+                AND EXISTS (SELECT 1 FROM attune.execution e
+                            WHERE e.id = claim_many.released_ids[i] AND e.status IN ('running', 'canceling')
+                                AND e.worker = claim_many.worker AND e.attempt = claim_many.released_attempts[i])
+            FOR UPDATE OF x SKIP LOCKED);
+    END LOOP;
     FOR i IN 1 .. coalesce(cardinality(claim_many.execution_ids), 0) LOOP
         x_id := claim_many.execution_ids[i];
         x_job := claim_many.job_ids[i];
-        x_must := NOT coalesce(claim_many.admitted[i], false) AND EXISTS (
+        x_on := NULL;
+        x_held := false;
+        -- See Admission above for what needs policy_admit.
+        x_must := EXISTS (
             SELECT 1 FROM attune.execution e JOIN attune.action a ON a.ref = e.action_ref
                 LEFT JOIN attune.pack p ON p.ref = a.pack_ref
             WHERE e.id = x_id AND NOT (a.policy - 'retention' - 'retry' = '{}'
                 AND NOT coalesce(a.policy -> 'retry' ? 'on', false)
                 AND coalesce(p.policy, '{}') - 'retention' = '{}'));
         IF x_must THEN
-            RETURN QUERY SELECT x_job, true, NULL::integer, NULL::text, NULL::text, NULL::text, NULL::text,
-                NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::integer, NULL::integer, NULL::text,
-                NULL::text, NULL::text, NULL::text, NULL::text, NULL::timestamptz, NULL::jsonb;
-        ELSE
-            RETURN QUERY SELECT x_job, false, c.* FROM attune.claim(x_id, claim_many.worker, claim_many.attempts[i], x_job) c;
+            SELECT * INTO adm FROM attune.policy_admit(x_id, claim_many.worker);
+            IF NOT adm.admitted THEN
+                RETURN QUERY SELECT x_job, false, adm.cancelled, adm.retry_at, adm.reason, NULL::text[], false,
+                    NULL::integer, NULL::text, NULL::text, NULL::text, NULL::text,
+                    NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::integer, NULL::integer, NULL::text,
+                    NULL::text, NULL::text, NULL::text, NULL::text, NULL::timestamptz, NULL::jsonb;
+                CONTINUE;
+            END IF;
+            x_on := adm.retry_on;
+            x_held := EXISTS (SELECT 1 FROM attune.policy_slot s WHERE s.execution_id = x_id);
         END IF;
+        RETURN QUERY SELECT x_job, true, false, NULL::timestamptz, NULL::text, x_on, x_held, c.*
+            FROM attune.claim(x_id, claim_many.worker, claim_many.attempts[i], x_job) c;
     END LOOP;
 END $$;
 
