@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -118,11 +117,8 @@ func Get(ctx context.Context, db Querier, id int64) (*Execution, error) {
 // Stderr nil), which may hold 10 MiB each: for a page that refreshes the
 // rest while the output comes by its stream.
 func GetFacts(ctx context.Context, db Querier, id int64) (*Execution, error) {
-	return get(ctx, db, id, factColumns)
+	return get(ctx, db, id, listColumns)
 }
-
-// factColumns are executionColumns without the output.
-var factColumns = strings.Replace(executionColumns, "stdout, stderr,", "NULL::text, NULL::text,", 1)
 
 func get(ctx context.Context, db Querier, id int64, columns string) (*Execution, error) {
 	e, err := scanExecution(db.QueryRow(ctx, "SELECT "+columns+" FROM attune.execution WHERE id = $1", id))

@@ -9,8 +9,8 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// listColumns are executionColumns without the output, which lists leave
-// out: a page of 50 could otherwise be a gigabyte.
+// listColumns are executionColumns without the output, which lists (and
+// GetFacts) leave out: a page of 50 could otherwise be a gigabyte.
 var listColumns = strings.Replace(executionColumns, "stdout, stderr,", "NULL::text AS stdout, NULL::text AS stderr,", 1)
 
 // PageFilter narrows ListPage. Zero fields do not filter.
