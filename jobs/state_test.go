@@ -448,3 +448,78 @@ func TestClaimManyLimitUnderRace(t *testing.T) {
 	require.Equal(t, len(running)-1, slots)
 	require.Equal(t, len(running)-1, seats)
 }
+
+// TestClaimManyLimitChanges: a limit lowered under its holders admits
+// nothing until they are below it; a limit raised admits up to the new
+// one; and a huge limit makes seats only as they are used, not one per
+// unit of the limit.
+func TestClaimManyLimitChanges(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	_, err := b.pool.Exec(b.ctx, `INSERT INTO attune.worker (name, hostname, pid, status) VALUES ('w', 'h', 1, 'active')`)
+	require.NoError(t, err)
+	setLimit := func(limit int) {
+		t.Helper()
+		_, err := b.pool.Exec(b.ctx, `UPDATE attune.action SET policy = jsonb_build_object('concurrency', jsonb_build_object('limit', $1::int))
+			WHERE ref = 't.params'`, limit)
+		require.NoError(t, err)
+	}
+	type queued struct{ id, job int64 }
+	enqueue := func() queued {
+		t.Helper()
+		id, err := sqlEnqueue(b.ctx, b.pool, "t.params", `{"n": 1}`, `{}`)
+		require.NoError(t, err)
+		q := queued{id: id}
+		require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT job_id FROM attune.execution WHERE id = $1", id).Scan(&q.job))
+		return q
+	}
+	// claim claims q (attempt 1) after releasing rel, and says whether it
+	// was admitted.
+	claim := func(q queued, rel ...queued) bool {
+		t.Helper()
+		var relIDs []int64
+		var relAttempts []int
+		for _, r := range rel {
+			relIDs, relAttempts = append(relIDs, r.id), append(relAttempts, 1)
+		}
+		var admitted bool
+		require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT admitted FROM attune.claim_many($1, '{1}', $2, 'w', $3, $4)",
+			[]int64{q.id}, []int64{q.job}, relIDs, relAttempts).Scan(&admitted))
+		return admitted
+	}
+	seats := func() (all, held int) {
+		t.Helper()
+		require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*), count(execution_id) FROM attune.policy_seat").Scan(&all, &held))
+		return all, held
+	}
+
+	setLimit(3)
+	h := []queued{enqueue(), enqueue(), enqueue()}
+	for _, q := range h {
+		require.True(t, claim(q))
+	}
+	// Lowered to 1 with 3 holding: nothing starts until fewer than 1 hold.
+	setLimit(1)
+	w := enqueue()
+	require.False(t, claim(w), "3 holders, limit 1")
+	require.False(t, claim(w, h[0], h[1]), "1 holder, limit 1")
+	require.True(t, claim(w, h[2]), "no holder left")
+	// Raised to 4: three more beside w.
+	setLimit(4)
+	for range 3 {
+		require.True(t, claim(enqueue()))
+	}
+	require.False(t, claim(enqueue()), "the fifth")
+	all, held := seats()
+	require.Equal(t, 4, held)
+	require.Equal(t, 4, all, "seats up to the limit, no more")
+
+	// A huge limit is not a huge table.
+	setLimit(2_000_000_000)
+	for range 70 {
+		require.True(t, claim(enqueue()))
+	}
+	all, held = seats()
+	require.Equal(t, 74, held)
+	require.Equal(t, 4+64+64, all, "seats made 64 at a time as they are needed")
+}

@@ -296,7 +296,7 @@ END $$;
 -- execution_id the holder (NULL: free). An admission takes the first free
 -- seat it can lock, skipping those being taken or freed right now: two
 -- admissions never take the same seat, and never wait for each other.
--- Seats are made at a key's first admission (and when its limit grows);
+-- Seats are made as admissions need them, up to the limit, 64 at a time;
 -- seats past a lowered limit are not taken again. policy_slot stays the
 -- list of holders that counts, waits and wakes read; a slot's delete frees
 -- its seat (_policy_seat_free), whoever deletes it. The fill factor leaves
@@ -364,6 +364,7 @@ DECLARE
     refused boolean := false;
     k       text;
     seat    integer;
+    top     integer;
     taken   text[] := '{}';
     held    text[] := '{}';
     queued  boolean := false;
@@ -462,13 +463,19 @@ BEGIN
             SELECT st.n INTO seat FROM attune.policy_seat st
             WHERE st.key = full_key.k AND st.n <= full_key.lim AND st.execution_id IS NULL
             ORDER BY st.n LIMIT 1 FOR UPDATE SKIP LOCKED;
-            IF NOT FOUND AND NOT EXISTS (SELECT 1 FROM attune.policy_seat st WHERE st.key = full_key.k AND st.n = full_key.lim) THEN
-                -- The key's first admission, or its limit raised.
-                INSERT INTO attune.policy_seat (key, n) SELECT full_key.k, g FROM generate_series(1, full_key.lim) g
-                ON CONFLICT DO NOTHING;
-                SELECT st.n INTO seat FROM attune.policy_seat st
-                WHERE st.key = full_key.k AND st.n <= full_key.lim AND st.execution_id IS NULL
-                ORDER BY st.n LIMIT 1 FOR UPDATE SKIP LOCKED;
+            IF NOT FOUND THEN
+                -- Seats 1 .. top exist. Below the limit, more are made, 64
+                -- at a time, as the key's use reaches them: a limit of a
+                -- million must not be a million rows.
+                top := coalesce((SELECT max(st.n) FROM attune.policy_seat st WHERE st.key = full_key.k), 0);
+                IF top < full_key.lim THEN
+                    INSERT INTO attune.policy_seat (key, n)
+                    SELECT full_key.k, g FROM generate_series(top + 1, least(full_key.lim, top + 64)) g
+                    ON CONFLICT DO NOTHING;
+                    SELECT st.n INTO seat FROM attune.policy_seat st
+                    WHERE st.key = full_key.k AND st.n <= full_key.lim AND st.execution_id IS NULL
+                    ORDER BY st.n LIMIT 1 FOR UPDATE SKIP LOCKED;
+                END IF;
             END IF;
             IF NOT FOUND THEN
                 c := full_key;
