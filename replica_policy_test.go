@@ -231,7 +231,10 @@ func TestReplicaThroughputWithLimit(t *testing.T) {
 	}
 	n := 1000
 	if v := os.Getenv("ATTUNE_MEASURE_N"); v != "" {
-		n, _ = strconv.Atoi(v)
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 1 {
+			t.Fatalf("ATTUNE_MEASURE_N=%q: give the number of executions per round, such as 1000", v)
+		}
 	}
 	const rounds = 4
 	for _, shape := range []struct {
