@@ -316,6 +316,15 @@ func TestClaimMany(t *testing.T) {
 	require.Equal(t, map[int64]string{second.job: "claimed, holding slots"}, claimMany([]queued{second}, limited))
 	require.Equal(t, jobs.StatusRunning, status(limited), "the result is settle's to write")
 	require.Equal(t, jobs.StatusRunning, status(second))
+	// A release on its own wakes the waiter as it commits, and the
+	// waiter's claim in a later statement takes the slot.
+	third := enqueue("t.params", `{"n": 3}`)
+	require.Equal(t, map[int64]string{third.job: waits}, claimMany([]queued{third}))
+	require.Empty(t, claimMany(nil, second))
+	var woken bool
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT woken FROM attune.policy_waiter WHERE execution_id = $1", third.id).Scan(&woken))
+	require.True(t, woken, "the release woke the waiter")
+	require.Equal(t, map[int64]string{third.job: "claimed, holding slots"}, claimMany([]queued{third}))
 
 	// The same attempt again, by the same worker, is the same claim (its
 	// reply lost: TestClaimAgainAfterLostReply); by another worker, nothing.
@@ -352,8 +361,8 @@ func TestClaimMany(t *testing.T) {
 
 // TestClaimManyLimitUnderRace has ten connections claim executions of one
 // limited action at the same instant, round after round: exactly the
-// limit is admitted each round, each holder has a slot and a seat
-// (016_policy_fixes.sql), and the releases of the round free them all.
+// limit is admitted each round, each holder holds a seat
+// (018_policy_seats.sql), and the releases of the round free them all.
 func TestClaimManyLimitUnderRace(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -371,11 +380,22 @@ func TestClaimManyLimitUnderRace(t *testing.T) {
 		require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT job_id FROM attune.execution WHERE id = $1", id).Scan(&q.job))
 		queue = append(queue, q)
 	}
-	held := func() (slots, seats int) {
+	// The executions holding a seat, in order, one row per seat.
+	held := func() []int64 {
 		t.Helper()
-		require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT (SELECT count(*) FROM attune.policy_slot),
-			(SELECT count(*) FROM attune.policy_seat WHERE execution_id IS NOT NULL)`).Scan(&slots, &seats))
-		return slots, seats
+		rows, err := b.pool.Query(b.ctx, "SELECT execution_id FROM attune.policy_seat WHERE execution_id IS NOT NULL ORDER BY 1")
+		require.NoError(t, err)
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		require.NoError(t, err)
+		return ids
+	}
+	ids := func(qs []queued) []int64 {
+		var out []int64
+		for _, q := range qs {
+			out = append(out, q.id)
+		}
+		slices.Sort(out)
+		return out
 	}
 	var running []queued
 	for round := range rounds {
@@ -420,16 +440,14 @@ func TestClaimManyLimitUnderRace(t *testing.T) {
 		close(start)
 		wg.Wait()
 		// The releases may have committed after some claims looked:
-		// never more than the limit, at least one, and slots and seats
-		// always agree with the holders.
-		slots, seats := held()
+		// never more than the limit, at least one, and the seats held are
+		// exactly the holders', one each.
 		require.LessOrEqual(t, len(admitted), limit, "round %d", round)
 		if round == 0 {
 			require.Len(t, admitted, limit, "nothing held yet: the limit, exactly")
 		}
 		require.Positive(t, len(admitted), "round %d: the releasing connection claims after its releases", round)
-		require.Equal(t, len(admitted), slots, "round %d: a slot per holder", round)
-		require.Equal(t, len(admitted), seats, "round %d: a seat per holder", round)
+		require.Equal(t, ids(admitted), held(), "round %d: a seat per holder, and only theirs", round)
 		// Those not admitted are moved out of the way (cancelled), so that
 		// the next round's claims do not queue behind them.
 		for _, q := range queue[round*conns*perConn:][:conns*perConn] {
@@ -444,9 +462,7 @@ func TestClaimManyLimitUnderRace(t *testing.T) {
 	_, err = b.pool.Exec(b.ctx, "SELECT count(*) FROM attune.claim_many('{}', '{}', '{}', 'w', $1, $2)",
 		[]int64{running[0].id}, []int{1})
 	require.NoError(t, err)
-	slots, seats := held()
-	require.Equal(t, len(running)-1, slots)
-	require.Equal(t, len(running)-1, seats)
+	require.Equal(t, ids(running[1:]), held())
 }
 
 // TestClaimManyLimitChanges: a limit lowered under its holders admits

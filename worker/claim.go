@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -27,6 +28,15 @@ type claimer struct {
 	worker  string
 	pool    *pgxpool.Pool
 	batches *batches[*claimRequest]
+
+	mu       sync.Mutex
+	released []release // given back by the next claim statement
+}
+
+// release is a finished attempt's hold on its concurrency slots.
+type release struct {
+	id      int64
+	attempt int
 }
 
 // claimerLoops is how many claim statements may be in flight at once. A
@@ -44,14 +54,10 @@ func newClaimer(worker string, pool *pgxpool.Pool) *claimer {
 var errClaimerStopped = errors.New("replica stopped before the execution was claimed")
 
 // claimRequest is one Work call's claim, waiting for its batch, or (job
-// nil) the release of a finished process's concurrency slots, which
-// nobody waits for.
+// nil) a statement asked for the releases alone.
 type claimRequest struct {
 	job  *river.Job[jobs.ExecutionArgs]
 	done chan claimAnswer
-
-	releaseID      int64
-	releaseAttempt int
 }
 
 type claimAnswer struct {
@@ -104,25 +110,47 @@ func (c *claimer) claim(job *river.Job[jobs.ExecutionArgs]) (*claimRow, error) {
 }
 
 // release gives back the concurrency slots of an attempt whose process has
-// ended, in the next claim batch, without waiting for it: the next job's
-// claim may share its statement. Should it be lost (the replica stopping,
-// the database unreachable), settle frees the slots with the result.
-func (c *claimer) release(id int64, attempt int) {
+// ended, in the replica's next claim statement, before its claims, without
+// waiting for it. When a Work call waits for the process slot just freed
+// (claimFollows), its claim comes at once and takes the freed slot in the
+// same statement. Sent on its own beside that claim, the release was a
+// statement more per execution, and the claim, in the other statement in
+// flight, could find the key still full and wait for the release's wake.
+// With no claim to come, the release is sent on its own at once: held
+// until the settle, the slot would keep another replica's claim waiting.
+// Should the statement fail, settle frees the slots with the result; a
+// release after that frees nothing.
+func (c *claimer) release(id int64, attempt int, claimFollows bool) {
+	c.mu.Lock()
+	c.released = append(c.released, release{id, attempt})
+	c.mu.Unlock()
+	if claimFollows {
+		return
+	}
 	select {
-	case c.batches.reqs <- &claimRequest{releaseID: id, releaseAttempt: attempt}:
+	case c.batches.reqs <- &claimRequest{}:
 	case <-c.batches.stopped:
 	}
+}
+
+// takeReleased returns the releases waiting for a claim statement.
+func (c *claimer) takeReleased() []release {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.released
+	c.released = nil
+	return r
 }
 
 func (c *claimer) serve(ctx context.Context, batch []*claimRequest) {
 	// A claim is not interrupted half way (it would be unknown whether the
 	// row says running): once sent, the statement runs to its end.
 	ctx = context.WithoutCancel(ctx)
-	rows, err := c.claimMany(ctx, batch)
+	rows, err := c.claimMany(ctx, batch, c.takeReleased())
 	if err != nil && len(batch) > 1 && !schema.Transient(err) {
 		// One bad row must not fail the others: claim them one by one.
 		for _, r := range batch {
-			rows, err := c.claimMany(ctx, []*claimRequest{r})
+			rows, err := c.claimMany(ctx, []*claimRequest{r}, nil)
 			r.answer(rows, err)
 		}
 		return
@@ -140,16 +168,18 @@ func (r *claimRequest) answer(rows map[int64]*claimRow, err error) {
 	}
 }
 
-// claimMany runs claim_many for batch and returns its rows by River job id.
-func (c *claimer) claimMany(ctx context.Context, batch []*claimRequest) (map[int64]*claimRow, error) {
+// claimMany runs claim_many for batch, after releases, and returns its
+// rows by River job id.
+func (c *claimer) claimMany(ctx context.Context, batch []*claimRequest, releases []release) (map[int64]*claimRow, error) {
 	var ids, jobIDs, released []int64
 	var attempts, releasedAttempts []int
+	for _, r := range releases {
+		released, releasedAttempts = append(released, r.id), append(releasedAttempts, r.attempt)
+	}
 	for _, r := range batch {
-		if r.job == nil {
-			released, releasedAttempts = append(released, r.releaseID), append(releasedAttempts, r.releaseAttempt)
-			continue
+		if r.job != nil {
+			ids, attempts, jobIDs = append(ids, r.job.Args.ExecutionID), append(attempts, r.job.Attempt), append(jobIDs, r.job.ID)
 		}
-		ids, attempts, jobIDs = append(ids, r.job.Args.ExecutionID), append(attempts, r.job.Attempt), append(jobIDs, r.job.ID)
 	}
 	n := len(ids)
 	rows, err := c.pool.Query(ctx, "SELECT * FROM attune.claim_many($1, $2, $3, $4, $5, $6)",

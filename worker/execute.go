@@ -44,6 +44,8 @@ type executor struct {
 	// slots bounds processes across all runtime queues to
 	// ATTUNE_MAX_CONCURRENT_EXECUTIONS.
 	slots chan struct{}
+	// slotWaiters counts the Work calls waiting for a process slot.
+	slotWaiters atomic.Int64
 
 	claimer   *claimer
 	completer *completer
@@ -185,6 +187,15 @@ func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs])
 	// covers only the claim and the process, not the result write.
 	slotWait := time.NewTimer(maxSlotWait)
 	defer slotWait.Stop()
+	// Counted while it waits, so that the process ending before it knows
+	// a claim follows (claimer.release).
+	w.slotWaiters.Add(1)
+	waiting := true
+	defer func() {
+		if waiting {
+			w.slotWaiters.Add(-1)
+		}
+	}()
 	select {
 	case w.slots <- struct{}{}:
 	case <-ctx.Done():
@@ -200,6 +211,8 @@ func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs])
 		// leave it waiting behind this one's work.
 		return river.JobSnooze(0)
 	}
+	waiting = false
+	w.slotWaiters.Add(-1)
 	select {
 	case <-w.stopping: // both were ready and select chose the slot
 		<-w.slots
@@ -247,7 +260,7 @@ func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs])
 	out := w.runTraced(ctx, c)
 	out.took = time.Since(started)
 	if c.HoldsSlots {
-		w.claimer.release(c.ID, c.Attempt)
+		w.claimer.release(c.ID, c.Attempt, w.slotWaiters.Load() > 0)
 	}
 	<-w.slots
 	return w.settleTraced(ctx, job, c, out)

@@ -135,9 +135,9 @@ func TestConcurrencyLimitQueuesAndWakes(t *testing.T) {
 	require.Equal(t, 2, maxOverlap(done))
 	// Three rounds of 0.5 s, woken by the releases, not by a poll.
 	require.Less(t, time.Since(start), 5*time.Second)
-	var slots int
-	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM attune.policy_slot").Scan(&slots))
-	require.Zero(t, slots, "every slot is freed")
+	var held int
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM attune.policy_seat WHERE execution_id IS NOT NULL").Scan(&held))
+	require.Zero(t, held, "every slot is freed")
 }
 
 func TestConcurrencyLimitPerKey(t *testing.T) {
@@ -303,9 +303,9 @@ func TestConcurrencySlotFreedBetweenAttempts(t *testing.T) {
 	// is not held between attempts, and the retry took it again after.
 	require.True(t, o.StartedAt.Before(*f.StartedAt), "other started %s, flaky's last attempt %s", o.StartedAt, f.StartedAt)
 	require.False(t, f.StartedAt.Before(*o.FinishedAt), "the retry waited for the slot")
-	var slots int
-	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM attune.policy_slot").Scan(&slots))
-	require.Zero(t, slots)
+	var held int
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM attune.policy_seat WHERE execution_id IS NOT NULL").Scan(&held))
+	require.Zero(t, held)
 }
 
 // ghostRunning makes id look started by a worker on another host that then
@@ -426,9 +426,7 @@ func TestRateLimitReservationGivenBack(t *testing.T) {
 	require.Equal(t, jobs.StatusCompleted, done.Status, deref(done.Error))
 	next := b.enqueue(t, "t.rated_exclusive", nil, nil)
 	require.Eventually(t, func() bool { return !reservation(t, b, next).IsZero() }, 10*time.Second, 10*time.Millisecond)
-	// A holder has a slot and its seat (016_policy_fixes.sql).
-	_, err = b.pool.Exec(b.ctx, "INSERT INTO attune.policy_slot (key, execution_id) VALUES ('concurrency:action:t.rated_exclusive:', $1)", done.ID)
-	require.NoError(t, err)
+	// A holder holds a seat (018_policy_seats.sql).
 	_, err = b.pool.Exec(b.ctx, `INSERT INTO attune.policy_seat (key, n, execution_id) VALUES ('concurrency:action:t.rated_exclusive:', 1, $1)
 		ON CONFLICT (key, n) DO UPDATE SET execution_id = EXCLUDED.execution_id`, done.ID)
 	require.NoError(t, err)
