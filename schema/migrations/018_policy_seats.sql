@@ -30,8 +30,19 @@ WHERE NOT EXISTS (SELECT 1 FROM attune.policy_seat st WHERE st.key = s.key AND s
 DROP TABLE attune.policy_slot; -- and its triggers policy_slot_freed, policy_slot_seat_free
 DROP FUNCTION attune._policy_seat_free();
 
--- _policy_freed (011_policy.sql) wakes the next waiter of a freed seat's
--- key when the freeing transaction commits, as it did for a slot's delete.
+-- _policy_freed is 011's, and calls the waker only when the key has a
+-- waiter not yet woken: most frees have none, and it runs at every one.
+CREATE OR REPLACE FUNCTION attune._policy_freed()
+RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM attune.policy_waiter pw WHERE pw.key = OLD.key AND NOT pw.woken) THEN
+        PERFORM attune._policy_wake(OLD.key);
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- It wakes the next waiter of a freed seat's key when the freeing
+-- transaction commits, as it did for a slot's delete.
 CREATE CONSTRAINT TRIGGER policy_seat_freed AFTER UPDATE OF execution_id ON attune.policy_seat
 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
 WHEN (OLD.execution_id IS NOT NULL AND NEW.execution_id IS NULL)
