@@ -334,6 +334,16 @@ func TestClaimMany(t *testing.T) {
 	setPolicy("pack", "t", `{"concurrency": {"limit": 3, "on_limit": "queue"}}`)
 	inPack := enqueue("t.noop", `{}`)
 	require.Equal(t, map[int64]string{inPack.job: "claimed, holding slots"}, claimMany([]queued{inPack}), "the pack's limit")
+	// A holder's row deleted by hand frees its seats.
+	seatsOf := func(q queued) (n int) {
+		t.Helper()
+		require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM attune.policy_seat WHERE execution_id = $1", q.id).Scan(&n))
+		return n
+	}
+	require.Equal(t, 1, seatsOf(inPack))
+	_, err = b.pool.Exec(b.ctx, "DELETE FROM attune.execution WHERE id = $1", inPack.id)
+	require.NoError(t, err)
+	require.Zero(t, seatsOf(inPack))
 
 	// A policy admission cannot read fails the statement, its context
 	// naming policy_admit (the worker tells an admission's error by it);
