@@ -17,7 +17,7 @@ import (
 )
 
 // admission is attune.policy_admit's answer for one job, as claim_many
-// returns it (schema/migrations/017_claim_many.sql) when it refuses.
+// returns it (schema/migrations/018_policy_seats.sql) when it refuses.
 type admission struct {
 	Cancelled bool
 	RetryAt   *time.Time

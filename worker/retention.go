@@ -45,7 +45,7 @@ func interval(d time.Duration) string {
 // of the executions it led to, and events past retention that no execution
 // names, in batches of pruneBatch rows, each its own transaction
 // (schema/migrations/011_policy.sql, 016_policy_fixes.sql), and the seats
-// of idle concurrency keys (016_policy_fixes.sql). Running and queued
+// of idle concurrency keys (018_policy_seats.sql). Running and queued
 // executions are never candidates. It holds the prune advisory lock while
 // it runs; ok is false when another session holds it.
 func Prune(ctx context.Context, pool *pgxpool.Pool, retention time.Duration, log *slog.Logger) (res PruneResult, ok bool, err error) {
@@ -91,7 +91,7 @@ func Prune(ctx context.Context, pool *pgxpool.Pool, retention time.Duration, log
 		}
 	}
 	// The seats of concurrency keys nobody holds or waits for
-	// (016_policy_fixes.sql): bookkeeping, not history, so they go
+	// (018_policy_seats.sql): bookkeeping, not history, so they go
 	// whatever the retention, and are not counted in the result.
 	var keys int
 	for {

@@ -131,15 +131,19 @@ BEGIN
 END $$;
 
 -- policy_admit is 016's, with the same answers (see the top of this file
--- for what changed).
-CREATE OR REPLACE FUNCTION attune.policy_admit(execution_id bigint, worker text,
-    OUT admitted boolean, OUT cancelled boolean, OUT retry_at timestamptz, OUT reason text, OUT retry_on text[])
+-- for what changed), and one more: holds_slots, whether the execution it
+-- admitted holds concurrency seats, which claim_many returns.
+DROP FUNCTION attune.policy_admit(bigint, text);
+CREATE FUNCTION attune.policy_admit(execution_id bigint, worker text,
+    OUT admitted boolean, OUT cancelled boolean, OUT retry_at timestamptz, OUT reason text, OUT retry_on text[],
+    OUT holds_slots boolean)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
     e       attune.execution%ROWTYPE;
     a       attune.action%ROWTYPE;
     pk      jsonb;
+    pol     jsonb;
     params  jsonb;
     -- The concurrency keys, in key order ("concurrency:action:…" sorts
     -- before "concurrency:pack:…"): the key, its limit and on_limit, what
@@ -170,6 +174,7 @@ DECLARE
 BEGIN
     admitted := true;
     cancelled := false;
+    holds_slots := false;
     SELECT * INTO e FROM attune.execution x WHERE x.id = execution_id;
     SELECT * INTO a FROM attune.action x WHERE x.ref = e.action_ref;
     IF NOT FOUND THEN
@@ -202,28 +207,20 @@ BEGIN
 
     -- Concurrency: the action's limit, then the pack's. Built without a
     -- query, into arrays that the loops below walk without one either.
-    IF jsonb_typeof(a.policy -> 'concurrency') = 'object' THEN
-        k := coalesce(a.policy -> 'concurrency' ->> 'key', '');
+    FOR scope IN 1 .. 2 LOOP
+        pol := CASE scope WHEN 1 THEN a.policy ELSE pk END -> 'concurrency';
+        CONTINUE WHEN jsonb_typeof(pol) IS DISTINCT FROM 'object';
+        k := coalesce(pol ->> 'key', '');
         IF k <> '' THEN
             k := attune._policy_key(k, params, a.parameters);
         END IF;
-        ks := ks || ('concurrency:action:' || a.ref || ':' || k);
-        lims := lims || (a.policy -> 'concurrency' ->> 'limit')::integer;
-        onls := onls || coalesce(a.policy -> 'concurrency' ->> 'on_limit', 'queue');
-        whats := whats || a.ref;
+        ks := ks || (CASE scope WHEN 1 THEN 'concurrency:action:' || a.ref ELSE 'concurrency:pack:' || a.pack_ref END
+                     || ':' || k);
+        lims := lims || (pol ->> 'limit')::integer;
+        onls := onls || coalesce(pol ->> 'on_limit', 'queue');
+        whats := whats || CASE scope WHEN 1 THEN a.ref ELSE 'pack ' || a.pack_ref END;
         labels := labels || k;
-    END IF;
-    IF jsonb_typeof(pk -> 'concurrency') = 'object' THEN
-        k := coalesce(pk -> 'concurrency' ->> 'key', '');
-        IF k <> '' THEN
-            k := attune._policy_key(k, params, a.parameters);
-        END IF;
-        ks := ks || ('concurrency:pack:' || a.pack_ref || ':' || k);
-        lims := lims || (pk -> 'concurrency' ->> 'limit')::integer;
-        onls := onls || coalesce(pk -> 'concurrency' ->> 'on_limit', 'queue');
-        whats := whats || ('pack ' || a.pack_ref);
-        labels := labels || k;
-    END IF;
+    END LOOP;
 
     -- The count decides first, and only ever refuses; an admission the
     -- count allows then takes a seat of each key, skipping the seats other
@@ -275,25 +272,21 @@ BEGIN
     IF NOT refused THEN
         FOR i IN 1 .. cardinality(ks) LOOP
             CONTINUE WHEN ks[i] = ANY (held);
-            UPDATE attune.policy_seat st SET execution_id = e.id
-            WHERE (st.key, st.n) = (SELECT x.key, x.n FROM attune.policy_seat x
-                                    WHERE x.key = ks[i] AND x.n <= lims[i] AND x.execution_id IS NULL
-                                    ORDER BY x.n LIMIT 1 FOR UPDATE SKIP LOCKED);
-            IF NOT FOUND THEN
-                -- Seats 1 .. top exist. Below the limit, more are made, 64
-                -- at a time, as the key's use reaches them: a limit of a
-                -- million must not be a million rows.
+            -- Seats 1 .. top exist. Below the limit, more are made, 64 at a
+            -- time, as the key's use reaches them: a limit of a million must
+            -- not be a million rows.
+            LOOP
+                UPDATE attune.policy_seat st SET execution_id = e.id
+                WHERE (st.key, st.n) = (SELECT x.key, x.n FROM attune.policy_seat x
+                                        WHERE x.key = ks[i] AND x.n <= lims[i] AND x.execution_id IS NULL
+                                        ORDER BY x.n LIMIT 1 FOR UPDATE SKIP LOCKED);
+                EXIT WHEN FOUND;
                 top := coalesce((SELECT max(st.n) FROM attune.policy_seat st WHERE st.key = ks[i]), 0);
-                IF top < lims[i] THEN
-                    INSERT INTO attune.policy_seat (key, n)
-                    SELECT ks[i], g FROM generate_series(top + 1, least(lims[i], top + 64)) g
-                    ON CONFLICT DO NOTHING;
-                    UPDATE attune.policy_seat st SET execution_id = e.id
-                    WHERE (st.key, st.n) = (SELECT x.key, x.n FROM attune.policy_seat x
-                                            WHERE x.key = ks[i] AND x.n <= lims[i] AND x.execution_id IS NULL
-                                            ORDER BY x.n LIMIT 1 FOR UPDATE SKIP LOCKED);
-                END IF;
-            END IF;
+                EXIT WHEN top >= lims[i]; -- every seat held or being written: refused
+                INSERT INTO attune.policy_seat (key, n)
+                SELECT ks[i], g FROM generate_series(top + 1, least(lims[i], top + 64)) g
+                ON CONFLICT DO NOTHING;
+            END LOOP;
             IF NOT FOUND THEN
                 c := i;
                 refused := true;
@@ -381,6 +374,8 @@ BEGIN
         END IF;
     END IF;
 
+    -- Admitted: a seat of every key is its own.
+    holds_slots := cardinality(ks) > 0;
     -- Nobody waits for these keys (so neither does this execution): no
     -- waiter to wake, no waiter row to delete.
     IF NOT queued THEN
@@ -426,7 +421,7 @@ BEGIN
 END $$;
 
 -- claim_many is 017's: a release frees the attempt's seats, and a claim
--- holds slots when it holds seats.
+-- holds slots when admission says it holds seats.
 CREATE OR REPLACE FUNCTION attune.claim_many(execution_ids bigint[], attempts integer[], job_ids bigint[], worker text,
     released_ids bigint[], released_attempts integer[])
 RETURNS TABLE (
@@ -471,7 +466,7 @@ BEGIN
         x_job := claim_many.job_ids[i];
         x_on := NULL;
         x_held := false;
-        -- See Admission above for what needs policy_admit.
+        -- What needs policy_admit: see Admission in 017_claim_many.sql.
         x_must := EXISTS (
             SELECT 1 FROM attune.execution e JOIN attune.action a ON a.ref = e.action_ref
                 LEFT JOIN attune.pack p ON p.ref = a.pack_ref
@@ -488,7 +483,7 @@ BEGIN
                 CONTINUE;
             END IF;
             x_on := adm.retry_on;
-            x_held := EXISTS (SELECT 1 FROM attune.policy_seat st WHERE st.execution_id = x_id);
+            x_held := adm.holds_slots;
         END IF;
         RETURN QUERY SELECT x_job, true, false, NULL::timestamptz, NULL::text, x_on, x_held, c.*
             FROM attune.claim(x_id, claim_many.worker, claim_many.attempts[i], x_job) c;
