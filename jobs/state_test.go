@@ -316,15 +316,23 @@ func TestClaimMany(t *testing.T) {
 	require.Equal(t, map[int64]string{second.job: "claimed, holding slots"}, claimMany([]queued{second}, limited))
 	require.Equal(t, jobs.StatusRunning, status(limited), "the result is settle's to write")
 	require.Equal(t, jobs.StatusRunning, status(second))
-	// A release on its own wakes the waiter as it commits, and the
-	// waiter's claim in a later statement takes the slot.
+	// A release on its own hands the seat to the waiter as it commits
+	// (019_policy_handover.sql): a holder now, it waits no more, and its
+	// claim in a later statement is admitted on the seat it holds.
 	third := enqueue("t.params", `{"n": 3}`)
 	require.Equal(t, map[int64]string{third.job: waits}, claimMany([]queued{third}))
 	require.Empty(t, claimMany(nil, second))
-	var woken bool
-	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT woken FROM attune.policy_waiter WHERE execution_id = $1", third.id).Scan(&woken))
-	require.True(t, woken, "the release woke the waiter")
+	var seats, waiting int
+	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT (SELECT count(*) FROM attune.policy_seat WHERE execution_id = $1),
+		(SELECT count(*) FROM attune.policy_waiter WHERE execution_id = $1)`, third.id).Scan(&seats, &waiting))
+	require.Equal(t, []int{1, 0}, []int{seats, waiting}, "the release handed its seat to the waiter")
+	require.Equal(t, jobs.StatusRequested, status(third), "handed a seat, not claimed")
+	// Another execution's claim meanwhile finds the seat taken.
+	fourth := enqueue("t.params", `{"n": 4}`)
+	require.Equal(t, map[int64]string{fourth.job: waits}, claimMany([]queued{fourth}))
 	require.Equal(t, map[int64]string{third.job: "claimed, holding slots"}, claimMany([]queued{third}))
+	_, err = b.pool.Exec(b.ctx, "SELECT attune.cancel_execution($1)", fourth.id)
+	require.NoError(t, err)
 
 	// The same attempt again, by the same worker, is the same claim (its
 	// reply lost: TestClaimAgainAfterLostReply); by another worker, nothing.
@@ -372,7 +380,8 @@ func TestClaimMany(t *testing.T) {
 // TestClaimManyLimitUnderRace has ten connections claim executions of one
 // limited action at the same instant, round after round: exactly the
 // limit is admitted each round, each holder holds a seat
-// (018_policy_seats.sql), and the releases of the round free them all.
+// (018_policy_seats.sql) or was handed one (019_policy_handover.sql), and
+// the releases of the round free them all.
 func TestClaimManyLimitUnderRace(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -451,21 +460,39 @@ func TestClaimManyLimitUnderRace(t *testing.T) {
 		wg.Wait()
 		// The releases may have committed after some claims looked:
 		// never more than the limit, at least one, and the seats held are
-		// exactly the holders', one each.
+		// the holders', one each. A seat a release freed after the claims
+		// looked went to the oldest waiter of the round, refused a moment
+		// before (019_policy_handover.sql): it holds a seat, not yet
+		// claimed.
 		require.LessOrEqual(t, len(admitted), limit, "round %d", round)
 		if round == 0 {
 			require.Len(t, admitted, limit, "nothing held yet: the limit, exactly")
 		}
 		require.Positive(t, len(admitted), "round %d: the releasing connection claims after its releases", round)
-		require.Equal(t, ids(admitted), held(), "round %d: a seat per holder, and only theirs", round)
+		this := queue[round*conns*perConn:][:conns*perConn]
+		h := held()
+		require.LessOrEqual(t, len(h), limit, "round %d: seats held, admitted or handed over", round)
+		require.Subset(t, h, ids(admitted), "round %d: a seat per admitted holder", round)
+		for i, id := range h {
+			require.True(t, i == 0 || h[i-1] != id, "round %d: %d holds two seats", round, id)
+			if slices.Contains(ids(admitted), id) {
+				continue
+			}
+			var st string
+			require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT status FROM attune.execution WHERE id = $1", id).Scan(&st))
+			require.True(t, slices.ContainsFunc(this, func(q queued) bool { return q.id == id }) && st == jobs.StatusRequested,
+				"round %d: seat held by %d (%s), neither admitted nor a waiter of the round", round, id, st)
+		}
 		// Those not admitted are moved out of the way (cancelled), so that
-		// the next round's claims do not queue behind them.
-		for _, q := range queue[round*conns*perConn:][:conns*perConn] {
+		// the next round's claims do not queue behind them; a seat handed
+		// to one goes back as it is cancelled.
+		for _, q := range this {
 			if !slices.Contains(admitted, q) {
 				_, err := b.pool.Exec(b.ctx, "SELECT attune.cancel_execution($1)", q.id)
 				require.NoError(t, err)
 			}
 		}
+		require.Equal(t, ids(admitted), held(), "round %d: once the waiters are gone, a seat per holder, and only theirs", round)
 		running = admitted
 	}
 	// The last round's holders end: everything is free again.

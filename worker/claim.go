@@ -21,9 +21,10 @@ import (
 
 // claimer claims executions in batches (batches, batch.go): the Work calls
 // that got a process slot at about the same time share one attune.claim_many
-// statement (schema/migrations/017_claim_many.sql, 018_policy_seats.sql), which also admits
-// the executions whose action or pack has a policy, and gives back the
-// concurrency slots of the executions whose process has ended.
+// statement (schema/migrations/017_claim_many.sql, 018_policy_seats.sql,
+// 019_policy_handover.sql), which also admits the executions whose action
+// or pack has a policy, and gives back the concurrency slots of the
+// executions whose process has ended.
 type claimer struct {
 	worker  string
 	pool    *pgxpool.Pool

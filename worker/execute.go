@@ -235,7 +235,8 @@ func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs])
 	c, refused, err := w.claim(ctx, job)
 	if err == nil && refused != nil {
 		// The action's or its pack's policy (schema/migrations/011_policy.sql,
-		// 016_policy_fixes.sql, 018_policy_seats.sql) holds it back.
+		// 016_policy_fixes.sql, 018_policy_seats.sql, 019_policy_handover.sql)
+		// holds it back.
 		var done bool
 		if c, done, err = w.waitAdmitted(ctx, job, *refused, woken); done { // the slot given back
 			return err

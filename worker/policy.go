@@ -17,7 +17,8 @@ import (
 )
 
 // admission is attune.policy_admit's answer for one job, as claim_many
-// returns it (schema/migrations/018_policy_seats.sql) when it refuses.
+// returns it (schema/migrations/018_policy_seats.sql, 019_policy_handover.sql)
+// when it refuses.
 type admission struct {
 	Cancelled bool
 	RetryAt   *time.Time
@@ -54,10 +55,11 @@ func (w *executor) expectWake(job *river.Job[jobs.ExecutionArgs]) chan struct{} 
 // costs no attempt: River does not count a snooze.
 //
 // A job refused by a concurrency limit first waits here, for up to
-// maxPolicyWait, for the release that wakes it (NOTIFY attune_policy_woken)
-// and is then claimed again at once: handing it back to River and fetching
-// it again would cost as much as the execution itself when executions are
-// short. The process slot is given up while it waits.
+// maxPolicyWait, for the release that hands it the slot and wakes it
+// (NOTIFY attune_policy_woken), and is then claimed again at once: handing
+// it back to River and fetching it again would cost as much as the
+// execution itself when executions are short. The process slot is given
+// up while it waits.
 func (w *executor) waitAdmitted(ctx context.Context, job *river.Job[jobs.ExecutionArgs], a admission, woken chan struct{}) (c *claimed, done bool, err error) {
 	deadline := time.Now().Add(maxPolicyWait)
 	for {
@@ -118,11 +120,11 @@ func (w *executor) isStopping() bool {
 }
 
 // waitWoken waits, without a process slot, until the execution is woken
-// (a release chose it) and a process slot is free again; it returns true
-// holding the slot. It returns false, holding none, when the wait ran out
-// at deadline, or the replica stops or is fenced, or ctx ends: the caller
-// hands the job back to River, and _policy_snoozed makes it available at
-// once if it was woken meanwhile.
+// (a release handed it its concurrency slot) and a process slot is free
+// again; it returns true holding the slot. It returns false, holding none,
+// when the wait ran out at deadline, or the replica stops or is fenced, or
+// ctx ends: the caller hands the job back to River, and _policy_snoozed
+// makes it available at once if it was handed a slot meanwhile.
 func (w *executor) waitWoken(ctx context.Context, job *river.Job[jobs.ExecutionArgs], woken chan struct{}, deadline time.Time, reason string) bool {
 	if t, ok := w.slowKeys.Load(reason); ok && time.Since(t.(time.Time)) < slowKeyBackoff {
 		return false
