@@ -1,6 +1,7 @@
 package jobs_test
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -575,4 +576,122 @@ func TestClaimManyLimitChanges(t *testing.T) {
 	all, held = seats()
 	require.Equal(t, 74, held)
 	require.Equal(t, 4+64+64, all, "seats made 64 at a time as they are needed")
+}
+
+// TestClaimManyHandOver: a freed seat goes to the key's oldest waiter as
+// its release commits (019_policy_handover.sql); a waiter refused by
+// another key gives back the seat it was handed, to the next waiter; and
+// a job snoozed by a worker after its execution was handed a seat is made
+// available at once.
+func TestClaimManyHandOver(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	_, err := b.pool.Exec(b.ctx, `INSERT INTO attune.worker (name, hostname, pid, status) VALUES ('w', 'h', 1, 'active')`)
+	require.NoError(t, err)
+	setPolicy := func(table, ref, policy string) {
+		t.Helper()
+		_, err := b.pool.Exec(b.ctx, "UPDATE attune."+table+" SET policy = $2 WHERE ref = $1", ref, policy)
+		require.NoError(t, err)
+	}
+	type queued struct{ id, job int64 }
+	enqueue := func(ref string) queued {
+		t.Helper()
+		params := `{}`
+		if ref == "t.params" {
+			params = `{"n": 1}`
+		}
+		id, err := sqlEnqueue(b.ctx, b.pool, ref, params, `{}`)
+		require.NoError(t, err)
+		q := queued{id: id}
+		require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT job_id FROM attune.execution WHERE id = $1", id).Scan(&q.job))
+		return q
+	}
+	// claim claims q (attempt 1) after giving back the slots of released;
+	// true when admitted.
+	claim := func(q *queued, released ...queued) bool {
+		t.Helper()
+		var ids, jobIDs, rel []int64
+		var attempts, relAttempts []int
+		if q != nil {
+			ids, jobIDs, attempts = []int64{q.id}, []int64{q.job}, []int{1}
+		}
+		for _, r := range released {
+			rel, relAttempts = append(rel, r.id), append(relAttempts, 1)
+		}
+		rows, err := b.pool.Query(b.ctx, "SELECT admitted FROM attune.claim_many($1, $2, $3, 'w', $4, $5)", ids, attempts, jobIDs, rel, relAttempts)
+		require.NoError(t, err)
+		got, err := pgx.CollectRows(rows, pgx.RowTo[bool])
+		require.NoError(t, err)
+		return len(got) == 1 && got[0]
+	}
+	// holds says which keys' seats q holds, and which key it waits behind.
+	holds := func(q queued) (seats []string, waits string) {
+		t.Helper()
+		rows, err := b.pool.Query(b.ctx, "SELECT key FROM attune.policy_seat WHERE execution_id = $1 ORDER BY key", q.id)
+		require.NoError(t, err)
+		seats, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		err = b.pool.QueryRow(b.ctx, "SELECT key FROM attune.policy_waiter WHERE execution_id = $1", q.id).Scan(&waits)
+		if !errors.Is(err, pgx.ErrNoRows) {
+			require.NoError(t, err)
+		}
+		return seats, waits
+	}
+	const actionKey, packKey = "concurrency:action:t.params:", "concurrency:pack:t:"
+
+	// Two t.noop fill the pack's limit of 2; a t.params waits behind it.
+	setPolicy("pack", "t", `{"concurrency": {"limit": 2}}`)
+	setPolicy("action", "t.params", `{"concurrency": {"limit": 1}}`)
+	a1, a2, waiter := enqueue("t.noop"), enqueue("t.noop"), enqueue("t.params")
+	require.True(t, claim(&a1))
+	require.True(t, claim(&a2))
+	require.False(t, claim(&waiter))
+	seats, waits := holds(waiter)
+	require.Empty(t, seats, "refused by the pack: the action's seat it took goes back")
+	require.Equal(t, packKey, waits)
+
+	// a1 ends: its pack seat is the waiter's, and it waits no more.
+	require.False(t, claim(nil, a1))
+	seats, waits = holds(waiter)
+	require.Equal(t, []string{packKey}, seats, "handed the seat a1 gave back")
+	require.Empty(t, waits)
+	// The snooze of a worker that gave up waiting just before makes its
+	// job available at once: it holds a seat.
+	_, err = b.pool.Exec(b.ctx, "UPDATE attune.river_job SET state = 'running', attempt = 1, attempted_at = now() WHERE id = $1", waiter.job)
+	require.NoError(t, err)
+	_, err = b.pool.Exec(b.ctx, "UPDATE attune.river_job SET state = 'scheduled', scheduled_at = now() + interval '5 minutes' WHERE id = $1", waiter.job)
+	require.NoError(t, err)
+	var state string
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT state FROM attune.river_job WHERE id = $1", waiter.job).Scan(&state))
+	require.Equal(t, "available", state, "a snoozed job holding a seat")
+
+	// Before its claim comes, another t.params takes the action's only
+	// seat (the pack raised to 3 lets it in), and a t.noop queues behind
+	// the pack.
+	setPolicy("pack", "t", `{"concurrency": {"limit": 3}}`)
+	other, next := enqueue("t.params"), enqueue("t.noop")
+	require.True(t, claim(&other))
+	require.False(t, claim(&next))
+	// The waiter's claim is refused by the action's limit: the pack seat
+	// it was handed goes to the next waiter behind the pack, and it
+	// queues behind the action.
+	require.False(t, claim(&waiter))
+	seats, waits = holds(waiter)
+	require.Empty(t, seats, "refused by another key: no seat kept")
+	require.Equal(t, actionKey, waits)
+	seats, waits = holds(next)
+	require.Equal(t, []string{packKey}, seats, "the seat the waiter gave back")
+	require.Empty(t, waits)
+	require.True(t, claim(&next), "admitted on the seat it was handed")
+
+	// other ends: the waiter is handed the action's seat, and its claim
+	// takes one of the pack's (a2 and next hold 2 of 3).
+	require.False(t, claim(nil, other))
+	seats, waits = holds(waiter)
+	require.Equal(t, []string{actionKey}, seats)
+	require.Empty(t, waits)
+	require.True(t, claim(&waiter), "a seat of each key at last")
+	seats, waits = holds(waiter)
+	require.Equal(t, []string{actionKey, packKey}, seats)
+	require.Empty(t, waits)
 }
