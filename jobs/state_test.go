@@ -1,6 +1,7 @@
 package jobs_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -694,4 +695,56 @@ func TestClaimManyHandOver(t *testing.T) {
 	seats, waits = holds(waiter)
 	require.Equal(t, []string{actionKey, packKey}, seats)
 	require.Empty(t, waits)
+}
+
+// BenchmarkClaimMany measures one attune.claim_many statement that claims
+// an execution and gives back the previous one's slots, as a replica's
+// claims do one after the other: "plain" without a policy, "limited" under
+// a concurrency limit of 10 that never binds. The ratio of the two is what
+// admission and release add to a claim (go test -bench ClaimMany ./jobs).
+func BenchmarkClaimMany(b *testing.B) {
+	for _, bc := range []struct{ name, policy string }{
+		{"plain", `{}`},
+		{"limited", `{"concurrency": {"limit": 10}}`},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			ctx := context.Background()
+			pool := benchPool(b)
+			_, err := pool.Exec(ctx, `INSERT INTO attune.worker (name, hostname, pid, status) VALUES ('w', 'h', 1, 'active')`)
+			require.NoError(b, err)
+			_, err = pool.Exec(ctx, "UPDATE attune.action SET policy = $1 WHERE ref = 't.noop'", bc.policy)
+			require.NoError(b, err)
+			var ids, jobIDs []int64
+			prev := int64(0)
+			for i := 0; i < b.N; i++ {
+				if len(ids) == 0 {
+					// Enqueued a thousand at a time, off the clock.
+					b.StopTimer()
+					rows, err := pool.Query(ctx, "SELECT attune.enqueue('t.noop', '{}') FROM generate_series(1, 1000)")
+					require.NoError(b, err)
+					fresh, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+					require.NoError(b, err)
+					rows, err = pool.Query(ctx, "SELECT id, job_id FROM attune.execution WHERE id = ANY ($1) ORDER BY id", fresh)
+					require.NoError(b, err)
+					for rows.Next() {
+						var id, job int64
+						require.NoError(b, rows.Scan(&id, &job))
+						ids, jobIDs = append(ids, id), append(jobIDs, job)
+					}
+					require.NoError(b, rows.Err())
+					b.StartTimer()
+				}
+				var released []int64
+				if prev != 0 {
+					released = []int64{prev}
+				}
+				var admitted bool
+				if err := pool.QueryRow(ctx, "SELECT admitted FROM attune.claim_many($1, '{1}', $2, 'w', $3, $4)",
+					ids[:1], jobIDs[:1], released, []int{1}[:len(released)]).Scan(&admitted); err != nil || !admitted {
+					b.Fatalf("claim %d: admitted %v, %v", ids[0], admitted, err)
+				}
+				prev, ids, jobIDs = ids[0], ids[1:], jobIDs[1:]
+			}
+		})
+	}
 }
