@@ -236,7 +236,13 @@ func TestReplicaThroughputWithLimit(t *testing.T) {
 			t.Fatalf("ATTUNE_MEASURE_N=%q: give the number of executions per round, such as 1000", v)
 		}
 	}
-	const rounds = 4
+	rounds := 4
+	if v := os.Getenv("ATTUNE_MEASURE_ROUNDS"); v != "" {
+		var err error
+		if rounds, err = strconv.Atoi(v); err != nil || rounds < 2 || rounds%2 != 0 {
+			t.Fatalf("ATTUNE_MEASURE_ROUNDS=%q: give an even number of rounds of each kind, such as 4", v)
+		}
+	}
 	for _, shape := range []struct {
 		name  string
 		slots string
@@ -297,7 +303,7 @@ func TestReplicaThroughputWithLimit(t *testing.T) {
 				return s
 			}
 			t.Logf("%s: %d trivial executions a round, 2 replicas of %s slots: without a limit %.0f/s, with limit 10 %.0f/s: ratio %.2f (rounds: without %.0f, with %.0f; not counted, first: %.0f); %.2f snoozes per limited execution",
-				shape.name, n, shape.slots, sum(free)/rounds, sum(limited)/rounds, sum(limited)/sum(free), free, limited, warm, snoozes)
+				shape.name, n, shape.slots, sum(free)/float64(rounds), sum(limited)/float64(rounds), sum(limited)/sum(free), free, limited, warm, snoozes)
 		})
 	}
 }
