@@ -695,6 +695,13 @@ func TestClaimManyHandOver(t *testing.T) {
 	seats, waits = holds(waiter)
 	require.Equal(t, []string{actionKey, packKey}, seats)
 	require.Empty(t, waits)
+	// policy_give_back (for an execution whose policy cannot be read)
+	// frees nothing of an execution that runs.
+	var freed int
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT attune.policy_give_back($1)", waiter.id).Scan(&freed))
+	require.Zero(t, freed)
+	seats, _ = holds(waiter)
+	require.Equal(t, []string{actionKey, packKey}, seats)
 }
 
 // BenchmarkClaimMany measures one attune.claim_many statement that claims

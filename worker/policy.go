@@ -70,6 +70,7 @@ func (w *executor) waitAdmitted(ctx context.Context, job *river.Job[jobs.Executi
 			w.log.Error("checking an execution's policies failed; trying again in a minute",
 				"id", job.Args.ExecutionID, "err", a.Error)
 			<-w.slots
+			w.giveBackSeats(ctx, job.Args.ExecutionID)
 			return nil, true, river.JobSnooze(time.Minute)
 		}
 		if a.Cancelled {
@@ -99,6 +100,21 @@ func (w *executor) waitAdmitted(ctx context.Context, job *river.Job[jobs.Executi
 		}
 		w.log.Debug("execution waits for its policy", "id", job.Args.ExecutionID, "reason", a.Reason, "until", a.RetryAt)
 		return nil, true, river.JobSnooze(max(wait, 0))
+	}
+}
+
+// giveBackSeats frees the concurrency seats a release handed to an
+// execution whose policy can no longer be read
+// (schema/migrations/019_policy_handover.sql): held while its job waits a
+// minute, a seat would keep the key's next waiter out and make the job
+// available again at once, a claim failing over and over. A failure here
+// leaves that to the next try, a minute on.
+func (w *executor) giveBackSeats(ctx context.Context, id int64) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if _, err := w.pool.Exec(ctx, "SELECT attune.policy_give_back($1)", id); err != nil {
+		w.log.Warn("giving back the concurrency slots of an execution whose policy cannot be read failed",
+			"id", id, "err", err)
 	}
 }
 

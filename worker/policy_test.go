@@ -463,7 +463,18 @@ func TestBrokenPolicyWaitsWithoutAnAttempt(t *testing.T) {
 	b := setup(t, setupOpts{})
 	_, err := b.pool.Exec(b.ctx, `UPDATE attune.action SET policy = '{"concurrency": {"limit": "many"}}' WHERE ref = 't.limited'`)
 	require.NoError(t, err)
-	broken := b.enqueue(t, "t.limited", nil, nil)
+	// Handed a seat by a release before its policy broke
+	// (019_policy_handover.sql): it gives the seat back, and its job is
+	// not made available again at once for holding one.
+	var broken int64
+	require.NoError(t, pgx.BeginFunc(b.ctx, b.pool, func(tx pgx.Tx) error {
+		var err error
+		if broken, err = jobs.Enqueue(b.ctx, tx, "t.limited", nil, nil); err != nil {
+			return err
+		}
+		_, err = tx.Exec(b.ctx, "INSERT INTO attune.policy_seat (key, n, execution_id) VALUES ('concurrency:action:t.limited:', 1, $1)", broken)
+		return err
+	}))
 	fine := b.enqueue(t, "t.script", nil, nil)
 	require.Equal(t, jobs.StatusCompleted, b.wait(t, fine).Status)
 	require.Eventually(t, func() bool {
@@ -479,6 +490,9 @@ func TestBrokenPolicyWaitsWithoutAnAttempt(t *testing.T) {
 	require.Zero(t, e.Attempt, "no attempt spent")
 	require.Contains(t, b.logs.String(), `"msg":"checking an execution's policies failed; trying again in a minute"`)
 	require.Contains(t, b.logs.String(), `invalid input syntax for type integer`)
+	var seats int
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM attune.policy_seat WHERE execution_id = $1", broken).Scan(&seats))
+	require.Zero(t, seats, "the seat it was handed goes back")
 }
 
 // The seats of a keyed limit's keys go with Prune once nobody holds or

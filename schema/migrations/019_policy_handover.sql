@@ -382,3 +382,26 @@ BEGIN
 END $$;
 
 
+
+-- policy_give_back frees the seats of a queued execution that cannot be
+-- admitted now because its policy cannot be read (the worker snoozes it
+-- for a minute): a seat handed to it before would keep the key's next
+-- waiter out, and make its snoozed job available again at once
+-- (_policy_snoozed), over and over. An execution whose row is being
+-- written (claimed, cancelled) right now keeps them: that writer decides.
+-- It returns how many seats it freed.
+CREATE FUNCTION attune.policy_give_back(execution_id bigint)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+BEGIN
+    PERFORM 1 FROM attune.execution e
+    WHERE e.id = policy_give_back.execution_id AND e.status IN ('requested', 'scheduled')
+    FOR NO KEY UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    UPDATE attune.policy_seat st SET execution_id = NULL WHERE st.execution_id = policy_give_back.execution_id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $$;
