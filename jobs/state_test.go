@@ -561,13 +561,43 @@ func TestClaimManyLimitChanges(t *testing.T) {
 	require.True(t, claim(w, h[2]), "no holder left")
 	// Raised to 4: three more beside w.
 	setLimit(4)
-	for range 3 {
-		require.True(t, claim(enqueue()))
+	more := []queued{enqueue(), enqueue(), enqueue()}
+	for _, q := range more {
+		require.True(t, claim(q))
 	}
-	require.False(t, claim(enqueue()), "the fifth")
+	fifth := enqueue()
+	require.False(t, claim(fifth), "the fifth")
 	all, held := seats()
 	require.Equal(t, 4, held)
 	require.Equal(t, 4, all, "seats up to the limit, no more")
+
+	// Lowered to 2 while the fifth waits (refused under 4): releases hand
+	// it nothing while 2 or more still hold, and a seat once 1 holds
+	// (019_policy_handover.sql keeps a waiter's limit the key's).
+	setLimit(2)
+	release := func(q queued) {
+		t.Helper()
+		_, err := b.pool.Exec(b.ctx, "SELECT count(*) FROM attune.claim_many('{}', '{}', '{}', 'w', $1, '{1}')", []int64{q.id})
+		require.NoError(t, err)
+	}
+	fifthSeats := func() (n int) {
+		t.Helper()
+		require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM attune.policy_seat WHERE execution_id = $1", fifth.id).Scan(&n))
+		return n
+	}
+	release(more[0])
+	require.Zero(t, fifthSeats(), "3 hold, limit 2")
+	release(more[1])
+	require.Zero(t, fifthSeats(), "2 hold, limit 2")
+	release(w)
+	require.Equal(t, 1, fifthSeats(), "1 held, limit 2: the fifth is handed a seat")
+	require.True(t, claim(fifth))
+	// Back to 4 holders under 4.
+	setLimit(4)
+	require.True(t, claim(enqueue()))
+	require.True(t, claim(enqueue()))
+	all, held = seats()
+	require.Equal(t, []int{4, 4}, []int{all, held})
 
 	// A huge limit is not a huge table.
 	setLimit(2_000_000_000)
@@ -702,6 +732,33 @@ func TestClaimManyHandOver(t *testing.T) {
 	require.Zero(t, freed)
 	seats, _ = holds(waiter)
 	require.Equal(t, []string{actionKey, packKey}, seats)
+
+	// A seat of a later key handed to x goes back too when an earlier key
+	// refuses x in the count, which stops at that key. The waiter ends; a
+	// third t.noop fills the pack again, and x queues behind it.
+	require.False(t, claim(nil, waiter))
+	n3, x := enqueue("t.noop"), enqueue("t.params")
+	require.True(t, claim(&n3))
+	require.False(t, claim(&x))
+	_, waits = holds(x)
+	require.Equal(t, packKey, waits)
+	// The pack raised to 5: x is handed one of the seats it adds, and o is
+	// admitted (holding the action's seat and a pack seat).
+	setPolicy("pack", "t", `{"concurrency": {"limit": 5}}`)
+	o := enqueue("t.params")
+	require.True(t, claim(&o))
+	seats, waits = holds(x)
+	require.Equal(t, []string{packKey}, seats, "handed a seat of the raised limit")
+	require.Empty(t, waits)
+	// y queues behind the action, which o holds; x's claim is then
+	// refused by the action's count (y waits on it), and gives back the
+	// pack seat it held.
+	y := enqueue("t.params")
+	require.False(t, claim(&y))
+	require.False(t, claim(&x))
+	seats, waits = holds(x)
+	require.Empty(t, seats, "refused by the first key: the second key's seat goes back")
+	require.Equal(t, actionKey, waits)
 }
 
 // BenchmarkClaimMany measures one attune.claim_many statement that claims
@@ -722,7 +779,7 @@ func BenchmarkClaimMany(b *testing.B) {
 			_, err = pool.Exec(ctx, "UPDATE attune.action SET policy = $1 WHERE ref = 't.noop'", bc.policy)
 			require.NoError(b, err)
 			var ids, jobIDs []int64
-			prev := int64(0)
+			prev := int64(0) // an execution that does not exist: its release frees nothing
 			for i := 0; i < b.N; i++ {
 				if len(ids) == 0 {
 					// Enqueued a thousand at a time, off the clock.
@@ -741,13 +798,9 @@ func BenchmarkClaimMany(b *testing.B) {
 					require.NoError(b, rows.Err())
 					b.StartTimer()
 				}
-				var released []int64
-				if prev != 0 {
-					released = []int64{prev}
-				}
 				var admitted bool
-				if err := pool.QueryRow(ctx, "SELECT admitted FROM attune.claim_many($1, '{1}', $2, 'w', $3, $4)",
-					ids[:1], jobIDs[:1], released, []int{1}[:len(released)]).Scan(&admitted); err != nil || !admitted {
+				if err := pool.QueryRow(ctx, "SELECT admitted FROM attune.claim_many($1, '{1}', $2, 'w', $3, '{1}')",
+					ids[:1], jobIDs[:1], []int64{prev}).Scan(&admitted); err != nil || !admitted {
 					b.Fatalf("claim %d: admitted %v, %v", ids[0], admitted, err)
 				}
 				prev, ids, jobIDs = ids[0], ids[1:], jobIDs[1:]

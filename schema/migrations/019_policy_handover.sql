@@ -17,6 +17,10 @@
 --     seat of one key while queued behind another.
 --   * A snoozed job whose execution holds a seat is made available at
 --     once, as a woken one was.
+--   * policy_give_back frees the seats of a queued execution whose policy
+--     cannot be read: the worker calls it before it snoozes the job.
+--   * A waiter's limit follows its action's or pack's when that changes,
+--     since the hand-over counts by it.
 --
 -- Like 018_policy_seats.sql, this file was written against:
 --
@@ -98,6 +102,39 @@ BEGIN
         PERFORM pg_notify('attune_policy_woken', w.execution_id::text);
     END IF;
 END $$;
+
+-- A waiter's lim is the limit its key's seats are handed over under
+-- (_policy_wake, _policy_snoozed); it was the limit when it was refused.
+-- When an action's or a pack's concurrency limit changes (pack register,
+-- or by hand), its waiters' rows follow at once: else a lowered limit
+-- would be exceeded by hand-overs at the old one, and a raised one left
+-- unused until each waiter's own claim. The next waiter of each key is
+-- handed a seat the new limit frees. A limit that is not a plain number
+-- is left to policy_admit, which reports it.
+CREATE FUNCTION attune._policy_limit_changed()
+RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    prefix text := 'concurrency:' || TG_ARGV[0] || ':' || NEW.ref || ':';
+    l      text := NEW.policy -> 'concurrency' ->> 'limit';
+    k      text;
+BEGIN
+    IF l !~ '^[0-9]{1,9}$' THEN
+        RETURN NULL;
+    END IF;
+    FOR k IN UPDATE attune.policy_waiter pw SET lim = l::integer
+             WHERE left(pw.key, length(prefix)) = prefix AND pw.lim <> l::integer
+             RETURNING pw.key LOOP
+        PERFORM attune._policy_wake(k);
+    END LOOP;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER action_policy_limit AFTER UPDATE OF policy ON attune.action
+FOR EACH ROW WHEN (OLD.policy -> 'concurrency' IS DISTINCT FROM NEW.policy -> 'concurrency')
+EXECUTE FUNCTION attune._policy_limit_changed('action');
+CREATE TRIGGER pack_policy_limit AFTER UPDATE OF policy ON attune.pack
+FOR EACH ROW WHEN (OLD.policy -> 'concurrency' IS DISTINCT FROM NEW.policy -> 'concurrency')
+EXECUTE FUNCTION attune._policy_limit_changed('pack');
 
 -- _policy_freed is 018's: any waiter of the key may be handed the seat.
 CREATE OR REPLACE FUNCTION attune._policy_freed()
@@ -183,7 +220,6 @@ DECLARE
     at      timestamptz;
     refused boolean := false;
     k       text;
-    taken   text[] := '{}';
     held    text[] := '{}';
     queued  boolean := false;
 BEGIN
@@ -288,13 +324,14 @@ BEGIN
                 holders := lims[i]; -- every seat held or being written
                 EXIT;
             END IF;
-            taken := taken || ks[i];
         END LOOP;
     END IF;
     -- Refused, it holds no seat of any key: those taken above, and those
-    -- handed to it (held), go back, to the next waiters.
-    IF refused AND cardinality(taken) + cardinality(held) > 0 THEN
-        UPDATE attune.policy_seat st SET execution_id = NULL WHERE st.execution_id = e.id;
+    -- handed to it, go back, to the next waiters. Not only the keys looked
+    -- at (held): the count stops at the first key that refuses, and a
+    -- later key's seat may have been handed to it.
+    IF refused THEN
+        UPDATE attune.policy_seat st SET execution_id = NULL WHERE st.key = ANY (ks) AND st.execution_id = e.id;
     END IF;
 
     IF refused THEN
@@ -359,7 +396,7 @@ BEGIN
             retry_at := at;
             -- Its seats go to the next waiters, as the seats freed commit.
             IF cardinality(ks) > 0 THEN
-                UPDATE attune.policy_seat st SET execution_id = NULL WHERE st.execution_id = e.id;
+                UPDATE attune.policy_seat st SET execution_id = NULL WHERE st.key = ANY (ks) AND st.execution_id = e.id;
             END IF;
             DELETE FROM attune.policy_waiter pw WHERE pw.execution_id = e.id;
             RETURN;
@@ -375,9 +412,15 @@ BEGIN
     END IF;
     DELETE FROM attune.policy_waiter pw WHERE pw.execution_id = e.id;
     -- A seat still free: hand it to the next waiter, so that a hand-over
-    -- lost to a race costs one start, not the slot.
+    -- lost to a race costs one start, not the slot. Counted first: a key
+    -- with every seat held (the common case under a queue) is left alone,
+    -- its oldest waiter's row not locked, so a release at the same instant
+    -- does not skip it for the next one.
     FOR i IN 1 .. cardinality(ks) LOOP
-        PERFORM attune._policy_wake(ks[i]);
+        IF (SELECT count(*) FROM (SELECT 1 FROM attune.policy_seat st
+                                  WHERE st.key = ks[i] AND st.execution_id IS NOT NULL LIMIT lims[i]) x) < lims[i] THEN
+            PERFORM attune._policy_wake(ks[i]);
+        END IF;
     END LOOP;
 END $$;
 
