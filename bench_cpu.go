@@ -33,7 +33,10 @@ func sampleCPU() cpuSample {
 	}
 }
 
-// machineBusy is the machine's non-idle CPU time from /proc/stat.
+// machineBusy is the machine's busy CPU time from /proc/stat: user, nice,
+// system, irq and softirq. Not idle or iowait; not steal, the time the
+// hypervisor gave other machines, which moves with their load and not
+// ours; not guest and guest_nice, which user and nice already count.
 func machineBusy() time.Duration {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
@@ -42,12 +45,11 @@ func machineBusy() time.Duration {
 	line, _, _ := strings.Cut(string(b), "\n")
 	f := strings.Fields(line)
 	var busy int64
-	for i, v := range f[1:] {
-		if i == 3 || i == 4 { // idle, iowait
-			continue
+	for _, i := range []int{1, 2, 3, 6, 7} {
+		if i < len(f) {
+			n, _ := strconv.ParseInt(f[i], 10, 64)
+			busy += n
 		}
-		n, _ := strconv.ParseInt(v, 10, 64)
-		busy += n
 	}
 	return time.Duration(busy) * time.Second / 100 // USER_HZ
 }

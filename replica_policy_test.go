@@ -256,7 +256,15 @@ func TestReplicaThroughputWithLimit(t *testing.T) {
 			require.NoError(t, err)
 			b.start(t, "replica-a", "ATTUNE_MAX_CONCURRENT_EXECUTIONS="+shape.slots)
 			b.start(t, "replica-b", "ATTUNE_MAX_CONCURRENT_EXECUTIONS="+shape.slots)
+			// CPU time the whole machine spent per execution: the replicas,
+			// PostgreSQL and this test. This machine is CPU-bound under
+			// this load, so the rate follows it, and it is steadier from
+			// run to run than the rate, which other load on a shared
+			// machine moves.
+			var cpu = map[string]time.Duration{}
 			rate := func(action string) float64 {
+				busy := machineBusy()
+				defer func() { cpu[action] += machineBusy() - busy }()
 				start := time.Now()
 				_, err := b.pool.Exec(b.ctx, "SELECT attune.enqueue($1) FROM generate_series(1, $2)", action, n)
 				require.NoError(t, err)
@@ -271,6 +279,7 @@ func TestReplicaThroughputWithLimit(t *testing.T) {
 			// on their first call in each connection), and whichever kind
 			// came first would get that round.
 			warm := []float64{rate("z.true"), rate("z.true_limited")}
+			clear(cpu)
 			var free, limited []float64
 			// Taking turns, so that load from elsewhere on the machine falls
 			// on both alike; the ratio of the sums is the figure. The order
@@ -304,6 +313,11 @@ func TestReplicaThroughputWithLimit(t *testing.T) {
 			}
 			t.Logf("%s: %d trivial executions a round, 2 replicas of %s slots: without a limit %.0f/s, with limit 10 %.0f/s: ratio %.2f (rounds: without %.0f, with %.0f; not counted, first: %.0f); %.2f snoozes per limited execution",
 				shape.name, n, shape.slots, sum(free)/float64(rounds), sum(limited)/float64(rounds), sum(limited)/sum(free), free, limited, warm, snoozes)
+			if f, l := cpu["z.true"], cpu["z.true_limited"]; f > 0 {
+				each := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(rounds*n) }
+				t.Logf("%s: machine CPU per execution: without a limit %.2f ms, with limit 10 %.2f ms: ratio %.2f",
+					shape.name, each(f), each(l), float64(f)/float64(l))
+			}
 		})
 	}
 }

@@ -34,10 +34,12 @@ type claimer struct {
 	released []release // given back by the next claim statement
 }
 
-// release is a finished attempt's hold on its concurrency slots.
+// release is a finished attempt's hold on its concurrency slots. sent is
+// closed once a statement carrying it has run (or failed).
 type release struct {
 	id      int64
 	attempt int
+	sent    chan struct{}
 }
 
 // claimerLoops is how many claim statements may be in flight at once. A
@@ -121,16 +123,63 @@ func (c *claimer) claim(job *river.Job[jobs.ExecutionArgs]) (*claimRow, error) {
 // until the settle, the slot would keep another replica's claim waiting.
 // Should the statement fail, settle frees the slots with the result; a
 // release after that frees nothing.
-func (c *claimer) release(id int64, attempt int, claimFollows bool) {
+//
+// The returned channel is closed once the statement carrying the release
+// has run: the settle waits for it (releaseSent). A settle that began
+// first would hold the execution's row, the release would skip it (see
+// claim_many's releases in 019_policy_handover.sql), and the seat would
+// stay held until the settle committed: under a limit that the replicas'
+// process slots just fill, one claim in fifteen found the key full and
+// queued for the settle's hand-over.
+func (c *claimer) release(id int64, attempt int, claimFollows bool) <-chan struct{} {
+	r := release{id, attempt, make(chan struct{})}
 	c.mu.Lock()
-	c.released = append(c.released, release{id, attempt})
+	c.released = append(c.released, r)
 	c.mu.Unlock()
-	if claimFollows {
-		return
+	if !claimFollows {
+		c.flush()
 	}
+	return r.sent
+}
+
+// flush asks for a statement that carries the waiting releases, with no
+// claim of its own.
+func (c *claimer) flush() {
 	select {
 	case c.batches.reqs <- &claimRequest{}:
 	case <-c.batches.stopped:
+	}
+}
+
+const (
+	// releaseFlushAfter is how long a release waits for the claim said to
+	// follow it (the Work call that waited for the process slot may have
+	// given up instead) before it is sent on its own.
+	releaseFlushAfter = 50 * time.Millisecond
+	// maxReleaseWait bounds how long a settle waits for its release's
+	// statement: the settle frees the slots anyway, so a slow or failing
+	// claim statement delays the result by this much at most.
+	maxReleaseWait = time.Second
+)
+
+// releaseSent waits until sent (from claimer.release) is closed, the
+// claimer has stopped, ctx is done or maxReleaseWait has passed.
+func (w *executor) releaseSent(ctx context.Context, sent <-chan struct{}) {
+	wait := func(d time.Duration) bool {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-sent:
+		case <-w.claimer.batches.stopped:
+		case <-ctx.Done():
+		case <-t.C:
+			return false
+		}
+		return true
+	}
+	if !wait(releaseFlushAfter) {
+		w.claimer.flush()
+		wait(maxReleaseWait - releaseFlushAfter)
 	}
 }
 
@@ -147,7 +196,11 @@ func (c *claimer) serve(ctx context.Context, batch []*claimRequest) {
 	// A claim is not interrupted half way (it would be unknown whether the
 	// row says running): once sent, the statement runs to its end.
 	ctx = context.WithoutCancel(ctx)
-	rows, err := c.claimMany(ctx, batch, c.takeReleased())
+	releases := c.takeReleased()
+	rows, err := c.claimMany(ctx, batch, releases)
+	for _, r := range releases {
+		close(r.sent)
+	}
 	if err != nil && len(batch) > 1 && !schema.Transient(err) {
 		// One bad row must not fail the others: claim them one by one.
 		for _, r := range batch {

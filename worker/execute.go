@@ -260,10 +260,14 @@ func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs])
 	started := time.Now()
 	out := w.runTraced(ctx, c)
 	out.took = time.Since(started)
+	var sent <-chan struct{}
 	if c.HoldsSlots {
-		w.claimer.release(c.ID, c.Attempt, w.slotWaiters.Load() > 0)
+		sent = w.claimer.release(c.ID, c.Attempt, w.slotWaiters.Load() > 0)
 	}
 	<-w.slots
+	if sent != nil {
+		w.releaseSent(ctx, sent)
+	}
 	return w.settleTraced(ctx, job, c, out)
 }
 

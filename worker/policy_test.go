@@ -530,3 +530,39 @@ func TestPruneIdleConcurrencyKeys(t *testing.T) {
 	_, err = jobs.Cancel(b.ctx, b.pool, busy)
 	require.NoError(t, err)
 }
+
+// A process's end gives its concurrency seats back before its result is
+// written (claimer.release, releaseSent): a settle that began first would
+// hold the execution's row, the release would skip it, and the seat would
+// stay held until the settle committed, the next claim finding the key
+// full. A trigger that runs first in each settle's update notes whether
+// the execution still held a seat.
+func TestSeatsGivenBackBeforeTheSettle(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{env: []string{"ATTUNE_MAX_CONCURRENT_EXECUTIONS=2"}})
+	_, err := b.pool.Exec(b.ctx, `
+		CREATE TABLE public.seat_at_settle (execution_id bigint, held boolean);
+		CREATE FUNCTION public.note_seat_at_settle() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			INSERT INTO public.seat_at_settle
+			VALUES (NEW.id, EXISTS (SELECT 1 FROM attune.policy_seat st WHERE st.execution_id = NEW.id));
+			RETURN NEW;
+		END $$;
+		-- Named to fire before execution_policy_release, which frees what is left.
+		CREATE TRIGGER a_seat_at_settle BEFORE UPDATE OF status ON attune.execution
+		FOR EACH ROW WHEN (OLD.status = 'running' AND NEW.status <> 'running')
+		EXECUTE FUNCTION public.note_seat_at_settle();`)
+	require.NoError(t, err)
+	var ids []int64
+	for range 20 {
+		ids = append(ids, b.enqueue(t, "t.limited", map[string]any{"seconds": 0}, nil))
+	}
+	for _, id := range ids {
+		e := b.wait(t, id)
+		require.Equal(t, jobs.StatusCompleted, e.Status, deref(e.Error))
+	}
+	var settles, held int
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*), count(*) FILTER (WHERE held) FROM public.seat_at_settle").Scan(&settles, &held))
+	require.Equal(t, len(ids), settles)
+	require.Zero(t, held, "settles that found their execution still holding a seat")
+}
