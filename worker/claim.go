@@ -163,23 +163,29 @@ const (
 )
 
 // releaseSent waits until sent (from claimer.release) is closed, the
-// claimer has stopped, ctx is done or maxReleaseWait has passed.
+// claimer has stopped, ctx is done or maxReleaseWait has passed. After
+// releaseFlushAfter it asks for a statement of releases alone, once.
 func (w *executor) releaseSent(ctx context.Context, sent <-chan struct{}) {
-	wait := func(d time.Duration) bool {
-		t := time.NewTimer(d)
-		defer t.Stop()
+	limit := time.NewTimer(maxReleaseWait)
+	defer limit.Stop()
+	flushAfter := time.NewTimer(releaseFlushAfter)
+	defer flushAfter.Stop()
+	var flush chan<- *claimRequest // nil until releaseFlushAfter: never ready
+	for {
 		select {
 		case <-sent:
+			return
 		case <-w.claimer.batches.stopped:
+			return
 		case <-ctx.Done():
-		case <-t.C:
-			return false
+			return
+		case <-limit.C:
+			return
+		case <-flushAfter.C:
+			flush = w.claimer.batches.reqs
+		case flush <- &claimRequest{}:
+			flush = nil
 		}
-		return true
-	}
-	if !wait(releaseFlushAfter) {
-		w.claimer.flush()
-		wait(maxReleaseWait - releaseFlushAfter)
 	}
 }
 

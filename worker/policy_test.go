@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"context"
 	"sort"
 	"strings"
 	"testing"
@@ -565,4 +566,39 @@ func TestSeatsGivenBackBeforeTheSettle(t *testing.T) {
 	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*), count(*) FILTER (WHERE held) FROM public.seat_at_settle").Scan(&settles, &held))
 	require.Equal(t, len(ids), settles)
 	require.Zero(t, held, "settles that found their execution still holding a seat")
+}
+
+// A release said to be carried by a claim that never comes (the Work call
+// waiting for the process slot gave up) is sent on its own: the settle
+// waiting for it (releaseSent) returns because the release ran, not
+// because its wait ran out.
+func TestReleaseWithoutItsClaimIsSentOnItsOwn(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	// Scheduled an hour ahead, so that the replica leaves it alone; claimed
+	// here, by a worker of another name, holding a seat.
+	id := b.enqueue(t, "t.limited", nil, &jobs.Options{ScheduledAt: time.Now().Add(time.Hour)})
+	_, err := b.pool.Exec(b.ctx, "INSERT INTO attune.worker (name, hostname, pid) VALUES ('release-test', 'test', 1)")
+	require.NoError(t, err)
+	var admitted, holds bool
+	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT c.admitted, c.holds_slots FROM attune.execution e,
+		attune.claim_many(ARRAY[e.id], ARRAY[1], ARRAY[e.job_id], 'release-test', NULL, NULL) c WHERE e.id = $1`, id).Scan(&admitted, &holds))
+	require.True(t, admitted)
+	require.True(t, holds)
+
+	c := newClaimer("release-test", b.pool)
+	ctx, cancel := context.WithCancel(b.ctx)
+	go c.run(ctx)
+	t.Cleanup(func() { cancel(); <-c.batches.stopped })
+	w := &executor{claimer: c}
+	sent := c.release(id, 1, true) // no claim follows
+	w.releaseSent(b.ctx, sent)
+	select {
+	case <-sent:
+	default:
+		t.Fatal("releaseSent returned before the release was sent")
+	}
+	var seats int
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM attune.policy_seat WHERE execution_id = $1", id).Scan(&seats))
+	require.Zero(t, seats, "the release freed the seat")
 }
