@@ -261,7 +261,7 @@ func TestReplicaThroughputWithLimit(t *testing.T) {
 			// this load, so the rate follows it, and it is steadier from
 			// run to run than the rate, which other load on a shared
 			// machine moves.
-			var cpu = map[string]time.Duration{}
+			cpu := map[string]time.Duration{}
 			rate := func(action string) float64 {
 				busy := machineBusy()
 				defer func() { cpu[action] += machineBusy() - busy }()

@@ -112,65 +112,63 @@ func (c *claimer) claim(job *river.Job[jobs.ExecutionArgs]) (*claimRow, error) {
 	return a.row, a.err
 }
 
-// release gives back the concurrency slots of an attempt whose process has
-// ended, in the replica's next claim statement, before its claims, without
-// waiting for it. When a Work call waits for the process slot just freed
-// (claimFollows), its claim comes at once and takes the freed slot in the
-// same statement. Sent on its own beside that claim, the release was a
-// statement more per execution, and the claim, in the other statement in
-// flight, could find the key still full and wait for the release's wake.
-// With no claim to come, the release is sent on its own at once: held
-// until the settle, the slot would keep another replica's claim waiting.
-// Should the statement fail, settle frees the slots with the result; a
-// release after that frees nothing.
-//
-// The returned channel is closed once the statement carrying the release
-// has run: the settle waits for it (releaseSent). A settle that began
-// first would hold the execution's row, the release would skip it (see
-// claim_many's releases in 019_policy_handover.sql), and the seat would
-// stay held until the settle committed: under a limit that the replicas'
-// process slots just fill, one claim in fifteen found the key full and
-// queued for the settle's hand-over.
-func (c *claimer) release(id int64, attempt int, claimFollows bool) <-chan struct{} {
+// release queues the giving back of the concurrency slots of an attempt
+// whose process has ended, for the replica's next claim statement, before
+// its claims, and returns a channel closed once that statement has run (or
+// failed). The Work call then waits for it with releaseSent before it
+// writes the result. Should the statement fail, settle frees the slots
+// with the result; a release after that frees nothing.
+func (c *claimer) release(id int64, attempt int) <-chan struct{} {
 	r := release{id, attempt, make(chan struct{})}
 	c.mu.Lock()
 	c.released = append(c.released, r)
 	c.mu.Unlock()
-	if !claimFollows {
-		c.flush()
-	}
 	return r.sent
 }
 
-// flush asks for a statement that carries the waiting releases, with no
-// claim of its own.
-func (c *claimer) flush() {
-	select {
-	case c.batches.reqs <- &claimRequest{}:
-	case <-c.batches.stopped:
-	}
-}
+// releaseFlushAfter is how long a release waits for the claim said to
+// follow it (the Work call that waited for the process slot may have given
+// up instead) before it is sent on its own.
+const releaseFlushAfter = 50 * time.Millisecond
 
-const (
-	// releaseFlushAfter is how long a release waits for the claim said to
-	// follow it (the Work call that waited for the process slot may have
-	// given up instead) before it is sent on its own.
-	releaseFlushAfter = 50 * time.Millisecond
-	// maxReleaseWait bounds how long a settle waits for its release's
-	// statement: the settle frees the slots anyway, so a slow or failing
-	// claim statement delays the result by this much at most.
-	maxReleaseWait = time.Second
-)
+// maxReleaseWait bounds how long a settle waits for its release's
+// statement: the settle frees the slots anyway, so a slow or failing claim
+// statement delays the result by this much at most.
+const maxReleaseWait = time.Second
 
-// releaseSent waits until sent (from claimer.release) is closed, the
-// claimer has stopped, ctx is done or maxReleaseWait has passed. After
-// releaseFlushAfter it asks for a statement of releases alone, once.
-func (w *executor) releaseSent(ctx context.Context, sent <-chan struct{}) {
+// releaseSent waits until the statement carrying a release has run (sent,
+// from claimer.release), the claimer has stopped, ctx is done or
+// maxReleaseWait has passed. It is called once the process slot has gone to
+// the next Work call, before the result is written:
+//
+//   - When a Work call was waiting for the process slot just freed
+//     (claimFollows), its claim comes at once and carries the release, and
+//     takes the freed slot in the same statement. Sent on its own beside
+//     that claim, the release was a statement more per execution, and the
+//     claim, in the other statement in flight, could find the key still
+//     full and wait for the release's wake. Should that claim not come
+//     within releaseFlushAfter, the release is sent on its own.
+//   - With no claim to come, the release is sent on its own at once: held
+//     until the settle, the slot would keep another replica's claim
+//     waiting.
+//
+// The result waits for the release because a settle that began first
+// would hold the execution's row, the release would skip it (see
+// claim_many's releases in 019_policy_handover.sql), and the seat would
+// stay held until the settle committed: under a limit that the replicas'
+// process slots just fill, one claim in fifteen found the key full and
+// queued for the settle's hand-over.
+func (w *executor) releaseSent(ctx context.Context, sent <-chan struct{}, claimFollows bool) {
 	limit := time.NewTimer(maxReleaseWait)
 	defer limit.Stop()
-	flushAfter := time.NewTimer(releaseFlushAfter)
-	defer flushAfter.Stop()
-	var flush chan<- *claimRequest // nil until releaseFlushAfter: never ready
+	var flushAfter time.Duration
+	if claimFollows {
+		flushAfter = releaseFlushAfter
+	}
+	ask := time.NewTimer(flushAfter)
+	defer ask.Stop()
+	alone := &claimRequest{}       // a statement of releases alone
+	var flush chan<- *claimRequest // nil, never ready, until it is time to ask
 	for {
 		select {
 		case <-sent:
@@ -181,9 +179,9 @@ func (w *executor) releaseSent(ctx context.Context, sent <-chan struct{}) {
 			return
 		case <-limit.C:
 			return
-		case <-flushAfter.C:
+		case <-ask.C:
 			flush = w.claimer.batches.reqs
-		case flush <- &claimRequest{}:
+		case flush <- alone:
 			flush = nil
 		}
 	}

@@ -188,7 +188,7 @@ func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs])
 	slotWait := time.NewTimer(maxSlotWait)
 	defer slotWait.Stop()
 	// Counted while it waits, so that the process ending before it knows
-	// a claim follows (claimer.release).
+	// a claim follows (releaseSent).
 	w.slotWaiters.Add(1)
 	waiting := true
 	defer func() {
@@ -260,13 +260,12 @@ func (w *executor) Work(ctx context.Context, job *river.Job[jobs.ExecutionArgs])
 	started := time.Now()
 	out := w.runTraced(ctx, c)
 	out.took = time.Since(started)
-	var sent <-chan struct{}
 	if c.HoldsSlots {
-		sent = w.claimer.release(c.ID, c.Attempt, w.slotWaiters.Load() > 0)
-	}
-	<-w.slots
-	if sent != nil {
-		w.releaseSent(ctx, sent)
+		sent, claimFollows := w.claimer.release(c.ID, c.Attempt), w.slotWaiters.Load() > 0
+		<-w.slots
+		w.releaseSent(ctx, sent, claimFollows)
+	} else {
+		<-w.slots
 	}
 	return w.settleTraced(ctx, job, c, out)
 }

@@ -591,8 +591,8 @@ func TestReleaseWithoutItsClaimIsSentOnItsOwn(t *testing.T) {
 	go c.run(ctx)
 	t.Cleanup(func() { cancel(); <-c.batches.stopped })
 	w := &executor{claimer: c}
-	sent := c.release(id, 1, true) // no claim follows
-	w.releaseSent(b.ctx, sent)
+	sent := c.release(id, 1)
+	w.releaseSent(b.ctx, sent, true) // said to follow, no claim comes
 	select {
 	case <-sent:
 	default:
