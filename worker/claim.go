@@ -161,14 +161,18 @@ const maxReleaseWait = time.Second
 func (w *executor) releaseSent(ctx context.Context, sent <-chan struct{}, claimFollows bool) {
 	limit := time.NewTimer(maxReleaseWait)
 	defer limit.Stop()
-	var flushAfter time.Duration
+	alone := &claimRequest{} // a statement of releases alone
+	// flush is nil, never ready, until it is time to ask: at once with no
+	// claim to come, else when ask fires.
+	var flush chan<- *claimRequest
+	var ask <-chan time.Time
 	if claimFollows {
-		flushAfter = releaseFlushAfter
+		t := time.NewTimer(releaseFlushAfter)
+		defer t.Stop()
+		ask = t.C
+	} else {
+		flush = w.claimer.batches.reqs
 	}
-	ask := time.NewTimer(flushAfter)
-	defer ask.Stop()
-	alone := &claimRequest{}       // a statement of releases alone
-	var flush chan<- *claimRequest // nil, never ready, until it is time to ask
 	for {
 		select {
 		case <-sent:
@@ -179,7 +183,7 @@ func (w *executor) releaseSent(ctx context.Context, sent <-chan struct{}, claimF
 			return
 		case <-limit.C:
 			return
-		case <-ask.C:
+		case <-ask:
 			flush = w.claimer.batches.reqs
 		case flush <- alone:
 			flush = nil
