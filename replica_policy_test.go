@@ -303,7 +303,7 @@ func TestReplicaThroughputWithLimit(t *testing.T) {
 				FROM pg_stat_user_functions WHERE funcname = 'policy_admit'`).Scan(&calls, &ms))
 			t.Logf("%s: policy_admit %.2f calls and %.2f ms per limited execution", shape.name, calls/float64((rounds+1)*n), ms/float64((rounds+1)*n)) // the first round too
 			var snoozes float64
-			require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT coalesce(avg((j.metadata ->> 'snoozes')::int), 0) FROM attune.river_job j
+			require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT coalesce(sum((j.metadata ->> 'snoozes')::int), 0)::float8 / greatest(count(*), 1) FROM attune.river_job j
 				JOIN attune.execution e ON e.job_id = j.id WHERE e.action_ref = 'z.true_limited'`).Scan(&snoozes))
 			sum := func(rs []float64) (s float64) {
 				for _, r := range rs {
