@@ -761,6 +761,22 @@ func TestClaimManyHandOver(t *testing.T) {
 	require.Equal(t, actionKey, waits)
 }
 
+// executionBuffersRead runs sql in tx and returns how many buffers of
+// attune.execution and its indexes it read, from the transaction's own
+// counters: what a lookup costs, without a clock.
+func executionBuffersRead(t *testing.T, tx pgx.Tx, sql string, args ...any) int64 {
+	t.Helper()
+	ctx := context.Background()
+	const read = `SELECT sum(pg_stat_get_xact_blocks_fetched(c.oid))::bigint FROM pg_class c
+		WHERE c.relnamespace = 'attune'::regnamespace AND (c.relname = 'execution' OR c.relname LIKE 'execution\_%')`
+	var before, after int64
+	require.NoError(t, tx.QueryRow(ctx, read).Scan(&before))
+	_, err := tx.Exec(ctx, sql, args...)
+	require.NoError(t, err)
+	require.NoError(t, tx.QueryRow(ctx, read).Scan(&after))
+	return after - before
+}
+
 // TestHandOverFromALongQueue: handing a freed seat to the oldest of 2,000
 // waiters reads a few buffers of attune.execution, not one lookup per
 // waiter. 019's _policy_wake filtered every waiter of the key by its
@@ -774,55 +790,134 @@ func TestHandOverFromALongQueue(t *testing.T) {
 		UPDATE attune.action SET policy = '{"concurrency": {"limit": 1}}' WHERE ref = 't.noop'`)
 	require.NoError(t, err)
 	const waiters = 2000
-	_, err = b.pool.Exec(b.ctx, "SELECT attune.enqueue('t.noop') FROM generate_series(0, $1)", waiters)
-	require.NoError(t, err)
-	rows, err := b.pool.Query(b.ctx, "SELECT id, job_id FROM attune.execution ORDER BY id")
-	require.NoError(t, err)
-	type queued struct{ ID, Job int64 }
-	qs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[queued])
-	require.NoError(t, err)
-	claim := func(qs []queued, released ...queued) []bool {
-		t.Helper()
-		var ids, jobIDs, rel []int64
-		var attempts, relAttempts []int
-		for _, q := range qs {
-			ids, jobIDs, attempts = append(ids, q.ID), append(jobIDs, q.Job), append(attempts, 1)
-		}
-		for _, r := range released {
-			rel, relAttempts = append(rel, r.ID), append(relAttempts, 1)
-		}
-		rows, err := b.pool.Query(b.ctx, "SELECT admitted FROM attune.claim_many($1, $2, $3, 'w', $4, $5) ORDER BY job_id", ids, attempts, jobIDs, rel, relAttempts)
-		require.NoError(t, err)
-		got, err := pgx.CollectRows(rows, pgx.RowTo[bool])
-		require.NoError(t, err)
-		return got
+	qs := claimAll(t, b, waiters+1)
+	require.True(t, qs[0].admitted)
+	for _, q := range qs[1:] {
+		require.False(t, q.admitted, "the limit of 1 is held")
 	}
-	require.Equal(t, []bool{true}, claim(qs[:1]))
-	refused := claim(qs[1:])
-	require.Len(t, refused, waiters)
-	require.NotContains(t, refused, true, "the limit of 1 is held")
 
-	// The holder's release, its hand-over (deferred to the commit) made
-	// at once, and the buffers of attune.execution this transaction read.
 	tx, err := b.pool.Begin(b.ctx)
 	require.NoError(t, err)
 	defer func() { _ = tx.Rollback(b.ctx) }()
-	_, err = tx.Exec(b.ctx, "SELECT * FROM attune.claim_many('{}', '{}', '{}', 'w', $1, '{1}')", []int64{qs[0].ID})
+	_, err = tx.Exec(b.ctx, "SELECT * FROM attune.claim_many('{}', '{}', '{}', 'w', $1, '{1}')", []int64{qs[0].id})
 	require.NoError(t, err)
-	var before int64
-	require.NoError(t, tx.QueryRow(b.ctx, `SELECT sum(pg_stat_get_xact_blocks_hit(c.oid))::bigint FROM pg_class c
-		WHERE c.relnamespace = 'attune'::regnamespace AND (c.relname = 'execution' OR c.relname LIKE 'execution\_%')`).Scan(&before))
-	_, err = tx.Exec(b.ctx, "SET CONSTRAINTS ALL IMMEDIATE")
-	require.NoError(t, err)
-	var read int64
-	require.NoError(t, tx.QueryRow(b.ctx, `SELECT sum(pg_stat_get_xact_blocks_hit(c.oid))::bigint - $1 FROM pg_class c
-		WHERE c.relnamespace = 'attune'::regnamespace AND (c.relname = 'execution' OR c.relname LIKE 'execution\_%')`, before).Scan(&read))
+	// The hand-over, deferred to the commit, made at once.
+	read := executionBuffersRead(t, tx, "SET CONSTRAINTS ALL IMMEDIATE")
 	require.NoError(t, tx.Commit(b.ctx))
 	var holder int64
 	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT execution_id FROM attune.policy_seat WHERE execution_id IS NOT NULL").Scan(&holder))
-	require.Equal(t, qs[1].ID, holder, "the seat goes to the oldest waiter")
+	require.Equal(t, qs[1].id, holder, "the seat goes to the oldest waiter")
 	t.Logf("the hand-over read %d buffers of attune.execution", read)
 	require.Less(t, read, int64(100), "a hand-over reads the queue's head, not every waiter")
+}
+
+// claimAnswer is what claim_many answered for one execution.
+type claimAnswer struct {
+	id, job  int64
+	admitted bool
+}
+
+// claimAll enqueues n executions of t.noop and claims them for worker w,
+// in one claim_many, in id order; it returns what each claim answered.
+func claimAll(t *testing.T, b *testBundle, n int) []claimAnswer {
+	t.Helper()
+	_, err := b.pool.Exec(b.ctx, "SELECT attune.enqueue('t.noop') FROM generate_series(1, $1)", n)
+	require.NoError(t, err)
+	var ids, jobIDs []int64
+	var attempts []int
+	rows, err := b.pool.Query(b.ctx, "SELECT id, job_id FROM attune.execution ORDER BY id")
+	require.NoError(t, err)
+	for rows.Next() {
+		var id, job int64
+		require.NoError(t, rows.Scan(&id, &job))
+		ids, jobIDs, attempts = append(ids, id), append(jobIDs, job), append(attempts, 1)
+	}
+	require.NoError(t, rows.Err())
+	require.Len(t, ids, n)
+	admitted := map[int64]bool{}
+	rows, err = b.pool.Query(b.ctx, "SELECT job_id, admitted FROM attune.claim_many($1, $2, $3, 'w', '{}', '{}')", ids, attempts, jobIDs)
+	require.NoError(t, err)
+	for rows.Next() {
+		var job int64
+		var ok bool
+		require.NoError(t, rows.Scan(&job, &ok))
+		admitted[job] = ok
+	}
+	require.NoError(t, rows.Err())
+	out := make([]claimAnswer, n)
+	for i := range ids {
+		out[i].id, out[i].job, out[i].admitted = ids[i], jobIDs[i], admitted[jobIDs[i]]
+	}
+	return out
+}
+
+// BenchmarkClaimManyQueued measures what one execution costs the database
+// under a limit that binds (of 1 here), in the statements a replica sends
+// for it: the claim the limit refuses (it queues), the release of the
+// holder's seat, which hands the seat to the oldest waiter, and that
+// waiter's claim again. BenchmarkClaimMany/plain is the same execution
+// without a limit, one statement that claims it and releases the previous
+// one (go test -run '^$' -bench ClaimMany ./jobs).
+func BenchmarkClaimManyQueued(b *testing.B) {
+	ctx := context.Background()
+	pool := benchPool(b)
+	_, err := pool.Exec(ctx, `INSERT INTO attune.worker (name, hostname, pid, status) VALUES ('w', 'h', 1, 'active');
+		UPDATE attune.action SET policy = '{"concurrency": {"limit": 1}}' WHERE ref = 't.noop'`)
+	require.NoError(b, err)
+	type queued struct{ ID, Job int64 }
+	var queue []queued
+	last := int64(0)
+	next := func() queued {
+		if len(queue) == 0 {
+			// Enqueued a thousand at a time, off the clock.
+			b.StopTimer()
+			_, err := pool.Exec(ctx, "SELECT attune.enqueue('t.noop', '{}') FROM generate_series(1, 1000)")
+			require.NoError(b, err)
+			rows, err := pool.Query(ctx, "SELECT id, job_id FROM attune.execution WHERE id > $1 ORDER BY id", last)
+			require.NoError(b, err)
+			queue, err = pgx.CollectRows(rows, pgx.RowToStructByPos[queued])
+			require.NoError(b, err)
+			last = queue[len(queue)-1].ID
+			b.StartTimer()
+		}
+		q := queue[0]
+		queue = queue[1:]
+		return q
+	}
+	claim := func(q *queued, released *queued) (admitted bool) {
+		ids, jobIDs, rel := []int64{}, []int64{}, []int64{}
+		if q != nil {
+			ids, jobIDs = []int64{q.ID}, []int64{q.Job}
+		}
+		if released != nil {
+			rel = []int64{released.ID}
+		}
+		rows, err := pool.Query(ctx, "SELECT admitted FROM attune.claim_many($1, '{1}', $2, 'w', $3, '{1}')", ids, jobIDs, rel)
+		if err != nil {
+			b.Fatal(err)
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowTo[bool])
+		if err != nil {
+			b.Fatal(err)
+		}
+		return len(got) == 1 && got[0]
+	}
+	holder, waiter := next(), next()
+	if !claim(&holder, nil) || claim(&waiter, nil) {
+		b.Fatal("the first claim is admitted and the second queues")
+	}
+	b.ResetTimer()
+	for range b.N {
+		n := next()
+		if claim(&n, nil) {
+			b.Fatalf("%d admitted past the limit", n.ID)
+		}
+		claim(nil, &holder) // hands the seat to waiter
+		if !claim(&waiter, nil) {
+			b.Fatalf("%d, handed the seat, refused", waiter.ID)
+		}
+		holder, waiter = waiter, n
+	}
 }
 
 // BenchmarkClaimMany measures one attune.claim_many statement that claims

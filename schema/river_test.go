@@ -23,7 +23,7 @@ import (
 // state machine, the migrations that amend it, and the policies' trigger.
 var riverSQLFiles = []string{"005_state_machine.sql", "009_settle.sql", "011_policy.sql", "012_sql_traceparent.sql",
 	"015_lost_retries.sql", "016_policy_fixes.sql", "017_claim_many.sql", "018_policy_seats.sql", "019_policy_handover.sql",
-	"020_policy_wake_index.sql"}
+	"020_policy_lookups.sql"}
 
 // riverSQLFile names riverSQLFiles in messages.
 var riverSQLFile = strings.Join(riverSQLFiles, " or ")
