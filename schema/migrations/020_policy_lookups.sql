@@ -1,6 +1,7 @@
--- Two lookups that read a whole queue, where an index finds one row,
--- whatever the planner knows of the tables (with autovacuum off, or
--- behind a queue that grew since the last ANALYZE, it knows nothing):
+-- Two lookups of one row that could read hundreds, written so that an
+-- index finds the row whatever the planner knows of the table (with
+-- autovacuum off it knows nothing; after a queue grew past its last
+-- ANALYZE, too little):
 --   * _policy_wake finds the oldest waiter of a key by the key's index;
 --   * claim_many finds a released execution by its primary key.
 --
@@ -11,10 +12,10 @@
 -- _policy_wake is 019's, with the oldest waiter found by the key's index
 -- alone. 019 checked each waiter's execution status in the same query,
 -- and with that check in its filter the planner sorted every waiter of
--- the key to find the first: with a thousand waiters, 3,000 buffers read
--- per hand-over. A waiter row goes in the same transaction as its
--- execution leaves the queue, so the check is kept only as a guard, on
--- the waiter chosen.
+-- the key to find the first: with 2,000 waiters, 10,000 buffers read per
+-- hand-over (jobs.TestHandOverFromALongQueue). A waiter row goes in the
+-- same transaction as its execution leaves the queue, so the check is
+-- kept only as a guard, on the waiter chosen.
 CREATE OR REPLACE FUNCTION attune._policy_wake(k text, before bigint DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
