@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -811,6 +812,46 @@ func TestHandOverFromALongQueue(t *testing.T) {
 	require.Less(t, read, int64(100), "a hand-over reads the queue's head, not every waiter")
 }
 
+// TestReleaseAmongManyRunning: a release finds its execution by primary
+// key, however many the worker runs. 018's claim_many matched the worker
+// with a bare "=", and the planner took the partial index of running
+// executions by worker to find the released one: a claim carrying a
+// release read 89 buffers of attune.execution here, against 33 with 020.
+func TestReleaseAmongManyRunning(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	_, err := b.pool.Exec(b.ctx, `INSERT INTO attune.worker (name, hostname, pid, status) VALUES ('w', 'h', 1, 'active')`)
+	require.NoError(t, err)
+	rows, err := b.pool.Query(b.ctx, "SELECT attune.enqueue('t.noop') FROM generate_series(1, 4000)")
+	require.NoError(t, err)
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	require.NoError(t, err)
+	// Claimed one transaction each on one connection, each also releasing
+	// the execution before (which stays running: nothing settles here), as
+	// a replica's claims carry the releases of the processes that ended.
+	claim := func(tx pgx.Tx, i int) int64 {
+		return executionBuffersRead(t, tx, `SELECT count(*) FROM attune.claim_many(ARRAY[$1::bigint], '{1}',
+			ARRAY[(SELECT job_id FROM attune.execution WHERE id = $1)], 'w', ARRAY[$2::bigint], '{1}')`, ids[i], ids[max(i-1, 0)])
+	}
+	conn, err := b.pool.Acquire(b.ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+	// The last 100 statements, after 3,900 executions started running:
+	// what one reads on average.
+	var read int64
+	for i := range ids {
+		tx, err := conn.Begin(b.ctx)
+		require.NoError(t, err)
+		if n := claim(tx, i); i >= len(ids)-100 {
+			read += n
+		}
+		require.NoError(t, tx.Commit(b.ctx))
+	}
+	read /= 100
+	t.Logf("a claim with a release read %d buffers of attune.execution", read)
+	require.Less(t, read, int64(60), "a release reads its own execution's row, not every running one")
+}
+
 // claimAnswer is what claim_many answered for one execution.
 type claimAnswer struct {
 	id, job  int64
@@ -821,12 +862,16 @@ type claimAnswer struct {
 // in one claim_many, in id order; it returns what each claim answered.
 func claimAll(t *testing.T, b *testBundle, n int) []claimAnswer {
 	t.Helper()
-	_, err := b.pool.Exec(b.ctx, "SELECT attune.enqueue('t.noop') FROM generate_series(1, $1)", n)
+	rows, err := b.pool.Query(b.ctx, "SELECT attune.enqueue('t.noop') FROM generate_series(1, $1)", n)
+	require.NoError(t, err)
+	enqueued, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	require.NoError(t, err)
+	// Read in a statement of its own: the enqueue's rows are not visible
+	// to the statement that inserts them.
+	rows, err = b.pool.Query(b.ctx, "SELECT id, job_id FROM attune.execution WHERE id = ANY ($1) ORDER BY id", enqueued)
 	require.NoError(t, err)
 	var ids, jobIDs []int64
 	var attempts []int
-	rows, err := b.pool.Query(b.ctx, "SELECT id, job_id FROM attune.execution ORDER BY id")
-	require.NoError(t, err)
 	for rows.Next() {
 		var id, job int64
 		require.NoError(t, rows.Scan(&id, &job))
@@ -846,7 +891,7 @@ func claimAll(t *testing.T, b *testBundle, n int) []claimAnswer {
 	require.NoError(t, rows.Err())
 	out := make([]claimAnswer, n)
 	for i := range ids {
-		out[i].id, out[i].job, out[i].admitted = ids[i], jobIDs[i], admitted[jobIDs[i]]
+		out[i] = claimAnswer{ids[i], jobIDs[i], admitted[jobIDs[i]]}
 	}
 	return out
 }
@@ -864,27 +909,8 @@ func BenchmarkClaimManyQueued(b *testing.B) {
 	_, err := pool.Exec(ctx, `INSERT INTO attune.worker (name, hostname, pid, status) VALUES ('w', 'h', 1, 'active');
 		UPDATE attune.action SET policy = '{"concurrency": {"limit": 1}}' WHERE ref = 't.noop'`)
 	require.NoError(b, err)
-	type queued struct{ ID, Job int64 }
-	var queue []queued
-	last := int64(0)
-	next := func() queued {
-		if len(queue) == 0 {
-			// Enqueued a thousand at a time, off the clock.
-			b.StopTimer()
-			_, err := pool.Exec(ctx, "SELECT attune.enqueue('t.noop', '{}') FROM generate_series(1, 1000)")
-			require.NoError(b, err)
-			rows, err := pool.Query(ctx, "SELECT id, job_id FROM attune.execution WHERE id > $1 ORDER BY id", last)
-			require.NoError(b, err)
-			queue, err = pgx.CollectRows(rows, pgx.RowToStructByPos[queued])
-			require.NoError(b, err)
-			last = queue[len(queue)-1].ID
-			b.StartTimer()
-		}
-		q := queue[0]
-		queue = queue[1:]
-		return q
-	}
-	claim := func(q *queued, released *queued) (admitted bool) {
+	next := benchQueue(b, pool)
+	claim := func(q *benchExecution, released *benchExecution) (admitted bool) {
 		ids, jobIDs, rel := []int64{}, []int64{}, []int64{}
 		if q != nil {
 			ids, jobIDs = []int64{q.ID}, []int64{q.Job}
@@ -937,33 +963,44 @@ func BenchmarkClaimMany(b *testing.B) {
 			require.NoError(b, err)
 			_, err = pool.Exec(ctx, "UPDATE attune.action SET policy = $1 WHERE ref = 't.noop'", bc.policy)
 			require.NoError(b, err)
-			var ids, jobIDs []int64
+			next := benchQueue(b, pool)
 			prev := int64(0) // an execution that does not exist: its release frees nothing
 			for i := 0; i < b.N; i++ {
-				if len(ids) == 0 {
-					// Enqueued a thousand at a time, off the clock.
-					b.StopTimer()
-					rows, err := pool.Query(ctx, "SELECT attune.enqueue('t.noop', '{}') FROM generate_series(1, 1000)")
-					require.NoError(b, err)
-					fresh, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-					require.NoError(b, err)
-					rows, err = pool.Query(ctx, "SELECT id, job_id FROM attune.execution WHERE id = ANY ($1) ORDER BY id", fresh)
-					require.NoError(b, err)
-					for rows.Next() {
-						var id, job int64
-						require.NoError(b, rows.Scan(&id, &job))
-						ids, jobIDs = append(ids, id), append(jobIDs, job)
-					}
-					require.NoError(b, rows.Err())
-					b.StartTimer()
-				}
+				q := next()
 				var admitted bool
 				if err := pool.QueryRow(ctx, "SELECT admitted FROM attune.claim_many($1, '{1}', $2, 'w', $3, '{1}')",
-					ids[:1], jobIDs[:1], []int64{prev}).Scan(&admitted); err != nil || !admitted {
-					b.Fatalf("claim %d: admitted %v, %v", ids[0], admitted, err)
+					[]int64{q.ID}, []int64{q.Job}, []int64{prev}).Scan(&admitted); err != nil || !admitted {
+					b.Fatalf("claim %d: admitted %v, %v", q.ID, admitted, err)
 				}
-				prev, ids, jobIDs = ids[0], ids[1:], jobIDs[1:]
+				prev = q.ID
 			}
 		})
+	}
+}
+
+// benchExecution is an execution enqueued for a benchmark, and its job.
+type benchExecution struct{ ID, Job int64 }
+
+// benchQueue returns a function that hands out new executions of t.noop in
+// id order, enqueued a thousand at a time off the clock.
+func benchQueue(b *testing.B, pool *pgxpool.Pool) func() benchExecution {
+	ctx := context.Background()
+	var queue []benchExecution
+	last := int64(0)
+	return func() benchExecution {
+		if len(queue) == 0 {
+			b.StopTimer()
+			_, err := pool.Exec(ctx, "SELECT attune.enqueue('t.noop', '{}') FROM generate_series(1, 1000)")
+			require.NoError(b, err)
+			rows, err := pool.Query(ctx, "SELECT id, job_id FROM attune.execution WHERE id > $1 ORDER BY id", last)
+			require.NoError(b, err)
+			queue, err = pgx.CollectRows(rows, pgx.RowToStructByPos[benchExecution])
+			require.NoError(b, err)
+			last = queue[len(queue)-1].ID
+			b.StartTimer()
+		}
+		q := queue[0]
+		queue = queue[1:]
+		return q
 	}
 }

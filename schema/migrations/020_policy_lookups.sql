@@ -24,6 +24,7 @@ DECLARE
     job_id bigint;
     status text;
     state  text;
+    queue  text;
 BEGIN
     LOOP
         SELECT pw.execution_id, pw.lim INTO eid, lim
@@ -46,20 +47,21 @@ BEGIN
         RETURN;
     END IF;
     DELETE FROM attune.policy_waiter pw WHERE pw.key = k AND pw.execution_id = eid;
-    SELECT j.state::text INTO state FROM attune.river_job j WHERE j.id = job_id FOR UPDATE;
+    SELECT j.state::text, j.queue INTO state, queue FROM attune.river_job j WHERE j.id = job_id FOR UPDATE;
     -- River writes a short snooze as available at a later scheduled_at.
     IF state IN ('scheduled', 'available') THEN
         -- River fetches by scheduled_at: back to its enqueue time, so the
         -- woken job comes before newer ones that would only wait behind it.
         UPDATE attune.river_job j SET state = 'available', scheduled_at = least(j.scheduled_at, j.created_at, now())
         WHERE j.id = job_id;
-        PERFORM attune.wake_workers(ARRAY[(SELECT j.queue FROM attune.river_job j WHERE j.id = job_id)]);
+        PERFORM attune.wake_workers(ARRAY[queue]);
     ELSIF state = 'running' THEN
         PERFORM pg_notify('attune_policy_woken', eid::text);
     END IF;
 END $$;
 
--- claim_many is 018's, with the release's lookup by primary key.
+-- claim_many is 018's, with the release's lookup by primary key
+-- (jobs.TestReleaseAmongManyRunning).
 CREATE OR REPLACE FUNCTION attune.claim_many(execution_ids bigint[], attempts integer[], job_ids bigint[], worker text,
     released_ids bigint[], released_attempts integer[])
 RETURNS TABLE (
@@ -95,11 +97,12 @@ BEGIN
         CONTINUE WHEN NOT EXISTS (
             SELECT 1 FROM attune.execution e
             WHERE e.id = claim_many.released_ids[i] AND e.status IN ('running', 'canceling')
-                -- Not "=": with it the planner may take the partial index
-                -- of running executions by worker (execution_worker_running_idx)
-                -- and read every execution the worker runs, where the
-                -- primary key finds the one row.
-                AND e.worker IS NOT DISTINCT FROM claim_many.worker AND e.attempt = claim_many.released_attempts[i]
+                -- "(… = …) IS TRUE", which means "=" but is no index
+                -- condition: with a bare "=" the planner may take the partial
+                -- index of running executions by worker
+                -- (execution_worker_running_idx) and read every execution
+                -- the worker runs, where the primary key finds the one row.
+                AND (e.worker = claim_many.worker) IS TRUE AND e.attempt = claim_many.released_attempts[i]
             FOR SHARE SKIP LOCKED);
         UPDATE attune.policy_seat st SET execution_id = NULL WHERE st.execution_id = claim_many.released_ids[i];
     END LOOP;
