@@ -812,11 +812,12 @@ func TestHandOverFromALongQueue(t *testing.T) {
 	require.Less(t, read, int64(100), "a hand-over reads the queue's head, not every waiter")
 }
 
-// TestReleaseAmongManyRunning: a release finds its execution by primary
-// key, however many the worker runs. 018's claim_many matched the worker
-// with a bare "=", and the planner took the partial index of running
-// executions by worker to find the released one: a claim carrying a
-// release read 89 buffers of attune.execution here, against 33 with 020.
+// TestReleaseAmongManyRunning: a release reads its execution's row, however
+// many the worker runs. claim_many looks it up by id and worker, and with
+// 001's index of running executions by worker alone the planner took that
+// index and read every execution the worker runs: a claim carrying a
+// release read 89 buffers of attune.execution here, against 32 with 020's
+// index of (worker, id).
 func TestReleaseAmongManyRunning(t *testing.T) {
 	t.Parallel()
 	b := setup(t)

@@ -3,7 +3,7 @@
 -- autovacuum off it knows nothing; after a queue grew past its last
 -- ANALYZE, too little):
 --   * _policy_wake finds the oldest waiter of a key by the key's index;
---   * claim_many finds a released execution by its primary key.
+--   * claim_many finds a released execution by its id and worker.
 --
 -- Like 019_policy_handover.sql, this file was written against:
 --
@@ -60,77 +60,12 @@ BEGIN
     END IF;
 END $$;
 
--- claim_many is 018's, with the release's lookup by primary key
--- (jobs.TestReleaseAmongManyRunning).
-CREATE OR REPLACE FUNCTION attune.claim_many(execution_ids bigint[], attempts integer[], job_ids bigint[], worker text,
-    released_ids bigint[], released_attempts integer[])
-RETURNS TABLE (
-    job_id bigint, admitted boolean, cancelled boolean, retry_at timestamptz, reason text, retry_on text[],
-    holds_slots boolean,
-    max_attempts integer, action_ref text, pack_ref text, runner_type text, path text,
-    parameters jsonb, secret_parameters jsonb, declarations jsonb, result_schema jsonb,
-    timeout_seconds integer, action_timeout_seconds integer, parameter_delivery text,
-    parameter_format text, output_format text, rule_ref text, trigger_ref text,
-    action_updated timestamptz, secrets jsonb)
-LANGUAGE plpgsql AS $$
-#variable_conflict use_column
-DECLARE
-    x_id   bigint;
-    x_job  bigint;
-    x_must boolean;
-    adm    record;
-    x_on   text[];
-    x_held boolean;
-BEGIN
-    -- Like claim's, this commit need not wait for the WAL flush (a lost
-    -- release is made again by settle).
-    PERFORM set_config('synchronous_commit', 'off', true);
-    FOR i IN 1 .. coalesce(cardinality(claim_many.released_ids), 0) LOOP
-        -- The attempt's row is locked first, as settle, cancel and the
-        -- reaper lock it before they free its seats; one of them holding
-        -- it is skipped, not waited for: that writer frees the seats.
-        -- Without the row's lock, a settle's free that ran while this one
-        -- committed would lock the seat just freed until the settle
-        -- committed, and the waiter woken by this release, skipping the
-        -- locked seat, would find none free. The deferred trigger
-        -- policy_seat_freed wakes the next waiter of each key at commit.
-        CONTINUE WHEN NOT EXISTS (
-            SELECT 1 FROM attune.execution e
-            WHERE e.id = claim_many.released_ids[i] AND e.status IN ('running', 'canceling')
-                -- "(… = …) IS TRUE", which means "=" but is no index
-                -- condition: with a bare "=" the planner may take the partial
-                -- index of running executions by worker
-                -- (execution_worker_running_idx) and read every execution
-                -- the worker runs, where the primary key finds the one row.
-                AND (e.worker = claim_many.worker) IS TRUE AND e.attempt = claim_many.released_attempts[i]
-            FOR SHARE SKIP LOCKED);
-        UPDATE attune.policy_seat st SET execution_id = NULL WHERE st.execution_id = claim_many.released_ids[i];
-    END LOOP;
-    FOR i IN 1 .. coalesce(cardinality(claim_many.execution_ids), 0) LOOP
-        x_id := claim_many.execution_ids[i];
-        x_job := claim_many.job_ids[i];
-        x_on := NULL;
-        x_held := false;
-        -- What needs policy_admit: see Admission in 017_claim_many.sql.
-        x_must := EXISTS (
-            SELECT 1 FROM attune.execution e JOIN attune.action a ON a.ref = e.action_ref
-                LEFT JOIN attune.pack p ON p.ref = a.pack_ref
-            WHERE e.id = x_id AND NOT (a.policy - 'retention' - 'retry' = '{}'
-                AND NOT coalesce(a.policy -> 'retry' ? 'on', false)
-                AND coalesce(p.policy, '{}') - 'retention' = '{}'));
-        IF x_must THEN
-            SELECT * INTO adm FROM attune.policy_admit(x_id, claim_many.worker);
-            IF NOT adm.admitted THEN
-                RETURN QUERY SELECT x_job, false, adm.cancelled, adm.retry_at, adm.reason, NULL::text[], false,
-                    NULL::integer, NULL::text, NULL::text, NULL::text, NULL::text,
-                    NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::integer, NULL::integer, NULL::text,
-                    NULL::text, NULL::text, NULL::text, NULL::text, NULL::timestamptz, NULL::jsonb;
-                CONTINUE;
-            END IF;
-            x_on := adm.retry_on;
-            x_held := adm.holds_slots;
-        END IF;
-        RETURN QUERY SELECT x_job, true, false, NULL::timestamptz, NULL::text, x_on, x_held, c.*
-            FROM attune.claim(x_id, claim_many.worker, claim_many.attempts[i], x_job) c;
-    END LOOP;
-END $$;
+-- A release finds its execution by id and worker (claim_many's, in 018):
+-- with an index of the running executions by worker alone, the planner
+-- took it for that lookup and read every execution the worker runs
+-- (jobs.TestReleaseAmongManyRunning). With the id in the index too, the
+-- same index finds the one row, and still serves the reaper's lookup of a
+-- dead worker's executions.
+CREATE INDEX execution_worker_running_id_idx ON attune.execution (worker, id)
+    WHERE status IN ('running', 'canceling');
+DROP INDEX attune.execution_worker_running_idx;
