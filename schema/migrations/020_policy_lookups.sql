@@ -1,4 +1,4 @@
--- Two lookups of one row that could read hundreds, written so that an
+-- Two lookups of one row that could read hundreds, mended so that an
 -- index finds the row whatever the planner knows of the table (with
 -- autovacuum off it knows nothing; after a queue grew past its last
 -- ANALYZE, too little):
