@@ -800,14 +800,14 @@ func TestHandOverFromALongQueue(t *testing.T) {
 	tx, err := b.pool.Begin(b.ctx)
 	require.NoError(t, err)
 	defer func() { _ = tx.Rollback(b.ctx) }()
-	_, err = tx.Exec(b.ctx, "SELECT * FROM attune.claim_many('{}', '{}', '{}', 'w', $1, '{1}')", []int64{qs[0].id})
+	_, err = tx.Exec(b.ctx, "SELECT * FROM attune.claim_many('{}', '{}', '{}', 'w', $1, '{1}')", []int64{qs[0].ID})
 	require.NoError(t, err)
 	// The hand-over, deferred to the commit, made at once.
 	read := executionBuffersRead(t, tx, "SET CONSTRAINTS ALL IMMEDIATE")
 	require.NoError(t, tx.Commit(b.ctx))
 	var holder int64
 	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT execution_id FROM attune.policy_seat WHERE execution_id IS NOT NULL").Scan(&holder))
-	require.Equal(t, qs[1].id, holder, "the seat goes to the oldest waiter")
+	require.Equal(t, qs[1].ID, holder, "the seat goes to the oldest waiter")
 	t.Logf("the hand-over read %d buffers of attune.execution", read)
 	require.Less(t, read, int64(100), "a hand-over reads the queue's head, not every waiter")
 }
@@ -855,7 +855,7 @@ func TestReleaseAmongManyRunning(t *testing.T) {
 
 // claimAnswer is what claim_many answered for one execution.
 type claimAnswer struct {
-	id, job  int64
+	benchExecution
 	admitted bool
 }
 
@@ -871,28 +871,27 @@ func claimAll(t *testing.T, b *testBundle, n int) []claimAnswer {
 	// to the statement that inserts them.
 	rows, err = b.pool.Query(b.ctx, "SELECT id, job_id FROM attune.execution WHERE id = ANY ($1) ORDER BY id", enqueued)
 	require.NoError(t, err)
-	var ids, jobIDs []int64
-	var attempts []int
-	for rows.Next() {
-		var id, job int64
-		require.NoError(t, rows.Scan(&id, &job))
-		ids, jobIDs, attempts = append(ids, id), append(jobIDs, job), append(attempts, 1)
+	es, err := pgx.CollectRows(rows, pgx.RowToStructByPos[benchExecution])
+	require.NoError(t, err)
+	require.Len(t, es, n)
+	ids, jobIDs, attempts := make([]int64, n), make([]int64, n), make([]int, n)
+	for i, e := range es {
+		ids[i], jobIDs[i], attempts[i] = e.ID, e.Job, 1
 	}
-	require.NoError(t, rows.Err())
-	require.Len(t, ids, n)
-	admitted := map[int64]bool{}
 	rows, err = b.pool.Query(b.ctx, "SELECT job_id, admitted FROM attune.claim_many($1, $2, $3, 'w', '{}', '{}')", ids, attempts, jobIDs)
 	require.NoError(t, err)
-	for rows.Next() {
-		var job int64
-		var ok bool
-		require.NoError(t, rows.Scan(&job, &ok))
-		admitted[job] = ok
+	answers, err := pgx.CollectRows(rows, pgx.RowToStructByPos[struct {
+		Job      int64
+		Admitted bool
+	}])
+	require.NoError(t, err)
+	admitted := map[int64]bool{}
+	for _, a := range answers {
+		admitted[a.Job] = a.Admitted
 	}
-	require.NoError(t, rows.Err())
 	out := make([]claimAnswer, n)
-	for i := range ids {
-		out[i] = claimAnswer{ids[i], jobIDs[i], admitted[jobIDs[i]]}
+	for i, e := range es {
+		out[i] = claimAnswer{e, admitted[e.Job]}
 	}
 	return out
 }
@@ -979,7 +978,8 @@ func BenchmarkClaimMany(b *testing.B) {
 	}
 }
 
-// benchExecution is an execution enqueued for a benchmark, and its job.
+// benchExecution is an execution enqueued for a test or a benchmark, and
+// its job.
 type benchExecution struct{ ID, Job int64 }
 
 // benchQueue returns a function that hands out new executions of t.noop in
